@@ -1,0 +1,677 @@
+//! Who is online, and the sessions between them.
+//!
+//! All state lives behind one mutex and is only touched for in-memory work (no awaits while
+//! locked). Messages to a device go through its bounded outbound queue; a device that does not
+//! drain it is dropped rather than allowed to grow the server's memory.
+
+use crate::number::{self, E164};
+use crate::protocol::{
+    ClosedReason, EndReason, ErrorCode, IceServer, Offer, Outcome, Party, PeerInfo, Role,
+    ServerMsg, SessionId, Settings, SignalData, close_code,
+};
+use crate::server::metrics::Metrics;
+use crate::server::store::Store;
+use axum::extract::ws::Utf8Bytes;
+use parking_lot::Mutex;
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+
+/// How many recently closed sessions are remembered to answer late messages clearly.
+const CLOSED_MEMORY: usize = 10_000;
+
+#[derive(Clone, Debug)]
+pub struct HubConfig {
+    pub answer_timeout: Duration,
+    pub heartbeat: Duration,
+    pub default_region: String,
+    pub ice_servers: Vec<IceServer>,
+    /// Messages queued for one device before it counts as stuck and is dropped.
+    pub outbound_queue: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            answer_timeout: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(20),
+            default_region: "DE".into(),
+            ice_servers: Vec::new(),
+            outbound_queue: 256,
+        }
+    }
+}
+
+/// What the connection task is told to write.
+#[derive(Debug)]
+pub enum Outbound {
+    Text(Utf8Bytes),
+    Close(u16, &'static str),
+}
+
+struct DeviceConn {
+    conn_id: u64,
+    user_id: i64,
+    tx: mpsc::Sender<Outbound>,
+    reported_ip: Option<IpAddr>,
+    observed_ip: IpAddr,
+    /// Sessions this device takes part in (as caller, ringing callee or active callee).
+    sessions: Vec<SessionId>,
+}
+
+struct OnlineUser {
+    number: String,
+    display_name: String,
+    /// Region national numbers dialed by this user are read in.
+    region: String,
+    settings: Settings,
+    devices: Vec<i64>,
+}
+
+enum SessionState {
+    Ringing { devices: Vec<i64>, timer: Option<AbortHandle>, since: Instant },
+    Active { callee_device: i64 },
+}
+
+struct Session {
+    req_id: u64,
+    offer: Offer,
+    caller_user: i64,
+    caller_device: i64,
+    callee_user: i64,
+    state: SessionState,
+}
+
+#[derive(Default)]
+struct Inner {
+    devices: HashMap<i64, DeviceConn>,
+    users: HashMap<i64, OnlineUser>,
+    by_number: HashMap<String, i64>,
+    sessions: HashMap<SessionId, Session>,
+    closed: HashMap<SessionId, &'static str>,
+    closed_order: VecDeque<SessionId>,
+    shutting_down: bool,
+}
+
+/// The identity a connection proved with its token.
+pub struct Login {
+    pub device_id: i64,
+    pub user_id: i64,
+    pub number: String,
+    pub display_name: String,
+    pub settings: Settings,
+    pub reported_ip: Option<IpAddr>,
+    pub observed_ip: IpAddr,
+}
+
+pub struct Hub {
+    inner: Mutex<Inner>,
+    pub store: Arc<dyn Store>,
+    pub cfg: HubConfig,
+    pub metrics: Arc<Metrics>,
+    next_conn: AtomicU64,
+}
+
+fn encode(msg: &ServerMsg) -> Utf8Bytes {
+    match serde_json::to_string(msg) {
+        Ok(s) => Utf8Bytes::from(s),
+        // Our own types always serialize; keep the connection alive regardless.
+        Err(e) => Utf8Bytes::from(format!(
+            r#"{{"type":"error","code":"internal","message":"cannot encode reply: {e}"}}"#
+        )),
+    }
+}
+
+pub fn error_msg(code: ErrorCode, message: impl Into<String>) -> ServerMsg {
+    ServerMsg::Error { code, message: message.into(), req_id: None, session_id: None }
+}
+
+fn session_error(code: ErrorCode, message: impl Into<String>, id: &SessionId) -> ServerMsg {
+    ServerMsg::Error { code, message: message.into(), req_id: None, session_id: Some(id.clone()) }
+}
+
+impl Inner {
+    /// Queues a message for a device. A full queue means the device stopped reading: it is
+    /// dropped (its connection task then closes the socket).
+    fn send(&mut self, device_id: i64, msg: &ServerMsg) -> bool {
+        let Some(dev) = self.devices.get(&device_id) else { return false };
+        match dev.tx.try_send(Outbound::Text(encode(msg))) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(device_id, "outbound queue full: dropping a device that does not read");
+                // The connection task sees its queue closed and ends; cleanup runs there.
+                if let Some(dev) = self.devices.get_mut(&device_id) {
+                    let (dead_tx, _) = mpsc::channel(1);
+                    dev.tx = dead_tx;
+                }
+                false
+            }
+        }
+    }
+
+    fn remember_closed(&mut self, id: SessionId, why: &'static str) {
+        if self.closed_order.len() >= CLOSED_MEMORY
+            && let Some(old) = self.closed_order.pop_front()
+        {
+            self.closed.remove(&old);
+        }
+        self.closed.insert(id.clone(), why);
+        self.closed_order.push_back(id);
+    }
+
+    fn detach(&mut self, device_id: i64, id: &SessionId) {
+        if let Some(dev) = self.devices.get_mut(&device_id) {
+            dev.sessions.retain(|s| s != id);
+        }
+    }
+
+    /// Removes a session and unlinks it from every device that knew it.
+    fn remove_session(&mut self, id: &SessionId, why: &'static str) -> Option<Session> {
+        let session = self.sessions.remove(id)?;
+        self.detach(session.caller_device, id);
+        match &session.state {
+            SessionState::Ringing { devices, timer, .. } => {
+                if let Some(t) = timer {
+                    t.abort();
+                }
+                for d in devices.clone() {
+                    self.detach(d, id);
+                }
+            }
+            SessionState::Active { callee_device } => self.detach(*callee_device, id),
+        }
+        self.remember_closed(id.clone(), why);
+        Some(session)
+    }
+
+    fn peer_info(&self, user_id: i64, device_id: i64) -> Option<PeerInfo> {
+        let user = self.users.get(&user_id)?;
+        let dev = self.devices.get(&device_id)?;
+        Some(PeerInfo {
+            number: user.number.clone(),
+            display_name: user.display_name.clone(),
+            device_ip: dev.reported_ip,
+            observed_ip: dev.observed_ip,
+        })
+    }
+}
+
+impl Hub {
+    pub fn new(store: Arc<dyn Store>, cfg: HubConfig, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Hub {
+            inner: Mutex::new(Inner::default()),
+            store,
+            cfg,
+            metrics,
+            next_conn: AtomicU64::new(1),
+        })
+    }
+
+    /// Puts a logged-in device online. Returns the connection id and its outbound queue.
+    /// An older connection of the same device is told it was replaced and dropped.
+    pub fn connect(self: &Arc<Self>, login: &Login) -> Option<(u64, mpsc::Receiver<Outbound>)> {
+        let conn_id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(self.cfg.outbound_queue);
+        let mut inner = self.inner.lock();
+        if inner.shutting_down {
+            return None;
+        }
+        if let Some(old) = inner.devices.get(&login.device_id) {
+            let _ = old.tx.try_send(Outbound::Close(
+                close_code::REPLACED,
+                "replaced by a newer connection of this device",
+            ));
+            let old_conn = old.conn_id;
+            self.disconnect_locked(&mut inner, login.device_id, old_conn);
+        }
+        inner.devices.insert(
+            login.device_id,
+            DeviceConn {
+                conn_id,
+                user_id: login.user_id,
+                tx,
+                reported_ip: login.reported_ip,
+                observed_ip: login.observed_ip,
+                sessions: Vec::new(),
+            },
+        );
+        let default_region = self.cfg.default_region.clone();
+        let user = inner.users.entry(login.user_id).or_insert_with(|| OnlineUser {
+            number: login.number.clone(),
+            display_name: login.display_name.clone(),
+            region: region_of(&login.number).unwrap_or(default_region),
+            settings: login.settings,
+            devices: Vec::new(),
+        });
+        user.settings = login.settings;
+        user.devices.push(login.device_id);
+        inner.by_number.insert(login.number.clone(), login.user_id);
+        self.metrics.online_devices.set(inner.devices.len() as i64);
+        self.metrics.online_users.set(inner.users.len() as i64);
+        Some((conn_id, rx))
+    }
+
+    /// Takes a device offline (if `conn_id` is still its current connection) and ends or
+    /// withdraws everything it took part in.
+    pub fn disconnect(&self, device_id: i64, conn_id: u64) {
+        let mut inner = self.inner.lock();
+        self.disconnect_locked(&mut inner, device_id, conn_id);
+    }
+
+    fn disconnect_locked(&self, inner: &mut Inner, device_id: i64, conn_id: u64) {
+        match inner.devices.get(&device_id) {
+            Some(dev) if dev.conn_id == conn_id => {}
+            _ => return,
+        }
+        let sessions = inner.devices.get(&device_id).map(|d| d.sessions.clone()).unwrap_or_default();
+        for id in sessions {
+            self.device_gone_from_session(inner, device_id, &id);
+        }
+        let Some(dev) = inner.devices.remove(&device_id) else { return };
+        if let Some(user) = inner.users.get_mut(&dev.user_id) {
+            user.devices.retain(|d| *d != device_id);
+            if user.devices.is_empty() {
+                let number = user.number.clone();
+                inner.users.remove(&dev.user_id);
+                inner.by_number.remove(&number);
+            }
+        }
+        self.metrics.online_devices.set(inner.devices.len() as i64);
+        self.metrics.online_users.set(inner.users.len() as i64);
+    }
+
+    fn device_gone_from_session(&self, inner: &mut Inner, device_id: i64, id: &SessionId) {
+        let Some(session) = inner.sessions.get_mut(id) else { return };
+        let is_caller = session.caller_device == device_id;
+        match &mut session.state {
+            SessionState::Ringing { devices, .. } if !is_caller => {
+                // One callee device went away; the request rings on at the others.
+                devices.retain(|d| *d != device_id);
+                if devices.is_empty() {
+                    let (caller, req_id) = (session.caller_device, session.req_id);
+                    inner.remove_session(id, "every device of the callee went offline");
+                    self.tell_outcome(inner, caller, req_id, Some(id), Outcome::Unavailable);
+                }
+            }
+            SessionState::Ringing { devices, .. } => {
+                let devices = devices.clone();
+                inner.remove_session(id, "the caller went offline");
+                for d in devices {
+                    inner.send(d, &ServerMsg::InitiationClosed {
+                        session_id: id.clone(),
+                        reason: ClosedReason::CallerGone,
+                    });
+                }
+            }
+            SessionState::Active { callee_device } => {
+                let other = if is_caller { *callee_device } else { session.caller_device };
+                inner.remove_session(id, "a device of the session went offline");
+                inner.send(other, &ServerMsg::SessionEnded {
+                    session_id: id.clone(),
+                    reason: EndReason::PeerDisconnected,
+                });
+            }
+        }
+    }
+
+    fn tell_outcome(
+        &self,
+        inner: &mut Inner,
+        caller_device: i64,
+        req_id: u64,
+        id: Option<&SessionId>,
+        outcome: Outcome,
+    ) {
+        self.metrics.outcomes.get_or_create(&vec![("outcome", outcome.label())]).inc();
+        inner.send(caller_device, &ServerMsg::AccessOutcome {
+            req_id,
+            session_id: id.cloned(),
+            outcome,
+        });
+    }
+
+    /// Sends a message to one device (used by the connection task for replies).
+    pub fn send_to(&self, device_id: i64, msg: &ServerMsg) {
+        self.inner.lock().send(device_id, msg);
+    }
+
+    /// Handles an access request from `device_id`.
+    pub fn access_request(
+        self: &Arc<Self>,
+        device_id: i64,
+        req_id: u64,
+        target: &str,
+        offer: Offer,
+        region: Option<&str>,
+        received: Instant,
+    ) {
+        self.metrics.access_requests.inc();
+        let mut inner = self.inner.lock();
+        let Some(caller_user) = inner.devices.get(&device_id).map(|d| d.user_id) else { return };
+        let Some(caller) = inner.users.get(&caller_user) else { return };
+        let region = region.map(str::to_string).unwrap_or_else(|| caller.region.clone());
+        let caller_party = Party { number: caller.number.clone(), display_name: caller.display_name.clone() };
+        let target: E164 = match number::normalize(target, Some(&region)) {
+            Ok(n) => n,
+            Err(e) => {
+                self.tell_outcome(&mut inner, device_id, req_id, None, Outcome::InvalidNumber {
+                    reason: e.to_string(),
+                });
+                return;
+            }
+        };
+        if target.as_str() == caller_party.number {
+            self.metrics.protocol_errors.get_or_create(&vec![("code", ErrorCode::SelfRequest.as_str())]).inc();
+            inner.send(device_id, &ServerMsg::Error {
+                code: ErrorCode::SelfRequest,
+                message: "that is your own number: dial the person you are calling".into(),
+                req_id: Some(req_id),
+                session_id: None,
+            });
+            return;
+        }
+        // Unknown, offline, not accepting and do-not-disturb all look the same to the caller.
+        let callee = inner.by_number.get(target.as_str()).copied().and_then(|uid| {
+            let u = inner.users.get(&uid)?;
+            let available = u.settings.accepting_sessions && !u.settings.do_not_disturb;
+            (available && !u.devices.is_empty()).then(|| (uid, u.devices.clone()))
+        });
+        let Some((callee_user, callee_devices)) = callee else {
+            self.tell_outcome(&mut inner, device_id, req_id, None, Outcome::Unavailable);
+            return;
+        };
+        let id = SessionId(crate::server::auth::new_session_id());
+        let initiation = encode(&ServerMsg::Initiation {
+            session_id: id.clone(),
+            caller: caller_party,
+            offer,
+            call_ref: None,
+            expires_in_ms: self.cfg.answer_timeout.as_millis() as u64,
+        });
+        let mut rung = Vec::with_capacity(callee_devices.len());
+        for d in callee_devices {
+            if let Some(dev) = inner.devices.get_mut(&d)
+                && dev.tx.try_send(Outbound::Text(initiation.clone())).is_ok()
+            {
+                dev.sessions.push(id.clone());
+                rung.push(d);
+            }
+        }
+        if rung.is_empty() {
+            self.tell_outcome(&mut inner, device_id, req_id, None, Outcome::Unavailable);
+            return;
+        }
+        if let Some(dev) = inner.devices.get_mut(&device_id) {
+            dev.sessions.push(id.clone());
+        }
+        let hub = Arc::clone(self);
+        let timeout_id = id.clone();
+        let timeout = self.cfg.answer_timeout;
+        let timer = tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            hub.time_out(&timeout_id);
+        })
+        .abort_handle();
+        inner.sessions.insert(id.clone(), Session {
+            req_id,
+            offer,
+            caller_user,
+            caller_device: device_id,
+            callee_user,
+            state: SessionState::Ringing { devices: rung, timer: Some(timer), since: Instant::now() },
+        });
+        inner.send(device_id, &ServerMsg::AccessPending { req_id, session_id: id });
+        self.metrics.dispatch_seconds.observe(received.elapsed().as_secs_f64());
+    }
+
+    fn time_out(&self, id: &SessionId) {
+        let mut inner = self.inner.lock();
+        let Some(session) = inner.sessions.get(id) else { return };
+        let SessionState::Ringing { devices, .. } = &session.state else { return };
+        let (caller, req_id, devices) = (session.caller_device, session.req_id, devices.clone());
+        inner.remove_session(id, "it timed out without an answer");
+        for d in devices {
+            inner.send(d, &ServerMsg::InitiationClosed {
+                session_id: id.clone(),
+                reason: ClosedReason::TimedOut,
+            });
+        }
+        self.tell_outcome(&mut inner, caller, req_id, Some(id), Outcome::TimedOut);
+    }
+
+    /// Explains why a message names a session this device cannot act on.
+    fn unknown_session(&self, inner: &mut Inner, device_id: i64, id: &SessionId) {
+        let msg = match inner.closed.get(id) {
+            Some(why) => session_error(
+                ErrorCode::SessionClosed,
+                format!("session {id} is over: {why}"),
+                id,
+            ),
+            None => session_error(
+                ErrorCode::UnknownSession,
+                format!("there is no session {id} for this device"),
+                id,
+            ),
+        };
+        inner.send(device_id, &msg);
+    }
+
+    pub fn answer(&self, device_id: i64, id: &SessionId, accept: bool) {
+        let mut inner = self.inner.lock();
+        let Some(user_id) = inner.devices.get(&device_id).map(|d| d.user_id) else { return };
+        let Some(session) = inner.sessions.get_mut(id) else {
+            return self.unknown_session(&mut inner, device_id, id);
+        };
+        if session.callee_user != user_id {
+            return self.unknown_session(&mut inner, device_id, id);
+        }
+        let SessionState::Ringing { devices, since, .. } = &mut session.state else {
+            let msg = session_error(
+                ErrorCode::AlreadyAnswered,
+                format!("session {id} was already answered"),
+                id,
+            );
+            inner.send(device_id, &msg);
+            return;
+        };
+        if !devices.contains(&device_id) {
+            // A device of the callee that came online after the request was sent.
+            return self.unknown_session(&mut inner, device_id, id);
+        }
+        self.metrics.answer_seconds.observe(since.elapsed().as_secs_f64());
+        let others: Vec<i64> = devices.iter().copied().filter(|d| *d != device_id).collect();
+        let (caller_device, caller_user, req_id, offer) =
+            (session.caller_device, session.caller_user, session.req_id, session.offer);
+        if !accept {
+            inner.remove_session(id, "it was declined");
+            for d in others {
+                inner.send(d, &ServerMsg::InitiationClosed {
+                    session_id: id.clone(),
+                    reason: ClosedReason::DeclinedElsewhere,
+                });
+            }
+            self.tell_outcome(&mut inner, caller_device, req_id, Some(id), Outcome::Declined);
+            return;
+        }
+        if let SessionState::Ringing { timer: Some(t), .. } = &session.state {
+            t.abort();
+        }
+        session.state = SessionState::Active { callee_device: device_id };
+        for d in &others {
+            inner.detach(*d, id);
+        }
+        for d in others {
+            inner.send(d, &ServerMsg::InitiationClosed {
+                session_id: id.clone(),
+                reason: ClosedReason::AnsweredElsewhere,
+            });
+        }
+        let (Some(caller_info), Some(callee_info)) =
+            (inner.peer_info(caller_user, caller_device), inner.peer_info(user_id, device_id))
+        else {
+            return;
+        };
+        self.tell_outcome(&mut inner, caller_device, req_id, Some(id), Outcome::Accepted);
+        inner.send(caller_device, &ServerMsg::SessionStarted {
+            session_id: id.clone(),
+            role: Role::Caller,
+            offer,
+            peer: callee_info,
+        });
+        inner.send(device_id, &ServerMsg::SessionStarted {
+            session_id: id.clone(),
+            role: Role::Callee,
+            offer,
+            peer: caller_info,
+        });
+    }
+
+    /// The other device of an active session `device_id` is part of.
+    fn active_peer(inner: &Inner, device_id: i64, id: &SessionId) -> Result<i64, Option<ErrorCode>> {
+        let Some(session) = inner.sessions.get(id) else { return Err(None) };
+        match session.state {
+            SessionState::Active { callee_device } if callee_device == device_id => {
+                Ok(session.caller_device)
+            }
+            SessionState::Active { callee_device } if session.caller_device == device_id => {
+                Ok(callee_device)
+            }
+            SessionState::Ringing { .. } if session.caller_device == device_id => {
+                Err(Some(ErrorCode::SessionNotActive))
+            }
+            SessionState::Ringing { ref devices, .. } if devices.contains(&device_id) => {
+                Err(Some(ErrorCode::SessionNotActive))
+            }
+            _ => Err(None),
+        }
+    }
+
+    pub fn signal(&self, device_id: i64, id: &SessionId, data: SignalData) {
+        let mut inner = self.inner.lock();
+        match Self::active_peer(&inner, device_id, id) {
+            Ok(peer) => {
+                inner.send(peer, &ServerMsg::Signal { session_id: id.clone(), data });
+            }
+            Err(Some(code)) => {
+                let msg = session_error(
+                    code,
+                    format!("session {id} is not accepted yet: signaling starts after accept"),
+                    id,
+                );
+                inner.send(device_id, &msg);
+            }
+            Err(None) => self.unknown_session(&mut inner, device_id, id),
+        }
+    }
+
+    pub fn end(&self, device_id: i64, id: &SessionId) {
+        let mut inner = self.inner.lock();
+        let Some(session) = inner.sessions.get(id) else {
+            return self.unknown_session(&mut inner, device_id, id);
+        };
+        match &session.state {
+            SessionState::Ringing { devices, .. } if session.caller_device == device_id => {
+                let (devices, req_id) = (devices.clone(), session.req_id);
+                inner.remove_session(id, "the caller cancelled it");
+                for d in devices {
+                    inner.send(d, &ServerMsg::InitiationClosed {
+                        session_id: id.clone(),
+                        reason: ClosedReason::Cancelled,
+                    });
+                }
+                self.tell_outcome(&mut inner, device_id, req_id, Some(id), Outcome::Cancelled);
+            }
+            SessionState::Ringing { devices, .. } if devices.contains(&device_id) => {
+                // Ending a ringing initiation from the callee side is a decline.
+                drop(inner);
+                self.answer(device_id, id, false);
+            }
+            SessionState::Active { .. } => match Self::active_peer(&inner, device_id, id) {
+                Ok(peer) => {
+                    inner.remove_session(id, "it was ended");
+                    inner.send(peer, &ServerMsg::SessionEnded {
+                        session_id: id.clone(),
+                        reason: EndReason::PeerEnded,
+                    });
+                    inner.send(device_id, &ServerMsg::SessionEnded {
+                        session_id: id.clone(),
+                        reason: EndReason::YouEnded,
+                    });
+                }
+                Err(_) => self.unknown_session(&mut inner, device_id, id),
+            },
+            _ => self.unknown_session(&mut inner, device_id, id),
+        }
+    }
+
+    /// New settings of a user: cached for routing and told to all their devices.
+    pub fn settings_changed(&self, user_id: i64, settings: Settings) {
+        let mut inner = self.inner.lock();
+        let devices = match inner.users.get_mut(&user_id) {
+            Some(u) => {
+                u.settings = settings;
+                u.devices.clone()
+            }
+            None => return,
+        };
+        for d in devices {
+            inner.send(d, &ServerMsg::Settings { settings });
+        }
+    }
+
+    /// Closes the connection of a device (after logout).
+    pub fn kick(&self, device_id: i64, reason: &'static str) {
+        let inner = self.inner.lock();
+        if let Some(dev) = inner.devices.get(&device_id) {
+            let _ = dev.tx.try_send(Outbound::Close(close_code::AUTH_FAILED, reason));
+        }
+    }
+
+    /// Tells every connection the server is going away and refuses new ones.
+    pub fn shutdown(&self) {
+        let mut inner = self.inner.lock();
+        inner.shutting_down = true;
+        let ids: Vec<(SessionId, i64, Option<i64>)> = inner
+            .sessions
+            .iter()
+            .map(|(id, s)| {
+                let callee = match s.state {
+                    SessionState::Active { callee_device } => Some(callee_device),
+                    SessionState::Ringing { .. } => None,
+                };
+                (id.clone(), s.caller_device, callee)
+            })
+            .collect();
+        for (id, caller, callee) in ids {
+            for d in [Some(caller), callee].into_iter().flatten() {
+                inner.send(d, &ServerMsg::SessionEnded {
+                    session_id: id.clone(),
+                    reason: EndReason::ServerShutdown,
+                });
+            }
+            inner.remove_session(&id, "the server restarted");
+        }
+        for dev in inner.devices.values() {
+            let _ = dev.tx.try_send(Outbound::Close(close_code::RESTART, "server is restarting"));
+        }
+    }
+
+    pub fn online_devices(&self) -> usize {
+        self.inner.lock().devices.len()
+    }
+
+    /// Numbers of the users online now.
+    pub fn online_numbers(&self) -> Vec<String> {
+        self.inner.lock().by_number.keys().cloned().collect()
+    }
+}
+
+/// The region of an E.164 number, for reading the national numbers its owner dials.
+fn region_of(number: &str) -> Option<String> {
+    number::normalize(number, None).ok().and_then(|n| n.region())
+}

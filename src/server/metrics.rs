@@ -1,0 +1,75 @@
+//! Prometheus metrics served at `/metrics`.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(&'static str, &'static str)>;
+
+pub struct Metrics {
+    registry: Registry,
+    pub online_devices: Gauge,
+    pub online_users: Gauge,
+    pub connections: Gauge,
+    pub access_requests: Counter,
+    pub outcomes: Family<Labels, Counter>,
+    pub protocol_errors: Family<Labels, Counter>,
+    pub logins: Family<Labels, Counter>,
+    /// From an access request arriving to its initiations being queued for the callee.
+    pub dispatch_seconds: Histogram,
+    /// From an initiation to the callee's answer.
+    pub answer_seconds: Histogram,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("sidecall");
+        let online_devices = Gauge::default();
+        let online_users = Gauge::default();
+        let connections = Gauge::default();
+        let access_requests = Counter::default();
+        let outcomes = Family::<Labels, Counter>::default();
+        let protocol_errors = Family::<Labels, Counter>::default();
+        let logins = Family::<Labels, Counter>::default();
+        let dispatch_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
+        let answer_seconds = Histogram::new(exponential_buckets(0.05, 2.0, 12));
+        registry.register("online_devices", "Devices logged in over a WebSocket", online_devices.clone());
+        registry.register("online_users", "Users with at least one online device", online_users.clone());
+        registry.register("websocket_connections", "Open WebSocket connections, logged in or not", connections.clone());
+        registry.register("access_requests", "Access requests received", access_requests.clone());
+        registry.register("access_outcomes", "Access request outcomes told to callers", outcomes.clone());
+        registry.register("protocol_errors", "Errors sent to clients, by code", protocol_errors.clone());
+        registry.register("logins", "Login attempts, by result", logins.clone());
+        registry.register("initiation_dispatch_seconds", "Time from access request to initiation queued", dispatch_seconds.clone());
+        registry.register("answer_seconds", "Time from initiation to answer", answer_seconds.clone());
+        Metrics {
+            registry,
+            online_devices,
+            online_users,
+            connections,
+            access_requests,
+            outcomes,
+            protocol_errors,
+            logins,
+            dispatch_seconds,
+            answer_seconds,
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = encode(&mut out, &self.registry) {
+            tracing::error!("cannot encode metrics: {e}");
+        }
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,320 @@
+//! The registry database: users, their settings and their logged-in devices.
+//!
+//! [`Store`] is what the server needs; [`SqlStore`] implements it on SQLite (a file in the
+//! data dir, WAL) or PostgreSQL, chosen by the URL at run time.
+
+use crate::protocol::Settings;
+use async_trait::async_trait;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("an account for {0} exists already")]
+    Exists(String),
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported database URL \"{0}\": use sqlite://PATH or postgres://…")]
+    UnsupportedUrl(String),
+    #[error("cannot create the database folder {path}: {source}")]
+    Folder { path: String, source: std::io::Error },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserRecord {
+    pub id: i64,
+    pub number: String,
+    pub display_name: String,
+    pub password_hash: String,
+    pub settings: Settings,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceRecord {
+    pub id: i64,
+    pub user_id: i64,
+    pub name: Option<String>,
+    pub reported_ip: Option<IpAddr>,
+    pub observed_ip: Option<IpAddr>,
+}
+
+/// Everything the server keeps on disk.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn create_user(
+        &self,
+        number: &str,
+        display_name: &str,
+        password_hash: &str,
+    ) -> Result<UserRecord, StoreError>;
+    async fn user_by_number(&self, number: &str) -> Result<Option<UserRecord>, StoreError>;
+    async fn user_count(&self) -> Result<i64, StoreError>;
+    /// Adds a logged-in device holding a token with this hash.
+    async fn create_device(
+        &self,
+        user_id: i64,
+        token_hash: &str,
+        name: Option<&str>,
+        reported_ip: Option<IpAddr>,
+        observed_ip: IpAddr,
+    ) -> Result<i64, StoreError>;
+    /// The device holding a token with this hash, and its user.
+    async fn device_by_token(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<(DeviceRecord, UserRecord)>, StoreError>;
+    /// Records the addresses a device connected with.
+    async fn device_seen(
+        &self,
+        device_id: i64,
+        reported_ip: Option<IpAddr>,
+        observed_ip: IpAddr,
+    ) -> Result<(), StoreError>;
+    async fn delete_device(&self, device_id: i64) -> Result<(), StoreError>;
+    async fn update_settings(
+        &self,
+        user_id: i64,
+        accepting_sessions: Option<bool>,
+        do_not_disturb: Option<bool>,
+    ) -> Result<Settings, StoreError>;
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// [`Store`] on SQLite or PostgreSQL through sqlx's run-time driver choice.
+#[derive(Clone, Debug)]
+pub struct SqlStore {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+static MIGRATE_SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+static MIGRATE_POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+impl SqlStore {
+    /// Opens (creating if needed) the SQLite database file at `path`.
+    pub async fn open_sqlite_file(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Folder {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        Self::connect(&format!("sqlite://{}?mode=rwc", path.display())).await
+    }
+
+    /// Connects to `sqlite://…` or `postgres://…` and brings the schema up to date.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::UnsupportedUrl(url.to_string()));
+        };
+        let mut options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(10));
+        if backend == Backend::Sqlite {
+            options = options.max_connections(4).after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
+                    sqlx::query("PRAGMA busy_timeout = 5000").execute(&mut *conn).await?;
+                    Ok(())
+                })
+            });
+        } else {
+            options = options.max_connections(8);
+        }
+        let pool = options.connect(url).await?;
+        if backend == Backend::Sqlite {
+            sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
+            MIGRATE_SQLITE.run(&pool).await?;
+        } else {
+            MIGRATE_POSTGRES.run(&pool).await?;
+        }
+        Ok(SqlStore { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn user_from_row(row: &AnyRow, offset: usize) -> Result<UserRecord, sqlx::Error> {
+    Ok(UserRecord {
+        id: row.try_get(offset)?,
+        number: row.try_get(offset + 1)?,
+        display_name: row.try_get(offset + 2)?,
+        password_hash: row.try_get(offset + 3)?,
+        settings: Settings {
+            accepting_sessions: row.try_get(offset + 4)?,
+            do_not_disturb: row.try_get(offset + 5)?,
+        },
+    })
+}
+
+const USER_COLUMNS: &str =
+    "u.id, u.number, u.display_name, u.password_hash, u.accepting_sessions, u.do_not_disturb";
+
+fn ip_from_text(text: Option<String>) -> Option<IpAddr> {
+    text.and_then(|t| t.parse().ok())
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => db.is_unique_violation(),
+        _ => false,
+    }
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    async fn create_user(
+        &self,
+        number: &str,
+        display_name: &str,
+        password_hash: &str,
+    ) -> Result<UserRecord, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO users (number, display_name, password_hash, created_at) \
+             VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(number)
+        .bind(display_name)
+        .bind(password_hash)
+        .bind(now_ms())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) { StoreError::Exists(number.to_string()) } else { e.into() }
+        })?;
+        Ok(UserRecord {
+            id: row.try_get(0)?,
+            number: number.to_string(),
+            display_name: display_name.to_string(),
+            password_hash: password_hash.to_string(),
+            settings: Settings::default(),
+        })
+    }
+
+    async fn user_by_number(&self, number: &str) -> Result<Option<UserRecord>, StoreError> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users u WHERE u.number = $1");
+        let row = sqlx::query(&sql).bind(number).fetch_optional(&self.pool).await?;
+        Ok(match row {
+            Some(r) => Some(user_from_row(&r, 0)?),
+            None => None,
+        })
+    }
+
+    async fn user_count(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) FROM users").fetch_one(&self.pool).await?;
+        Ok(row.try_get(0)?)
+    }
+
+    async fn create_device(
+        &self,
+        user_id: i64,
+        token_hash: &str,
+        name: Option<&str>,
+        reported_ip: Option<IpAddr>,
+        observed_ip: IpAddr,
+    ) -> Result<i64, StoreError> {
+        let now = now_ms();
+        let row = sqlx::query(
+            "INSERT INTO devices (user_id, token_hash, name, reported_ip, observed_ip, created_at, last_seen_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        )
+        .bind(user_id)
+        .bind(token_hash)
+        .bind(name)
+        .bind(reported_ip.map(|ip| ip.to_string()))
+        .bind(observed_ip.to_string())
+        .bind(now)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    async fn device_by_token(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<(DeviceRecord, UserRecord)>, StoreError> {
+        let sql = format!(
+            "SELECT d.id, d.user_id, d.name, d.reported_ip, d.observed_ip, {USER_COLUMNS} \
+             FROM devices d JOIN users u ON u.id = d.user_id WHERE d.token_hash = $1"
+        );
+        let Some(row) = sqlx::query(&sql).bind(token_hash).fetch_optional(&self.pool).await?
+        else {
+            return Ok(None);
+        };
+        let device = DeviceRecord {
+            id: row.try_get(0)?,
+            user_id: row.try_get(1)?,
+            name: row.try_get(2)?,
+            reported_ip: ip_from_text(row.try_get(3)?),
+            observed_ip: ip_from_text(row.try_get(4)?),
+        };
+        Ok(Some((device, user_from_row(&row, 5)?)))
+    }
+
+    async fn device_seen(
+        &self,
+        device_id: i64,
+        reported_ip: Option<IpAddr>,
+        observed_ip: IpAddr,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE devices SET reported_ip = COALESCE($1, reported_ip), observed_ip = $2, \
+             last_seen_at = $3 WHERE id = $4",
+        )
+        .bind(reported_ip.map(|ip| ip.to_string()))
+        .bind(observed_ip.to_string())
+        .bind(now_ms())
+        .bind(device_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_device(&self, device_id: i64) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM devices WHERE id = $1").bind(device_id).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn update_settings(
+        &self,
+        user_id: i64,
+        accepting_sessions: Option<bool>,
+        do_not_disturb: Option<bool>,
+    ) -> Result<Settings, StoreError> {
+        let row = sqlx::query(
+            "UPDATE users SET accepting_sessions = COALESCE($1, accepting_sessions), \
+             do_not_disturb = COALESCE($2, do_not_disturb) WHERE id = $3 \
+             RETURNING accepting_sessions, do_not_disturb",
+        )
+        .bind(accepting_sessions)
+        .bind(do_not_disturb)
+        .bind(user_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Settings { accepting_sessions: row.try_get(0)?, do_not_disturb: row.try_get(1)? })
+    }
+}

@@ -1,0 +1,311 @@
+//! One WebSocket connection: `hello`, then messages until either side goes away.
+
+use crate::protocol::{
+    ClientMsg, ErrorCode, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, ServerMsg, close_code,
+};
+use crate::server::auth::token_hash;
+use crate::server::hub::{Hub, Login, Outbound, error_msg};
+use crate::server::ratelimit::Bucket;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long a new connection may take to say `hello`.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Messages refused for rate before the connection is closed as a flood.
+const FLOOD_LIMIT: u32 = 500;
+
+async fn send_msg(socket: &mut WebSocket, msg: &ServerMsg) -> bool {
+    match serde_json::to_string(msg) {
+        Ok(text) => socket.send(Message::Text(text.into())).await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
+    let frame = CloseFrame { code, reason: Utf8Bytes::from(reason.to_string()) };
+    let _ = socket.send(Message::Close(Some(frame))).await;
+}
+
+fn count_error(hub: &Hub, code: ErrorCode) {
+    hub.metrics.protocol_errors.get_or_create(&vec![("code", code.as_str())]).inc();
+}
+
+async fn refuse(hub: &Hub, socket: &mut WebSocket, code: ErrorCode, message: String) -> bool {
+    count_error(hub, code);
+    tracing::debug!(?code, %message, "refused a client message");
+    send_msg(socket, &error_msg(code, message)).await
+}
+
+/// What a received frame turned out to be.
+enum Incoming {
+    Msg(ClientMsg),
+    /// Refused with an error; the connection goes on.
+    Refused,
+    /// Nothing to do (pings, pongs).
+    Nothing,
+    /// The connection is over.
+    Gone,
+}
+
+async fn read_frame(
+    hub: &Hub,
+    socket: &mut WebSocket,
+    frame: Option<Result<Message, axum::Error>>,
+) -> Incoming {
+    match frame {
+        None => Incoming::Gone,
+        Some(Err(e)) => {
+            let text = e.to_string();
+            if text.contains("Space limit exceeded") || text.contains("too long") || text.contains("too big") {
+                count_error(hub, ErrorCode::TooLarge);
+                tracing::info!("closing a connection that sent an oversized message: {text}");
+                close(socket, close_code::TOO_BIG, "message too large: the limit is 65536 bytes").await;
+            } else {
+                tracing::debug!("websocket read failed: {text}");
+            }
+            Incoming::Gone
+        }
+        Some(Ok(Message::Text(text))) => match serde_json::from_str::<ClientMsg>(text.as_str()) {
+            Ok(msg) => Incoming::Msg(msg),
+            Err(e) => {
+                let ok = refuse(hub, socket, ErrorCode::BadMessage, format!("could not read message: {e}")).await;
+                if ok { Incoming::Refused } else { Incoming::Gone }
+            }
+        },
+        Some(Ok(Message::Binary(_))) => {
+            let ok = refuse(
+                hub,
+                socket,
+                ErrorCode::BinaryNotSupported,
+                "binary frames are not part of the protocol: send JSON text frames".into(),
+            )
+            .await;
+            if ok { Incoming::Refused } else { Incoming::Gone }
+        }
+        Some(Ok(Message::Close(_))) => Incoming::Gone,
+        Some(Ok(Message::Ping(_) | Message::Pong(_))) => Incoming::Nothing,
+    }
+}
+
+/// Waits for a valid `hello`; refuses everything else. `None`: the connection is over.
+async fn await_hello(hub: &Hub, socket: &mut WebSocket, observed_ip: IpAddr) -> Option<Login> {
+    let deadline = tokio::time::Instant::now() + HELLO_TIMEOUT;
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, socket.recv()).await {
+            Ok(f) => f,
+            Err(_) => {
+                close(socket, close_code::HELLO_TIMEOUT, "no hello within 10 seconds").await;
+                return None;
+            }
+        };
+        let msg = match read_frame(hub, socket, frame).await {
+            Incoming::Msg(m) => m,
+            Incoming::Refused | Incoming::Nothing => continue,
+            Incoming::Gone => return None,
+        };
+        let ClientMsg::Hello { protocol, token, device_ip } = msg else {
+            refuse(hub, socket, ErrorCode::NotAuthenticated, "send hello with your token first".into()).await;
+            continue;
+        };
+        if protocol != PROTOCOL_VERSION {
+            refuse(
+                hub,
+                socket,
+                ErrorCode::UnsupportedVersion,
+                format!("this server speaks protocol {PROTOCOL_VERSION}, not {protocol}: update Sidecall"),
+            )
+            .await;
+            close(socket, close_code::UNSUPPORTED_VERSION, "unsupported protocol version").await;
+            return None;
+        }
+        let found = match hub.store.device_by_token(&token_hash(&token)).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::error!("token lookup failed: {e}");
+                refuse(hub, socket, ErrorCode::Internal, "the server cannot reach its database; try again later".into()).await;
+                close(socket, 1011, "database unavailable").await;
+                return None;
+            }
+        };
+        let Some((device, user)) = found else {
+            refuse(hub, socket, ErrorCode::AuthFailed, "unknown or revoked token: log in again".into()).await;
+            close(socket, close_code::AUTH_FAILED, "log in again").await;
+            return None;
+        };
+        let reported_ip = device_ip.or(device.reported_ip);
+        if let Err(e) = hub.store.device_seen(device.id, device_ip, observed_ip).await {
+            tracing::warn!(device_id = device.id, "could not record device addresses: {e}");
+        }
+        return Some(Login {
+            device_id: device.id,
+            user_id: user.id,
+            number: user.number,
+            display_name: user.display_name,
+            settings: user.settings,
+            reported_ip,
+            observed_ip,
+        });
+    }
+}
+
+struct ConnGuard<'a>(&'a Hub);
+impl Drop for ConnGuard<'_> {
+    fn drop(&mut self) {
+        self.0.metrics.connections.dec();
+    }
+}
+
+pub async fn connection(hub: Arc<Hub>, mut socket: WebSocket, observed_ip: IpAddr) {
+    hub.metrics.connections.inc();
+    let _guard = ConnGuard(&hub);
+    let Some(login) = await_hello(&hub, &mut socket, observed_ip).await else { return };
+    let Some((conn_id, mut outbound)) = hub.connect(&login) else {
+        close(&mut socket, close_code::RESTART, "server is restarting").await;
+        return;
+    };
+    let device_id = login.device_id;
+    tracing::debug!(device_id, number = %login.number, %observed_ip, "device online");
+    let welcome = ServerMsg::Welcome {
+        protocol: PROTOCOL_VERSION,
+        server_version: env!("CARGO_PKG_VERSION").to_string(),
+        account: crate::protocol::Party {
+            number: login.number.clone(),
+            display_name: login.display_name.clone(),
+        },
+        device_id,
+        settings: login.settings,
+        heartbeat_secs: hub.cfg.heartbeat.as_secs().max(1),
+        answer_timeout_secs: hub.cfg.answer_timeout.as_secs(),
+        observed_ip,
+        ice_servers: hub.cfg.ice_servers.clone(),
+    };
+    if send_msg(&mut socket, &welcome).await {
+        serve(&hub, &mut socket, &login, &mut outbound).await;
+    }
+    hub.disconnect(device_id, conn_id);
+    tracing::debug!(device_id, "device offline");
+}
+
+async fn serve(
+    hub: &Arc<Hub>,
+    socket: &mut WebSocket,
+    login: &Login,
+    outbound: &mut tokio::sync::mpsc::Receiver<Outbound>,
+) {
+    let device_id = login.device_id;
+    let heartbeat = hub.cfg.heartbeat.max(Duration::from_millis(100));
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+    let mut last_heard = Instant::now();
+    let mut messages = Bucket::new(60.0, 30.0);
+    let mut requests = Bucket::new(10.0, 1.0);
+    let mut refused: u32 = 0;
+    let mut last_refusal_told: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            out = outbound.recv() => match out {
+                Some(Outbound::Text(text)) => {
+                    if socket.send(Message::Text(text)).await.is_err() { return; }
+                }
+                Some(Outbound::Close(code, reason)) => {
+                    close(socket, code, reason).await;
+                    return;
+                }
+                None => {
+                    close(socket, close_code::POLICY, "dropped: this client did not read its messages").await;
+                    return;
+                }
+            },
+            frame = socket.recv() => {
+                let received = Instant::now();
+                last_heard = received;
+                let msg = match read_frame(hub, socket, frame).await {
+                    Incoming::Msg(m) => m,
+                    Incoming::Refused | Incoming::Nothing => continue,
+                    Incoming::Gone => return,
+                };
+                let is_request = matches!(msg, ClientMsg::AccessRequest { .. });
+                if !messages.take(received) || (is_request && !requests.take(received)) {
+                    refused += 1;
+                    if refused > FLOOD_LIMIT {
+                        tracing::warn!(device_id, "closing a flooding connection");
+                        close(socket, close_code::POLICY, "too many messages").await;
+                        return;
+                    }
+                    if last_refusal_told.is_none_or(|t| received.duration_since(t) >= Duration::from_secs(1)) {
+                        last_refusal_told = Some(received);
+                        let ok = refuse(hub, socket, ErrorCode::RateLimited,
+                            "too many messages: slow down (messages are dropped meanwhile)".into()).await;
+                        if !ok { return; }
+                    }
+                    continue;
+                }
+                if !handle(hub, socket, login, msg, received).await { return; }
+            }
+            _ = ticker.tick() => {
+                if last_heard.elapsed() > heartbeat * 3 {
+                    tracing::info!(device_id, "no answer to pings: closing");
+                    close(socket, close_code::HEARTBEAT_TIMEOUT, "no answer to pings").await;
+                    return;
+                }
+                if socket.send(Message::Ping(Default::default())).await.is_err() { return; }
+            }
+        }
+    }
+}
+
+/// Acts on one message of a logged-in device. `false`: the connection is over.
+async fn handle(
+    hub: &Arc<Hub>,
+    socket: &mut WebSocket,
+    login: &Login,
+    msg: ClientMsg,
+    received: Instant,
+) -> bool {
+    let device_id = login.device_id;
+    match msg {
+        ClientMsg::Hello { .. } => {
+            refuse(hub, socket, ErrorCode::AlreadyAuthenticated, "already logged in on this connection".into()).await
+        }
+        ClientMsg::AccessRequest { req_id, target, offer, region, call_ref: _ } => {
+            hub.access_request(device_id, req_id, &target, offer, region.as_deref(), received);
+            true
+        }
+        ClientMsg::Answer { session_id, accept } => {
+            hub.answer(device_id, &session_id, accept);
+            true
+        }
+        ClientMsg::Signal { session_id, data } => {
+            hub.signal(device_id, &session_id, data);
+            true
+        }
+        ClientMsg::End { session_id } => {
+            hub.end(device_id, &session_id);
+            true
+        }
+        ClientMsg::UpdateSettings { accepting_sessions, do_not_disturb } => {
+            match hub.store.update_settings(login.user_id, accepting_sessions, do_not_disturb).await {
+                Ok(settings) => {
+                    hub.settings_changed(login.user_id, settings);
+                    true
+                }
+                Err(e) => {
+                    tracing::error!("cannot save settings: {e}");
+                    refuse(hub, socket, ErrorCode::Internal, "could not save the settings; try again later".into()).await
+                }
+            }
+        }
+        ClientMsg::Ping { nonce } => send_msg(socket, &ServerMsg::Pong { nonce }).await,
+    }
+}
+
+/// Limits applied to every WebSocket upgrade.
+pub fn configure(upgrade: axum::extract::ws::WebSocketUpgrade) -> axum::extract::ws::WebSocketUpgrade {
+    upgrade
+        .max_message_size(MAX_MESSAGE_BYTES)
+        .max_frame_size(MAX_MESSAGE_BYTES)
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(MAX_MESSAGE_BYTES * 4)
+}
