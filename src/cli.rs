@@ -1,1 +1,723 @@
-pub fn placeholder() {}
+//! The headless command line of `sidecall`: accounts, dialing and listening, for scripts
+//! and tests. Human-readable lines on stdout (or JSON lines with `--json`), progress and
+//! problems on stderr, outcomes in the exit code.
+
+use crate::client::config::{self, Profile};
+use crate::client::{self, ClientConfig, ClientHandle, Event, api};
+use crate::protocol::{ErrorCode, LoginRequest, Offer, Outcome, RegisterRequest, Role, SessionId};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::io::{BufRead, IsTerminal};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Exit codes of the `sidecall` binary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Exit {
+    Ok = 0,
+    /// Connection, configuration or server problem; the message says which.
+    Error = 1,
+    /// Bad command line (clap's own code).
+    Usage = 2,
+    Declined = 3,
+    TimedOut = 4,
+    Unavailable = 5,
+    InvalidNumber = 6,
+    Cancelled = 7,
+    /// Not logged in, or the login was revoked: run `sidecall account login`.
+    LoginNeeded = 8,
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sidecall",
+    version,
+    about = "Video and files beside your phone call",
+    arg_required_else_help = true
+)]
+pub struct Cli {
+    /// Profile to use: each keeps its own server, number and login (for two instances on one
+    /// machine, give the second `--profile b`).
+    #[arg(
+        long,
+        global = true,
+        default_value = "default",
+        env = "SIDECALL_PROFILE"
+    )]
+    pub profile: String,
+    /// Folder for profiles (default: the platform's config folder).
+    #[arg(long, global = true, env = "SIDECALL_CONFIG_DIR")]
+    pub config_dir: Option<PathBuf>,
+    /// More log output on stderr (-v info, -vv debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create an account, log in or out, or show the saved login.
+    #[command(subcommand)]
+    Account(AccountCmd),
+    /// Show or change whether you take data sessions, and do-not-disturb.
+    Settings(SettingsArgs),
+    /// Ask the owner of NUMBER for a data session and stay in it until it ends.
+    Dial(DialArgs),
+    /// Stay online and answer incoming requests.
+    Listen(ListenArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AccountCmd {
+    /// Create an account on a server, then log this device in. Password: $SIDECALL_PASSWORD or a prompt.
+    Register(RegisterArgs),
+    /// Log this device in. Password: $SIDECALL_PASSWORD or a prompt.
+    Login(LoginArgs),
+    /// Revoke this device's login on the server and forget it here.
+    Logout,
+    /// Show the saved login of this profile.
+    Show,
+}
+
+#[derive(Args, Debug)]
+pub struct LoginArgs {
+    /// Server address, e.g. http://192.168.1.10:7480
+    #[arg(long)]
+    pub server: String,
+    /// Your phone number (national numbers are read in --region).
+    #[arg(long)]
+    pub number: String,
+    /// Two-letter country code national numbers are read in (default: the server's).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// This device's IP address as the other side should see it (default: the address of the
+    /// interface that routes to the server).
+    #[arg(long)]
+    pub device_ip: Option<IpAddr>,
+    /// A name for this device (default: the host name).
+    #[arg(long)]
+    pub device_name: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RegisterArgs {
+    #[command(flatten)]
+    pub login: LoginArgs,
+    /// The name others see when you call.
+    #[arg(long)]
+    pub name: String,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+impl From<OnOff> for bool {
+    fn from(v: OnOff) -> bool {
+        matches!(v, OnOff::On)
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct SettingsArgs {
+    /// Take data sessions at all.
+    #[arg(long)]
+    pub accepting: Option<OnOff>,
+    /// Do not disturb: callers get "unavailable".
+    #[arg(long)]
+    pub dnd: Option<OnOff>,
+}
+
+#[derive(Args, Debug)]
+pub struct Output {
+    /// Print events as JSON lines instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Give up if the server cannot be reached for this many seconds.
+    #[arg(long, default_value_t = 15)]
+    pub connect_timeout: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct DialArgs {
+    /// The number you are calling, in any common format.
+    pub number: String,
+    /// Offer video.
+    #[arg(long)]
+    pub video: bool,
+    /// Do not offer files.
+    #[arg(long)]
+    pub no_files: bool,
+    /// Read a national NUMBER in this region (default: your own number's).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// End the session this many seconds after it is accepted (default: stay until it ends
+    /// or Ctrl-C).
+    #[arg(long)]
+    pub hangup_after: Option<f64>,
+    #[command(flatten)]
+    pub output: Output,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AcceptPolicy {
+    /// Accept every request.
+    All,
+    /// Decline every request.
+    None,
+    /// Ask on the terminal (y/N) for each request.
+    Ask,
+}
+
+#[derive(Args, Debug)]
+pub struct ListenArgs {
+    #[arg(long, value_enum, default_value_t = AcceptPolicy::Ask)]
+    pub accept: AcceptPolicy,
+    /// Stop after the first request is over (answered and ended, or missed).
+    #[arg(long)]
+    pub once: bool,
+    /// End each accepted session after this many seconds.
+    #[arg(long)]
+    pub hangup_after: Option<f64>,
+    #[command(flatten)]
+    pub output: Output,
+}
+
+/// A problem that ends the command, with its exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: Exit,
+    pub message: String,
+}
+
+fn fail(code: Exit, message: impl Into<String>) -> Failure {
+    Failure {
+        code,
+        message: message.into(),
+    }
+}
+
+impl From<config::ConfigError> for Failure {
+    fn from(e: config::ConfigError) -> Self {
+        fail(Exit::Error, e.to_string())
+    }
+}
+
+impl From<api::ApiError> for Failure {
+    fn from(e: api::ApiError) -> Self {
+        let code = match e.code() {
+            Some(ErrorCode::InvalidNumber) => Exit::InvalidNumber,
+            Some(ErrorCode::WrongCredentials) => Exit::LoginNeeded,
+            _ => Exit::Error,
+        };
+        fail(code, e.to_string())
+    }
+}
+
+/// Runs a parsed command line to its exit code.
+pub async fn run(cli: Cli) -> Exit {
+    let result = match &cli.command {
+        Command::Account(cmd) => account(&cli, cmd).await,
+        Command::Settings(args) => settings(&cli, args).await,
+        Command::Dial(args) => dial(&cli, args).await,
+        Command::Listen(args) => listen(&cli, args).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(f) => {
+            eprintln!("sidecall: {}", f.message);
+            f.code
+        }
+    }
+}
+
+fn profile_path(cli: &Cli) -> Result<PathBuf, Failure> {
+    let dir = match &cli.config_dir {
+        Some(d) => d.clone(),
+        None => config::config_dir()?,
+    };
+    Ok(config::profile_path(&dir, &cli.profile)?)
+}
+
+fn password(confirm: bool) -> Result<String, Failure> {
+    if let Ok(p) = std::env::var("SIDECALL_PASSWORD") {
+        return Ok(p);
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(fail(
+            Exit::Usage,
+            "no password: set SIDECALL_PASSWORD or run in a terminal to be asked",
+        ));
+    }
+    let p = rpassword::prompt_password("Password: ")
+        .map_err(|e| fail(Exit::Error, format!("cannot read the password: {e}")))?;
+    if confirm {
+        let again = rpassword::prompt_password("Password again: ")
+            .map_err(|e| fail(Exit::Error, format!("cannot read the password: {e}")))?;
+        if again != p {
+            return Err(fail(
+                Exit::Usage,
+                "the passwords differ; nothing was changed",
+            ));
+        }
+    }
+    Ok(p)
+}
+
+fn host_name() -> Option<String> {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+async fn do_login(cli: &Cli, args: &LoginArgs, password: String) -> Result<Exit, Failure> {
+    let server = api::normalize_server_url(&args.server)?;
+    let device_ip = args.device_ip.or_else(|| api::local_ip_towards(&server));
+    let req = LoginRequest {
+        number: args.number.clone(),
+        password,
+        region: args.region.clone(),
+        device_ip,
+        device_name: args.device_name.clone().or_else(host_name),
+    };
+    let resp = api::login(&server, &req).await?;
+    let path = profile_path(cli)?;
+    let profile = Profile {
+        server,
+        number: resp.number.clone(),
+        display_name: resp.display_name.clone(),
+        region: args.region.clone(),
+        device_ip,
+        token: Some(resp.token),
+        device_id: Some(resp.device_id),
+    };
+    profile.save(&path)?;
+    println!(
+        "logged in as {} ({}) on device {}; the server sees this device at {}",
+        resp.number, resp.display_name, resp.device_id, resp.observed_ip
+    );
+    Ok(Exit::Ok)
+}
+
+async fn account(cli: &Cli, cmd: &AccountCmd) -> Result<Exit, Failure> {
+    match cmd {
+        AccountCmd::Register(args) => {
+            let server = api::normalize_server_url(&args.login.server)?;
+            let password = password(true)?;
+            let req = RegisterRequest {
+                number: args.login.number.clone(),
+                display_name: args.name.clone(),
+                password: password.clone(),
+                region: args.login.region.clone(),
+            };
+            let resp = api::register(&server, &req).await?;
+            println!("registered {} ({})", resp.number, resp.display_name);
+            do_login(cli, &args.login, password).await
+        }
+        AccountCmd::Login(args) => {
+            let password = password(false)?;
+            do_login(cli, args, password).await
+        }
+        AccountCmd::Logout => {
+            let path = profile_path(cli)?;
+            let Some(mut profile) = Profile::load(&path)? else {
+                println!("not logged in");
+                return Ok(Exit::Ok);
+            };
+            if let Some(token) = profile.token.take() {
+                match api::logout(&profile.server, &token).await {
+                    Ok(()) => {}
+                    // Already revoked: forgetting it here is all that is left to do.
+                    Err(e) if e.code() == Some(ErrorCode::AuthFailed) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            profile.device_id = None;
+            profile.save(&path)?;
+            println!("logged out");
+            Ok(Exit::Ok)
+        }
+        AccountCmd::Show => {
+            let path = profile_path(cli)?;
+            match Profile::load(&path)? {
+                Some(p) => {
+                    println!("profile:   {}", cli.profile);
+                    println!("server:    {}", p.server);
+                    println!("number:    {}", p.number);
+                    println!("name:      {}", p.display_name);
+                    println!(
+                        "device ip: {}",
+                        p.device_ip
+                            .map(|i| i.to_string())
+                            .unwrap_or_else(|| "-".into())
+                    );
+                    println!(
+                        "logged in: {}",
+                        if p.token.is_some() { "yes" } else { "no" }
+                    );
+                }
+                None => println!(
+                    "profile {} has no login: run `sidecall account login`",
+                    cli.profile
+                ),
+            }
+            Ok(Exit::Ok)
+        }
+    }
+}
+
+/// The core, connected: its handle and the rest of its events.
+struct Online {
+    handle: ClientHandle,
+    events: mpsc::UnboundedReceiver<Event>,
+    number: String,
+}
+
+async fn connect(cli: &Cli, output: &Output) -> Result<Online, Failure> {
+    let path = profile_path(cli)?;
+    let profile = Profile::load(&path)?.unwrap_or_default();
+    let Some(token) = profile.token.clone() else {
+        return Err(fail(
+            Exit::LoginNeeded,
+            format!(
+                "profile {} is not logged in: run `sidecall account login --server URL --number NUMBER`",
+                cli.profile
+            ),
+        ));
+    };
+    let mut cfg = ClientConfig::new(profile.server.clone(), token);
+    cfg.device_ip = profile.device_ip;
+    let (handle, mut events) = client::spawn(cfg, None);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(output.connect_timeout);
+    let mut last_reason = String::from("no answer");
+    loop {
+        let ev = match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(ev)) => ev,
+            Ok(None) => return Err(fail(Exit::Error, "the client stopped")),
+            Err(_) => {
+                handle.shutdown();
+                return Err(fail(
+                    Exit::Error,
+                    format!(
+                        "could not connect to {} within {} s: {last_reason}",
+                        profile.server, output.connect_timeout
+                    ),
+                ));
+            }
+        };
+        print_event(output, &ev);
+        match ev {
+            Event::Online { account, .. } => {
+                return Ok(Online {
+                    handle,
+                    events,
+                    number: account.number,
+                });
+            }
+            Event::LoggedOut { reason } => {
+                return Err(fail(
+                    Exit::LoginNeeded,
+                    format!("{reason}: run `sidecall account login` again"),
+                ));
+            }
+            Event::Offline { reason, .. } => last_reason = reason,
+            _ => {}
+        }
+    }
+}
+
+fn print_event(output: &Output, ev: &Event) {
+    if output.json {
+        if let Ok(line) = serde_json::to_string(ev) {
+            println!("{line}");
+        }
+        return;
+    }
+    match ev {
+        Event::Connecting { attempt } if *attempt > 1 => {
+            eprintln!("reconnecting (attempt {attempt})…")
+        }
+        Event::Connecting { .. } => {}
+        Event::Online {
+            account,
+            observed_ip,
+            ..
+        } => {
+            eprintln!(
+                "online as {} ({}), seen at {observed_ip}",
+                account.number, account.display_name
+            )
+        }
+        Event::Offline {
+            reason,
+            retry_in_ms,
+        } => eprintln!(
+            "offline: {reason}; retrying in {:.1} s",
+            *retry_in_ms as f64 / 1000.0
+        ),
+        Event::LoggedOut { reason } => eprintln!("logged out: {reason}"),
+        Event::Incoming {
+            session_id,
+            caller,
+            offer,
+            expires_in_ms,
+        } => println!(
+            "incoming {session_id} from {} ({}) offering {offer}, {} s to answer",
+            caller.number,
+            caller.display_name,
+            expires_in_ms / 1000
+        ),
+        Event::IncomingClosed { session_id, reason } => {
+            println!("closed {session_id}: {}", label(reason))
+        }
+        Event::DialPending { session_id, .. } => println!("ringing {session_id}"),
+        Event::DialResult { outcome, .. } => match outcome {
+            Outcome::InvalidNumber { reason } => println!("invalid number: {reason}"),
+            other => println!("{}", other.label().replace('_', " ")),
+        },
+        Event::DialFailed { message, .. } => println!("failed: {message}"),
+        Event::SessionStarted {
+            session_id,
+            role,
+            peer,
+            offer,
+        } => println!(
+            "session {session_id} started ({}) with {} ({}) at {} (device reports {}), sharing {offer}",
+            match role {
+                Role::Caller => "you called",
+                Role::Callee => "you accepted",
+            },
+            peer.number,
+            peer.display_name,
+            peer.observed_ip,
+            peer.device_ip
+                .map(|i| i.to_string())
+                .unwrap_or_else(|| "nothing".into()),
+        ),
+        Event::Signal { .. } => {}
+        Event::SessionEnded { session_id, reason } => {
+            println!("session {session_id} ended: {}", label(reason))
+        }
+        Event::Settings { settings } => println!(
+            "settings: taking sessions {}, do not disturb {}",
+            if settings.accepting_sessions {
+                "on"
+            } else {
+                "off"
+            },
+            if settings.do_not_disturb { "on" } else { "off" }
+        ),
+        Event::Error { code, message, .. } => eprintln!("server refused: {message} ({code})"),
+        Event::Stopped => {}
+    }
+}
+
+fn label<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(|s| s.replace('_', " ")))
+        .unwrap_or_default()
+}
+
+async fn settings(cli: &Cli, args: &SettingsArgs) -> Result<Exit, Failure> {
+    let output = Output {
+        json: false,
+        connect_timeout: 15,
+    };
+    let mut online = connect(cli, &output).await?;
+    if args.accepting.is_none() && args.dnd.is_none() {
+        // `Online` was printed by connect(); ask again to print the current values.
+        online.handle.update_settings(None, None);
+    } else {
+        online
+            .handle
+            .update_settings(args.accepting.map(Into::into), args.dnd.map(Into::into));
+    }
+    let result = loop {
+        match tokio::time::timeout(Duration::from_secs(10), online.events.recv()).await {
+            Ok(Some(ev @ Event::Settings { .. })) => {
+                print_event(&output, &ev);
+                break Ok(Exit::Ok);
+            }
+            Ok(Some(Event::Error { message, .. })) => break Err(fail(Exit::Error, message)),
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => {
+                break Err(fail(Exit::Error, "the server did not confirm the settings"));
+            }
+        }
+    };
+    online.handle.shutdown();
+    result
+}
+
+fn outcome_exit(outcome: &Outcome) -> Exit {
+    match outcome {
+        Outcome::Accepted => Exit::Ok,
+        Outcome::Declined => Exit::Declined,
+        Outcome::TimedOut => Exit::TimedOut,
+        Outcome::Unavailable => Exit::Unavailable,
+        Outcome::InvalidNumber { .. } => Exit::InvalidNumber,
+        Outcome::Cancelled => Exit::Cancelled,
+    }
+}
+
+async fn sleep_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn dial(cli: &Cli, args: &DialArgs) -> Result<Exit, Failure> {
+    let mut online = connect(cli, &args.output).await?;
+    let offer = Offer {
+        files: !args.no_files,
+        video: args.video,
+    };
+    let req = online
+        .handle
+        .dial_with(&args.number, offer, args.region.clone(), None);
+    let mut session: Option<SessionId> = None;
+    let mut accepted = false;
+    let mut hangup_at: Option<tokio::time::Instant> = None;
+    let mut interrupted = false;
+    let code = loop {
+        tokio::select! {
+            ev = online.events.recv() => {
+                let Some(ev) = ev else { break Exit::Error };
+                print_event(&args.output, &ev);
+                match ev {
+                    Event::DialPending { req_id, session_id } if req_id == req => session = Some(session_id),
+                    Event::DialResult { req_id, outcome, session_id } if req_id == req => {
+                        if outcome != Outcome::Accepted {
+                            break outcome_exit(&outcome);
+                        }
+                        accepted = true;
+                        session = session_id.or(session);
+                    }
+                    Event::DialFailed { req_id, code, message: _ } if req_id == req => {
+                        break match code {
+                            Some(ErrorCode::SelfRequest | ErrorCode::InvalidNumber) => Exit::InvalidNumber,
+                            _ => Exit::Error,
+                        };
+                    }
+                    Event::SessionStarted { session_id, .. } if Some(&session_id) == session.as_ref() => {
+                        hangup_at = args.hangup_after.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)));
+                    }
+                    Event::SessionEnded { session_id, .. } if Some(&session_id) == session.as_ref() => {
+                        break if accepted { Exit::Ok } else { Exit::Error };
+                    }
+                    Event::LoggedOut { .. } => break Exit::LoginNeeded,
+                    _ => {}
+                }
+            }
+            _ = sleep_opt(hangup_at) => {
+                hangup_at = None;
+                if let Some(id) = &session { online.handle.end(id); }
+            }
+            _ = tokio::signal::ctrl_c(), if !interrupted => {
+                interrupted = true;
+                match &session {
+                    // Cancel or hang up, then wait for the server to confirm.
+                    Some(id) => online.handle.end(id),
+                    None => break Exit::Cancelled,
+                }
+            }
+        }
+    };
+    online.handle.shutdown();
+    Ok(code)
+}
+
+/// Lines typed on the terminal, read on their own thread (stdin blocks).
+fn stdin_lines() -> mpsc::UnboundedReceiver<String> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+async fn listen(cli: &Cli, args: &ListenArgs) -> Result<Exit, Failure> {
+    let mut online = connect(cli, &args.output).await?;
+    if !args.output.json {
+        println!(
+            "listening as {} (accept: {:?}); Ctrl-C to stop",
+            online.number, args.accept
+        );
+    }
+    let mut lines = if args.accept == AcceptPolicy::Ask {
+        Some(stdin_lines())
+    } else {
+        None
+    };
+    // Requests waiting for a y/n on the terminal, oldest first.
+    let mut asking: Vec<SessionId> = Vec::new();
+    let mut hangups: Vec<(tokio::time::Instant, SessionId)> = Vec::new();
+    let code = loop {
+        let next_hangup = hangups.iter().map(|(t, _)| *t).min();
+        tokio::select! {
+            ev = online.events.recv() => {
+                let Some(ev) = ev else { break Exit::Error };
+                print_event(&args.output, &ev);
+                match ev {
+                    Event::Incoming { session_id, .. } => match args.accept {
+                        AcceptPolicy::All => online.handle.answer(&session_id, true),
+                        AcceptPolicy::None => {
+                            online.handle.answer(&session_id, false);
+                            if args.once { break Exit::Ok; }
+                        }
+                        AcceptPolicy::Ask => {
+                            eprintln!("accept {session_id}? [y/N]");
+                            asking.push(session_id);
+                        }
+                    },
+                    Event::IncomingClosed { session_id, .. } => {
+                        asking.retain(|s| *s != session_id);
+                        if args.once { break Exit::Ok; }
+                    }
+                    Event::SessionStarted { session_id, .. } => {
+                        if let Some(s) = args.hangup_after {
+                            hangups.push((tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)), session_id));
+                        }
+                    }
+                    Event::SessionEnded { session_id, .. } => {
+                        hangups.retain(|(_, s)| *s != session_id);
+                        if args.once { break Exit::Ok; }
+                    }
+                    Event::LoggedOut { .. } => break Exit::LoginNeeded,
+                    _ => {}
+                }
+            }
+            line = async { match lines.as_mut() { Some(l) => l.recv().await, None => std::future::pending().await } } => {
+                let Some(line) = line else { lines = None; continue };
+                if asking.is_empty() { continue; }
+                let id = asking.remove(0);
+                let yes = matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes");
+                online.handle.answer(&id, yes);
+                if !yes && args.once { break Exit::Ok; }
+            }
+            _ = sleep_opt(next_hangup) => {
+                let now = tokio::time::Instant::now();
+                for (_, id) in hangups.iter().filter(|(t, _)| *t <= now) {
+                    online.handle.end(id);
+                }
+                hangups.retain(|(t, _)| *t > now);
+            }
+            _ = tokio::signal::ctrl_c() => break Exit::Ok,
+        }
+    };
+    online.handle.shutdown();
+    Ok(code)
+}

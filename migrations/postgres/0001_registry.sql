@@ -1,11 +1,12 @@
+-- Booleans are BIGINT 0/1 so that one query reads both backends (sqlx Any has no SQLite BOOLEAN).
 -- Registered users and their logged-in devices.
 CREATE TABLE users (
     id                 BIGSERIAL PRIMARY KEY,
     number             TEXT    NOT NULL UNIQUE,
     display_name       TEXT    NOT NULL,
     password_hash      TEXT    NOT NULL,
-    accepting_sessions BOOLEAN NOT NULL DEFAULT TRUE,
-    do_not_disturb     BOOLEAN NOT NULL DEFAULT FALSE,
+    accepting_sessions BIGINT  NOT NULL DEFAULT 1,
+    do_not_disturb     BIGINT  NOT NULL DEFAULT 0,
     created_at         BIGINT  NOT NULL
 );
 

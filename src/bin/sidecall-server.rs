@@ -1,1 +1,94 @@
-fn main(){}
+//! `sidecall-server`: the registry and signaling server.
+
+use clap::Parser;
+use sidecall::protocol::IceServer;
+use sidecall::server::{self, ServerConfig};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sidecall-server",
+    version,
+    about = "Sidecall registry and signaling server"
+)]
+struct Args {
+    /// Address and port to listen on (0.0.0.0 for the whole LAN).
+    #[arg(long, env = "SIDECALL_LISTEN", default_value = "0.0.0.0:7480")]
+    listen: SocketAddr,
+    /// Folder for the SQLite registry (default: the platform's data folder).
+    #[arg(long, env = "SIDECALL_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Use this database instead: sqlite://PATH or postgres://USER@HOST/DB.
+    #[arg(long, env = "SIDECALL_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Region national numbers are read in when a user gives none (two-letter code).
+    #[arg(long, env = "SIDECALL_REGION", default_value = "DE")]
+    default_region: String,
+    /// Seconds an access request rings before it times out.
+    #[arg(long, default_value_t = 30)]
+    answer_timeout: u64,
+    /// Seconds between pings to each client.
+    #[arg(long, default_value_t = 20)]
+    heartbeat: u64,
+    /// STUN/TURN server URL handed to clients (repeatable), e.g. stun:stun.example.org:3478
+    #[arg(long = "ice-server")]
+    ice_servers: Vec<String>,
+    /// Log filter, e.g. info or sidecall=debug (RUST_LOG overrides).
+    #[arg(long, default_value = "info")]
+    log: String,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    sidecall::init_logging(&args.log);
+    let data_dir = match args
+        .data_dir
+        .clone()
+        .or_else(|| sidecall::client::config::data_dir().map(|d| d.join("server")))
+    {
+        Some(d) => d,
+        None => {
+            eprintln!("sidecall-server: no data folder found for this user: pass --data-dir");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let mut cfg = ServerConfig::new(args.listen, data_dir.clone());
+    cfg.database_url = args.database_url.clone();
+    cfg.hub.default_region = args.default_region.to_ascii_uppercase();
+    cfg.hub.answer_timeout = Duration::from_secs(args.answer_timeout.max(1));
+    cfg.hub.heartbeat = Duration::from_secs(args.heartbeat.max(1));
+    if !args.ice_servers.is_empty() {
+        cfg.hub.ice_servers = vec![IceServer {
+            urls: args.ice_servers.clone(),
+            username: None,
+            credential: None,
+        }];
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sidecall-server: cannot start: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        match server::start(cfg).await {
+            Ok(running) => {
+                let where_ = match &args.database_url {
+                    Some(_) => "the configured database".to_string(),
+                    None => data_dir.join("registry.sqlite3").display().to_string(),
+                };
+                println!("sidecall-server {} listening on {} (registry: {where_})", env!("CARGO_PKG_VERSION"), running.url());
+                println!("clients use: sidecall account register --server http://<this machine's address>:{} …", running.addr.port());
+                running.run_until_signal().await;
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("sidecall-server: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        }
+    })
+}

@@ -1,1 +1,24 @@
-fn main(){}
+//! `sidecall`: the desktop companion; headless subcommands for scripts and tests.
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = sidecall::cli::Cli::parse();
+    let filter = match cli.verbose {
+        0 => "warn",
+        1 => "info,sidecall=info",
+        _ => "debug,sidecall=debug",
+    };
+    sidecall::init_logging(filter);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sidecall: cannot start: {e}");
+            return std::process::ExitCode::from(sidecall::cli::Exit::Error as u8);
+        }
+    };
+    let code = runtime.block_on(sidecall::cli::run(cli));
+    // Do not wait for a blocked stdin reader thread.
+    runtime.shutdown_background();
+    std::process::ExitCode::from(code as u8)
+}

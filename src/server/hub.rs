@@ -73,8 +73,14 @@ struct OnlineUser {
 }
 
 enum SessionState {
-    Ringing { devices: Vec<i64>, timer: Option<AbortHandle>, since: Instant },
-    Active { callee_device: i64 },
+    Ringing {
+        devices: Vec<i64>,
+        timer: Option<AbortHandle>,
+        since: Instant,
+    },
+    Active {
+        callee_device: i64,
+    },
 }
 
 struct Session {
@@ -127,23 +133,38 @@ fn encode(msg: &ServerMsg) -> Utf8Bytes {
 }
 
 pub fn error_msg(code: ErrorCode, message: impl Into<String>) -> ServerMsg {
-    ServerMsg::Error { code, message: message.into(), req_id: None, session_id: None }
+    ServerMsg::Error {
+        code,
+        message: message.into(),
+        req_id: None,
+        session_id: None,
+    }
 }
 
 fn session_error(code: ErrorCode, message: impl Into<String>, id: &SessionId) -> ServerMsg {
-    ServerMsg::Error { code, message: message.into(), req_id: None, session_id: Some(id.clone()) }
+    ServerMsg::Error {
+        code,
+        message: message.into(),
+        req_id: None,
+        session_id: Some(id.clone()),
+    }
 }
 
 impl Inner {
     /// Queues a message for a device. A full queue means the device stopped reading: it is
     /// dropped (its connection task then closes the socket).
     fn send(&mut self, device_id: i64, msg: &ServerMsg) -> bool {
-        let Some(dev) = self.devices.get(&device_id) else { return false };
+        let Some(dev) = self.devices.get(&device_id) else {
+            return false;
+        };
         match dev.tx.try_send(Outbound::Text(encode(msg))) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Closed(_)) => false,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!(device_id, "outbound queue full: dropping a device that does not read");
+                tracing::warn!(
+                    device_id,
+                    "outbound queue full: dropping a device that does not read"
+                );
                 // The connection task sees its queue closed and ends; cleanup runs there.
                 if let Some(dev) = self.devices.get_mut(&device_id) {
                     let (dead_tx, _) = mpsc::channel(1);
@@ -241,13 +262,16 @@ impl Hub {
             },
         );
         let default_region = self.cfg.default_region.clone();
-        let user = inner.users.entry(login.user_id).or_insert_with(|| OnlineUser {
-            number: login.number.clone(),
-            display_name: login.display_name.clone(),
-            region: region_of(&login.number).unwrap_or(default_region),
-            settings: login.settings,
-            devices: Vec::new(),
-        });
+        let user = inner
+            .users
+            .entry(login.user_id)
+            .or_insert_with(|| OnlineUser {
+                number: login.number.clone(),
+                display_name: login.display_name.clone(),
+                region: region_of(&login.number).unwrap_or(default_region),
+                settings: login.settings,
+                devices: Vec::new(),
+            });
         user.settings = login.settings;
         user.devices.push(login.device_id);
         inner.by_number.insert(login.number.clone(), login.user_id);
@@ -268,11 +292,17 @@ impl Hub {
             Some(dev) if dev.conn_id == conn_id => {}
             _ => return,
         }
-        let sessions = inner.devices.get(&device_id).map(|d| d.sessions.clone()).unwrap_or_default();
+        let sessions = inner
+            .devices
+            .get(&device_id)
+            .map(|d| d.sessions.clone())
+            .unwrap_or_default();
         for id in sessions {
             self.device_gone_from_session(inner, device_id, &id);
         }
-        let Some(dev) = inner.devices.remove(&device_id) else { return };
+        let Some(dev) = inner.devices.remove(&device_id) else {
+            return;
+        };
         if let Some(user) = inner.users.get_mut(&dev.user_id) {
             user.devices.retain(|d| *d != device_id);
             if user.devices.is_empty() {
@@ -286,7 +316,9 @@ impl Hub {
     }
 
     fn device_gone_from_session(&self, inner: &mut Inner, device_id: i64, id: &SessionId) {
-        let Some(session) = inner.sessions.get_mut(id) else { return };
+        let Some(session) = inner.sessions.get_mut(id) else {
+            return;
+        };
         let is_caller = session.caller_device == device_id;
         match &mut session.state {
             SessionState::Ringing { devices, .. } if !is_caller => {
@@ -302,19 +334,29 @@ impl Hub {
                 let devices = devices.clone();
                 inner.remove_session(id, "the caller went offline");
                 for d in devices {
-                    inner.send(d, &ServerMsg::InitiationClosed {
-                        session_id: id.clone(),
-                        reason: ClosedReason::CallerGone,
-                    });
+                    inner.send(
+                        d,
+                        &ServerMsg::InitiationClosed {
+                            session_id: id.clone(),
+                            reason: ClosedReason::CallerGone,
+                        },
+                    );
                 }
             }
             SessionState::Active { callee_device } => {
-                let other = if is_caller { *callee_device } else { session.caller_device };
+                let other = if is_caller {
+                    *callee_device
+                } else {
+                    session.caller_device
+                };
                 inner.remove_session(id, "a device of the session went offline");
-                inner.send(other, &ServerMsg::SessionEnded {
-                    session_id: id.clone(),
-                    reason: EndReason::PeerDisconnected,
-                });
+                inner.send(
+                    other,
+                    &ServerMsg::SessionEnded {
+                        session_id: id.clone(),
+                        reason: EndReason::PeerDisconnected,
+                    },
+                );
             }
         }
     }
@@ -327,12 +369,18 @@ impl Hub {
         id: Option<&SessionId>,
         outcome: Outcome,
     ) {
-        self.metrics.outcomes.get_or_create(&vec![("outcome", outcome.label())]).inc();
-        inner.send(caller_device, &ServerMsg::AccessOutcome {
-            req_id,
-            session_id: id.cloned(),
-            outcome,
-        });
+        self.metrics
+            .outcomes
+            .get_or_create(&vec![("outcome", outcome.label())])
+            .inc();
+        inner.send(
+            caller_device,
+            &ServerMsg::AccessOutcome {
+                req_id,
+                session_id: id.cloned(),
+                outcome,
+            },
+        );
     }
 
     /// Sends a message to one device (used by the connection task for replies).
@@ -352,35 +400,60 @@ impl Hub {
     ) {
         self.metrics.access_requests.inc();
         let mut inner = self.inner.lock();
-        let Some(caller_user) = inner.devices.get(&device_id).map(|d| d.user_id) else { return };
-        let Some(caller) = inner.users.get(&caller_user) else { return };
-        let region = region.map(str::to_string).unwrap_or_else(|| caller.region.clone());
-        let caller_party = Party { number: caller.number.clone(), display_name: caller.display_name.clone() };
+        let Some(caller_user) = inner.devices.get(&device_id).map(|d| d.user_id) else {
+            return;
+        };
+        let Some(caller) = inner.users.get(&caller_user) else {
+            return;
+        };
+        let region = region
+            .map(str::to_string)
+            .unwrap_or_else(|| caller.region.clone());
+        let caller_party = Party {
+            number: caller.number.clone(),
+            display_name: caller.display_name.clone(),
+        };
         let target: E164 = match number::normalize(target, Some(&region)) {
             Ok(n) => n,
             Err(e) => {
-                self.tell_outcome(&mut inner, device_id, req_id, None, Outcome::InvalidNumber {
-                    reason: e.to_string(),
-                });
+                self.tell_outcome(
+                    &mut inner,
+                    device_id,
+                    req_id,
+                    None,
+                    Outcome::InvalidNumber {
+                        reason: e.to_string(),
+                    },
+                );
                 return;
             }
         };
         if target.as_str() == caller_party.number {
-            self.metrics.protocol_errors.get_or_create(&vec![("code", ErrorCode::SelfRequest.as_str())]).inc();
-            inner.send(device_id, &ServerMsg::Error {
-                code: ErrorCode::SelfRequest,
-                message: "that is your own number: dial the person you are calling".into(),
-                req_id: Some(req_id),
-                session_id: None,
-            });
+            self.metrics
+                .protocol_errors
+                .get_or_create(&vec![("code", ErrorCode::SelfRequest.as_str())])
+                .inc();
+            inner.send(
+                device_id,
+                &ServerMsg::Error {
+                    code: ErrorCode::SelfRequest,
+                    message: "that is your own number: dial the person you are calling".into(),
+                    req_id: Some(req_id),
+                    session_id: None,
+                },
+            );
             return;
         }
         // Unknown, offline, not accepting and do-not-disturb all look the same to the caller.
-        let callee = inner.by_number.get(target.as_str()).copied().and_then(|uid| {
-            let u = inner.users.get(&uid)?;
-            let available = u.settings.accepting_sessions && !u.settings.do_not_disturb;
-            (available && !u.devices.is_empty()).then(|| (uid, u.devices.clone()))
-        });
+        let callee = inner
+            .by_number
+            .get(target.as_str())
+            .copied()
+            .and_then(|uid| {
+                let u = inner.users.get(&uid)?;
+                let available = u.settings.accepting_sessions && !u.settings.do_not_disturb;
+                (available && !u.devices.is_empty()).then(|| (uid, u.devices.clone()))
+            });
         let Some((callee_user, callee_devices)) = callee else {
             self.tell_outcome(&mut inner, device_id, req_id, None, Outcome::Unavailable);
             return;
@@ -417,29 +490,51 @@ impl Hub {
             hub.time_out(&timeout_id);
         })
         .abort_handle();
-        inner.sessions.insert(id.clone(), Session {
-            req_id,
-            offer,
-            caller_user,
-            caller_device: device_id,
-            callee_user,
-            state: SessionState::Ringing { devices: rung, timer: Some(timer), since: Instant::now() },
-        });
-        inner.send(device_id, &ServerMsg::AccessPending { req_id, session_id: id });
-        self.metrics.dispatch_seconds.observe(received.elapsed().as_secs_f64());
+        inner.sessions.insert(
+            id.clone(),
+            Session {
+                req_id,
+                offer,
+                caller_user,
+                caller_device: device_id,
+                callee_user,
+                state: SessionState::Ringing {
+                    devices: rung,
+                    timer: Some(timer),
+                    since: Instant::now(),
+                },
+            },
+        );
+        inner.send(
+            device_id,
+            &ServerMsg::AccessPending {
+                req_id,
+                session_id: id,
+            },
+        );
+        self.metrics
+            .dispatch_seconds
+            .observe(received.elapsed().as_secs_f64());
     }
 
     fn time_out(&self, id: &SessionId) {
         let mut inner = self.inner.lock();
-        let Some(session) = inner.sessions.get(id) else { return };
-        let SessionState::Ringing { devices, .. } = &session.state else { return };
+        let Some(session) = inner.sessions.get(id) else {
+            return;
+        };
+        let SessionState::Ringing { devices, .. } = &session.state else {
+            return;
+        };
         let (caller, req_id, devices) = (session.caller_device, session.req_id, devices.clone());
         inner.remove_session(id, "it timed out without an answer");
         for d in devices {
-            inner.send(d, &ServerMsg::InitiationClosed {
-                session_id: id.clone(),
-                reason: ClosedReason::TimedOut,
-            });
+            inner.send(
+                d,
+                &ServerMsg::InitiationClosed {
+                    session_id: id.clone(),
+                    reason: ClosedReason::TimedOut,
+                },
+            );
         }
         self.tell_outcome(&mut inner, caller, req_id, Some(id), Outcome::TimedOut);
     }
@@ -463,7 +558,9 @@ impl Hub {
 
     pub fn answer(&self, device_id: i64, id: &SessionId, accept: bool) {
         let mut inner = self.inner.lock();
-        let Some(user_id) = inner.devices.get(&device_id).map(|d| d.user_id) else { return };
+        let Some(user_id) = inner.devices.get(&device_id).map(|d| d.user_id) else {
+            return;
+        };
         let Some(session) = inner.sessions.get_mut(id) else {
             return self.unknown_session(&mut inner, device_id, id);
         };
@@ -483,57 +580,100 @@ impl Hub {
             // A device of the callee that came online after the request was sent.
             return self.unknown_session(&mut inner, device_id, id);
         }
-        self.metrics.answer_seconds.observe(since.elapsed().as_secs_f64());
-        let others: Vec<i64> = devices.iter().copied().filter(|d| *d != device_id).collect();
-        let (caller_device, caller_user, req_id, offer) =
-            (session.caller_device, session.caller_user, session.req_id, session.offer);
+        self.metrics
+            .answer_seconds
+            .observe(since.elapsed().as_secs_f64());
+        let others: Vec<i64> = devices
+            .iter()
+            .copied()
+            .filter(|d| *d != device_id)
+            .collect();
+        let (caller_device, caller_user, req_id, offer) = (
+            session.caller_device,
+            session.caller_user,
+            session.req_id,
+            session.offer,
+        );
         if !accept {
             inner.remove_session(id, "it was declined");
             for d in others {
-                inner.send(d, &ServerMsg::InitiationClosed {
-                    session_id: id.clone(),
-                    reason: ClosedReason::DeclinedElsewhere,
-                });
+                inner.send(
+                    d,
+                    &ServerMsg::InitiationClosed {
+                        session_id: id.clone(),
+                        reason: ClosedReason::DeclinedElsewhere,
+                    },
+                );
             }
-            self.tell_outcome(&mut inner, caller_device, req_id, Some(id), Outcome::Declined);
+            self.tell_outcome(
+                &mut inner,
+                caller_device,
+                req_id,
+                Some(id),
+                Outcome::Declined,
+            );
             return;
         }
         if let SessionState::Ringing { timer: Some(t), .. } = &session.state {
             t.abort();
         }
-        session.state = SessionState::Active { callee_device: device_id };
+        session.state = SessionState::Active {
+            callee_device: device_id,
+        };
         for d in &others {
             inner.detach(*d, id);
         }
         for d in others {
-            inner.send(d, &ServerMsg::InitiationClosed {
-                session_id: id.clone(),
-                reason: ClosedReason::AnsweredElsewhere,
-            });
+            inner.send(
+                d,
+                &ServerMsg::InitiationClosed {
+                    session_id: id.clone(),
+                    reason: ClosedReason::AnsweredElsewhere,
+                },
+            );
         }
-        let (Some(caller_info), Some(callee_info)) =
-            (inner.peer_info(caller_user, caller_device), inner.peer_info(user_id, device_id))
-        else {
+        let (Some(caller_info), Some(callee_info)) = (
+            inner.peer_info(caller_user, caller_device),
+            inner.peer_info(user_id, device_id),
+        ) else {
             return;
         };
-        self.tell_outcome(&mut inner, caller_device, req_id, Some(id), Outcome::Accepted);
-        inner.send(caller_device, &ServerMsg::SessionStarted {
-            session_id: id.clone(),
-            role: Role::Caller,
-            offer,
-            peer: callee_info,
-        });
-        inner.send(device_id, &ServerMsg::SessionStarted {
-            session_id: id.clone(),
-            role: Role::Callee,
-            offer,
-            peer: caller_info,
-        });
+        self.tell_outcome(
+            &mut inner,
+            caller_device,
+            req_id,
+            Some(id),
+            Outcome::Accepted,
+        );
+        inner.send(
+            caller_device,
+            &ServerMsg::SessionStarted {
+                session_id: id.clone(),
+                role: Role::Caller,
+                offer,
+                peer: callee_info,
+            },
+        );
+        inner.send(
+            device_id,
+            &ServerMsg::SessionStarted {
+                session_id: id.clone(),
+                role: Role::Callee,
+                offer,
+                peer: caller_info,
+            },
+        );
     }
 
     /// The other device of an active session `device_id` is part of.
-    fn active_peer(inner: &Inner, device_id: i64, id: &SessionId) -> Result<i64, Option<ErrorCode>> {
-        let Some(session) = inner.sessions.get(id) else { return Err(None) };
+    fn active_peer(
+        inner: &Inner,
+        device_id: i64,
+        id: &SessionId,
+    ) -> Result<i64, Option<ErrorCode>> {
+        let Some(session) = inner.sessions.get(id) else {
+            return Err(None);
+        };
         match session.state {
             SessionState::Active { callee_device } if callee_device == device_id => {
                 Ok(session.caller_device)
@@ -555,7 +695,13 @@ impl Hub {
         let mut inner = self.inner.lock();
         match Self::active_peer(&inner, device_id, id) {
             Ok(peer) => {
-                inner.send(peer, &ServerMsg::Signal { session_id: id.clone(), data });
+                inner.send(
+                    peer,
+                    &ServerMsg::Signal {
+                        session_id: id.clone(),
+                        data,
+                    },
+                );
             }
             Err(Some(code)) => {
                 let msg = session_error(
@@ -579,10 +725,13 @@ impl Hub {
                 let (devices, req_id) = (devices.clone(), session.req_id);
                 inner.remove_session(id, "the caller cancelled it");
                 for d in devices {
-                    inner.send(d, &ServerMsg::InitiationClosed {
-                        session_id: id.clone(),
-                        reason: ClosedReason::Cancelled,
-                    });
+                    inner.send(
+                        d,
+                        &ServerMsg::InitiationClosed {
+                            session_id: id.clone(),
+                            reason: ClosedReason::Cancelled,
+                        },
+                    );
                 }
                 self.tell_outcome(&mut inner, device_id, req_id, Some(id), Outcome::Cancelled);
             }
@@ -594,14 +743,20 @@ impl Hub {
             SessionState::Active { .. } => match Self::active_peer(&inner, device_id, id) {
                 Ok(peer) => {
                     inner.remove_session(id, "it was ended");
-                    inner.send(peer, &ServerMsg::SessionEnded {
-                        session_id: id.clone(),
-                        reason: EndReason::PeerEnded,
-                    });
-                    inner.send(device_id, &ServerMsg::SessionEnded {
-                        session_id: id.clone(),
-                        reason: EndReason::YouEnded,
-                    });
+                    inner.send(
+                        peer,
+                        &ServerMsg::SessionEnded {
+                            session_id: id.clone(),
+                            reason: EndReason::PeerEnded,
+                        },
+                    );
+                    inner.send(
+                        device_id,
+                        &ServerMsg::SessionEnded {
+                            session_id: id.clone(),
+                            reason: EndReason::YouEnded,
+                        },
+                    );
                 }
                 Err(_) => self.unknown_session(&mut inner, device_id, id),
             },
@@ -628,7 +783,9 @@ impl Hub {
     pub fn kick(&self, device_id: i64, reason: &'static str) {
         let inner = self.inner.lock();
         if let Some(dev) = inner.devices.get(&device_id) {
-            let _ = dev.tx.try_send(Outbound::Close(close_code::AUTH_FAILED, reason));
+            let _ = dev
+                .tx
+                .try_send(Outbound::Close(close_code::AUTH_FAILED, reason));
         }
     }
 
@@ -649,15 +806,20 @@ impl Hub {
             .collect();
         for (id, caller, callee) in ids {
             for d in [Some(caller), callee].into_iter().flatten() {
-                inner.send(d, &ServerMsg::SessionEnded {
-                    session_id: id.clone(),
-                    reason: EndReason::ServerShutdown,
-                });
+                inner.send(
+                    d,
+                    &ServerMsg::SessionEnded {
+                        session_id: id.clone(),
+                        reason: EndReason::ServerShutdown,
+                    },
+                );
             }
             inner.remove_session(&id, "the server restarted");
         }
         for dev in inner.devices.values() {
-            let _ = dev.tx.try_send(Outbound::Close(close_code::RESTART, "server is restarting"));
+            let _ = dev
+                .tx
+                .try_send(Outbound::Close(close_code::RESTART, "server is restarting"));
         }
     }
 
@@ -673,5 +835,7 @@ impl Hub {
 
 /// The region of an E.164 number, for reading the national numbers its owner dials.
 fn region_of(number: &str) -> Option<String> {
-    number::normalize(number, None).ok().and_then(|n| n.region())
+    number::normalize(number, None)
+        .ok()
+        .and_then(|n| n.region())
 }

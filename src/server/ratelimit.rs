@@ -16,7 +16,12 @@ pub struct Bucket {
 
 impl Bucket {
     pub fn new(capacity: f64, per_sec: f64) -> Self {
-        Bucket { tokens: capacity, capacity, per_sec, last: Instant::now() }
+        Bucket {
+            tokens: capacity,
+            capacity,
+            per_sec,
+            last: Instant::now(),
+        }
     }
 
     /// Takes one token if there is one.
@@ -47,7 +52,11 @@ pub struct KeyedLimiter<K> {
 
 impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
     pub fn new(capacity: f64, per_sec: f64) -> Self {
-        KeyedLimiter { buckets: Mutex::new(HashMap::new()), capacity, per_sec }
+        KeyedLimiter {
+            buckets: Mutex::new(HashMap::new()),
+            capacity,
+            per_sec,
+        }
     }
 
     pub fn check(&self, key: &K) -> bool {

@@ -22,7 +22,10 @@ pub enum StoreError {
     #[error("unsupported database URL \"{0}\": use sqlite://PATH or postgres://…")]
     UnsupportedUrl(String),
     #[error("cannot create the database folder {path}: {source}")]
-    Folder { path: String, source: std::io::Error },
+    Folder {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,7 +88,10 @@ pub trait Store: Send + Sync + 'static {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,8 +136,12 @@ impl SqlStore {
         if backend == Backend::Sqlite {
             options = options.max_connections(4).after_connect(|conn, _meta| {
                 Box::pin(async move {
-                    sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
-                    sqlx::query("PRAGMA busy_timeout = 5000").execute(&mut *conn).await?;
+                    sqlx::query("PRAGMA foreign_keys = ON")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA busy_timeout = 5000")
+                        .execute(&mut *conn)
+                        .await?;
                     Ok(())
                 })
             });
@@ -140,7 +150,9 @@ impl SqlStore {
         }
         let pool = options.connect(url).await?;
         if backend == Backend::Sqlite {
-            sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await?;
             MIGRATE_SQLITE.run(&pool).await?;
         } else {
             MIGRATE_POSTGRES.run(&pool).await?;
@@ -164,8 +176,8 @@ fn user_from_row(row: &AnyRow, offset: usize) -> Result<UserRecord, sqlx::Error>
         display_name: row.try_get(offset + 2)?,
         password_hash: row.try_get(offset + 3)?,
         settings: Settings {
-            accepting_sessions: row.try_get(offset + 4)?,
-            do_not_disturb: row.try_get(offset + 5)?,
+            accepting_sessions: row.try_get::<i64, _>(offset + 4)? != 0,
+            do_not_disturb: row.try_get::<i64, _>(offset + 5)? != 0,
         },
     })
 }
@@ -203,7 +215,11 @@ impl Store for SqlStore {
         .fetch_one(&self.pool)
         .await
         .map_err(|e| {
-            if is_unique_violation(&e) { StoreError::Exists(number.to_string()) } else { e.into() }
+            if is_unique_violation(&e) {
+                StoreError::Exists(number.to_string())
+            } else {
+                e.into()
+            }
         })?;
         Ok(UserRecord {
             id: row.try_get(0)?,
@@ -216,7 +232,10 @@ impl Store for SqlStore {
 
     async fn user_by_number(&self, number: &str) -> Result<Option<UserRecord>, StoreError> {
         let sql = format!("SELECT {USER_COLUMNS} FROM users u WHERE u.number = $1");
-        let row = sqlx::query(&sql).bind(number).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(&sql)
+            .bind(number)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(match row {
             Some(r) => Some(user_from_row(&r, 0)?),
             None => None,
@@ -224,7 +243,9 @@ impl Store for SqlStore {
     }
 
     async fn user_count(&self) -> Result<i64, StoreError> {
-        let row = sqlx::query("SELECT COUNT(*) FROM users").fetch_one(&self.pool).await?;
+        let row = sqlx::query("SELECT COUNT(*) FROM users")
+            .fetch_one(&self.pool)
+            .await?;
         Ok(row.try_get(0)?)
     }
 
@@ -261,7 +282,10 @@ impl Store for SqlStore {
             "SELECT d.id, d.user_id, d.name, d.reported_ip, d.observed_ip, {USER_COLUMNS} \
              FROM devices d JOIN users u ON u.id = d.user_id WHERE d.token_hash = $1"
         );
-        let Some(row) = sqlx::query(&sql).bind(token_hash).fetch_optional(&self.pool).await?
+        let Some(row) = sqlx::query(&sql)
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await?
         else {
             return Ok(None);
         };
@@ -295,7 +319,10 @@ impl Store for SqlStore {
     }
 
     async fn delete_device(&self, device_id: i64) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM devices WHERE id = $1").bind(device_id).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM devices WHERE id = $1")
+            .bind(device_id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -310,11 +337,14 @@ impl Store for SqlStore {
              do_not_disturb = COALESCE($2, do_not_disturb) WHERE id = $3 \
              RETURNING accepting_sessions, do_not_disturb",
         )
-        .bind(accepting_sessions)
-        .bind(do_not_disturb)
+        .bind(accepting_sessions.map(i64::from))
+        .bind(do_not_disturb.map(i64::from))
         .bind(user_id)
         .fetch_one(&self.pool)
         .await?;
-        Ok(Settings { accepting_sessions: row.try_get(0)?, do_not_disturb: row.try_get(1)? })
+        Ok(Settings {
+            accepting_sessions: row.try_get::<i64, _>(0)? != 0,
+            do_not_disturb: row.try_get::<i64, _>(1)? != 0,
+        })
     }
 }
