@@ -23,12 +23,25 @@ async fn send_msg(socket: &mut WebSocket, msg: &ServerMsg) -> bool {
     }
 }
 
+/// Sends a close frame, then reads (and drops) what the client still sends until it answers
+/// the close or a second passes. Dropping the socket with unread input would reset the TCP
+/// connection, and the client might never see the close reason or the errors before it.
 async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
     let frame = CloseFrame {
         code,
         reason: Utf8Bytes::from(reason.to_string()),
     };
-    let _ = socket.send(Message::Close(Some(frame))).await;
+    if socket.send(Message::Close(Some(frame))).await.is_err() {
+        return;
+    }
+    let drain = async {
+        while let Some(Ok(msg)) = socket.recv().await {
+            if matches!(msg, Message::Close(_)) {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
 }
 
 fn count_error(hub: &Hub, code: ErrorCode) {

@@ -1,1 +1,8 @@
+//! The one integration-test binary: real server, real sockets, real database files.
 
+mod bad_input;
+mod cli;
+mod fixture;
+mod handshake;
+mod restart;
+mod store;
