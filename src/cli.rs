@@ -379,6 +379,21 @@ struct Online {
     number: String,
 }
 
+impl Online {
+    /// Stops the core after it sent what was queued (an answer, a hang-up), waiting briefly.
+    async fn close(mut self) {
+        self.handle.shutdown();
+        let stopped = async {
+            while let Some(ev) = self.events.recv().await {
+                if ev == Event::Stopped {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), stopped).await;
+    }
+}
+
 async fn connect(cli: &Cli, output: &Output) -> Result<Online, Failure> {
     let path = profile_path(cli)?;
     let profile = Profile::load(&path)?.unwrap_or_default();
@@ -552,7 +567,7 @@ async fn settings(cli: &Cli, args: &SettingsArgs) -> Result<Exit, Failure> {
             }
         }
     };
-    online.handle.shutdown();
+    online.close().await;
     result
 }
 
@@ -631,7 +646,7 @@ async fn dial(cli: &Cli, args: &DialArgs) -> Result<Exit, Failure> {
             }
         }
     };
-    online.handle.shutdown();
+    online.close().await;
     Ok(code)
 }
 
@@ -718,6 +733,6 @@ async fn listen(cli: &Cli, args: &ListenArgs) -> Result<Exit, Failure> {
             _ = tokio::signal::ctrl_c() => break Exit::Ok,
         }
     };
-    online.handle.shutdown();
+    online.close().await;
     Ok(code)
 }

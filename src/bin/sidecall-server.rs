@@ -43,6 +43,11 @@ struct Args {
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     sidecall::init_logging(&args.log);
+    // One socket per online device: allow as many as the system lets this user have.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!("open-file limit {n}"),
+        Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
+    }
     let data_dir = match args
         .data_dir
         .clone()

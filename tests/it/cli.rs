@@ -1,1 +1,165 @@
+//! The real binaries as a user runs them: `sidecall-server`, then `sidecall account`, `listen`
+//! and `dial` in separate processes.
 
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const SERVER: &str = env!("CARGO_BIN_EXE_sidecall-server");
+const APP: &str = env!("CARGO_BIN_EXE_sidecall");
+
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Proc {
+    fn spawn(cmd: &mut Command) -> Proc {
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc { child, lines }
+    }
+
+    /// Waits for a stdout line containing `needle`; returns it.
+    fn wait_line(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(line) => seen.push(line),
+                Err(_) => panic!("no line with {needle:?}; saw {seen:#?}"),
+            }
+        }
+    }
+
+    fn wait_exit(&mut self) -> i32 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(std::time::Instant::now() < deadline, "process did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn app(config: &Path, profile: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(APP);
+    cmd.env("SIDECALL_CONFIG_DIR", config)
+        .env("SIDECALL_PASSWORD", "correct horse battery")
+        .env_remove("RUST_LOG")
+        .arg("--profile")
+        .arg(profile)
+        .args(args)
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn run(config: &Path, profile: &str, args: &[&str]) -> (i32, String, String) {
+    let Output { status, stdout, stderr } = app(config, profile, args).output().expect("run sidecall");
+    (
+        status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&stderr).into_owned(),
+    )
+}
+
+#[test]
+fn binaries_register_listen_dial_and_shut_down_gracefully() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = Proc::spawn(
+        Command::new(SERVER)
+            .args(["--listen", "127.0.0.1:0", "--log", "warn", "--data-dir"])
+            .arg(dir.path().join("server")),
+    );
+    let line = server.wait_line("listening on");
+    let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("url in banner").to_string();
+    let cfg = dir.path().join("config");
+
+    let (code, out, err) = run(&cfg, "a", &["account", "register", "--server", &url, "--number", "030 123456", "--name", "Alice"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("registered +4930123456"), "{out}");
+    let saved = std::fs::read_to_string(cfg.join("profiles/a.toml")).expect("profile saved");
+    assert!(saved.contains("token") && !saved.contains("correct horse"), "token saved, password never: {saved}");
+    let (code, out, err) = run(&cfg, "b", &["account", "register", "--server", &url, "--number", "+49 151 23456789", "--name", "Bob"]);
+    assert_eq!(code, 0, "{out}{err}");
+    // Registering again is refused in plain words.
+    let (code, _, err) = run(&cfg, "c", &["account", "register", "--server", &url, "--number", "030123456", "--name", "X"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("exists already"), "{err}");
+
+    let mut listener = Proc::spawn(&mut app(&cfg, "b", &["listen", "--accept", "all", "--once", "--json"]));
+    listener.wait_line(r#""event":"online""#);
+
+    let (code, out, err) = run(&cfg, "a", &["dial", "0151 2345 6789", "--video", "--hangup-after", "0.3"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("accepted"), "{out}");
+    assert!(out.contains("started (you called) with +4915123456789 (Bob)"), "{out}");
+    let incoming = listener.wait_line(r#""event":"incoming""#);
+    assert!(incoming.contains("+4930123456") && incoming.contains(r#""video":true"#), "{incoming}");
+    listener.wait_line(r#""event":"session_ended""#);
+    assert_eq!(listener.wait_exit(), 0);
+
+    // Outcomes are exit codes.
+    let (code, out, _) = run(&cfg, "a", &["dial", "+49 40 9876543"]);
+    assert_eq!(code, 5, "unavailable: {out}");
+    let (code, out, _) = run(&cfg, "a", &["dial", "not a number"]);
+    assert_eq!(code, 6, "invalid: {out}");
+    let (code, _, err) = run(&cfg, "nobody", &["dial", "+4915123456789"]);
+    assert_eq!(code, 8, "not logged in: {err}");
+    assert!(err.contains("account login"), "{err}");
+    let out = app(&cfg, "a", &["account", "login", "--server", &url, "--number", "030 123456"])
+        .env("SIDECALL_PASSWORD", "not the password")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(8));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wrong phone number or password"));
+
+    // Declined, through a listener that declines.
+    let mut decliner = Proc::spawn(&mut app(&cfg, "b", &["listen", "--accept", "none", "--once"]));
+    decliner.wait_line("listening as");
+    let (code, out, _) = run(&cfg, "a", &["dial", "+4915123456789"]);
+    assert_eq!(code, 3, "declined: {out}");
+    assert_eq!(decliner.wait_exit(), 0);
+
+    // SIGTERM: the server says goodbye and exits cleanly.
+    let pid = server.child.id().to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+    assert!(status.success());
+    assert_eq!(server.wait_exit(), 0);
+}
+
+#[test]
+fn wrong_password_and_missing_password_are_explained() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("config");
+    let mut cmd = app(&cfg, "a", &["account", "login", "--server", "http://127.0.0.1:9", "--number", "+4930123456"]);
+    cmd.env_remove("SIDECALL_PASSWORD");
+    let out = cmd.output().expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SIDECALL_PASSWORD"));
+
+    let (code, _, err) = run(&cfg, "a", &["account", "login", "--server", "http://127.0.0.1:9", "--number", "+4930123456"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot reach the server"), "{err}");
+}

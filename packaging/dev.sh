@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Sidecall developer entry point for Debian 12 (and derivatives).
+#
+#   packaging/dev.sh run [ARGS…]   install what is missing, build, run Sidecall
+#   packaging/dev.sh test          install what is missing, run every test
+#   packaging/dev.sh deps          only install the system packages
+#
+# System packages are installed with apt-get (through sudo when not root).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+# What building and testing needs from Debian.
+PACKAGES=(build-essential pkg-config ca-certificates)
+
+say() { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        die "need root to install packages: run as root or install sudo"
+    fi
+}
+
+install_deps() {
+    local missing=()
+    for p in "${PACKAGES[@]}"; do
+        if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+            missing+=("$p")
+        fi
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        command -v apt-get >/dev/null 2>&1 || die "missing packages ${missing[*]} and no apt-get: install them by hand"
+        say "installing system packages: ${missing[*]}"
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    fi
+    command -v cargo >/dev/null 2>&1 || die "no Rust toolchain: install it from https://rustup.rs and run this again"
+}
+
+postgres_up() {
+    (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null
+}
+
+# The store tests also run against PostgreSQL at 127.0.0.1:5432 (user postgres, trust auth),
+# as on the development and CI machines. Elsewhere they are skipped, and say so.
+prepare_postgres() {
+    if [ -n "${SIDECALL_TEST_POSTGRES:-}" ]; then
+        return
+    fi
+    if ! postgres_up && command -v pg_ctlcluster >/dev/null 2>&1; then
+        say "starting PostgreSQL"
+        as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+        for _ in $(seq 1 20); do postgres_up && break; sleep 0.5; done
+    fi
+    if postgres_up; then
+        export SIDECALL_TEST_POSTGRES="postgres://postgres@127.0.0.1:5432"
+    elif [ "${CI:-}" = "true" ]; then
+        die "CI expects PostgreSQL at 127.0.0.1:5432 and there is none"
+    else
+        say "no PostgreSQL at 127.0.0.1:5432: the PostgreSQL store test is skipped"
+        export SIDECALL_TEST_POSTGRES=skip
+    fi
+}
+
+cmd="${1:-}"
+shift || true
+case "$cmd" in
+    deps)
+        install_deps
+        ;;
+    run)
+        install_deps
+        say "building Sidecall (release; the first build takes a few minutes)"
+        cargo build --release --locked --bins
+        say "starting the Sidecall server on its defaults (Ctrl-C stops it)"
+        exec ./target/release/sidecall-server "$@"
+        ;;
+    test)
+        install_deps
+        prepare_postgres
+        say "building and running the tests"
+        cargo test --locked --all-targets --no-fail-fast -- "$@"
+        ;;
+    *)
+        sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
+        exit 2
+        ;;
+esac
