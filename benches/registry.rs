@@ -80,7 +80,8 @@ async fn seed(dir: &std::path::Path, n: usize) {
     let path = dir.join("registry.sqlite3");
     let store = SqlStore::open_sqlite_file(&path).await.expect("create registry");
     store.close().await;
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display())).await.expect("open registry");
+    let pool =
+        sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display())).await.expect("open registry");
     let mut tx = pool.begin().await.expect("begin");
     // One real argon2id hash shared by all (nobody logs in with a password here).
     let hash = sidecall::server::auth::hash_password("benchmark password").expect("hash");
@@ -192,7 +193,10 @@ async fn echo_baseline(samples: usize) -> Vec<u64> {
         while let Ok((tcp, _)) = listener.accept().await {
             let _ = tcp.set_nodelay(true);
             tokio::spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async_with_config(tcp, Some(ws_config())).await else { return };
+                let Ok(mut ws) = tokio_tungstenite::accept_async_with_config(tcp, Some(ws_config())).await
+                else {
+                    return;
+                };
                 while let Some(Ok(m)) = ws.next().await {
                     if m.is_text() && ws.send(m).await.is_err() {
                         break;
@@ -201,9 +205,10 @@ async fn echo_baseline(samples: usize) -> Vec<u64> {
             });
         }
     });
-    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(format!("ws://{addr}"), Some(ws_config()), true)
-        .await
-        .expect("connect echo");
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async_with_config(format!("ws://{addr}"), Some(ws_config()), true)
+            .await
+            .expect("connect echo");
     let payload = r#"{"type":"initiation","session_id":"0123456789abcdef0123456789abcdef","caller":{"number":"+4915100000001","display_name":"User 1"},"offer":{"files":true,"video":false},"expires_in_ms":30000}"#;
     let mut out = Vec::with_capacity(samples);
     for _ in 0..samples {
@@ -285,11 +290,20 @@ async fn run(o: Opts) {
         let caller = (seq * 7919) % o.clients;
         let callee = (caller + 1 + (seq * 104_729) % (o.clients - 1)) % o.clients;
         let now = shared.epoch.elapsed().as_micros() as u64;
-        if shared.sent_at[callee].compare_exchange(0, now.max(1), Ordering::AcqRel, Ordering::Relaxed).is_err() {
+        if shared.sent_at[callee]
+            .compare_exchange(0, now.max(1), Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
             skipped += 1;
             continue;
         }
-        let req = ClientMsg::AccessRequest { req_id: seq as u64, target: number(callee), offer: Offer { files: true, video: false }, region: None, call_ref: None };
+        let req = ClientMsg::AccessRequest {
+            req_id: seq as u64,
+            target: number(callee),
+            offer: Offer { files: true, video: false },
+            region: None,
+            call_ref: None,
+        };
         let text = serde_json::to_string(&req).unwrap_or_default();
         if senders[caller].try_send(text).is_err() {
             shared.sent_at[callee].store(0, Ordering::Release);
@@ -318,14 +332,40 @@ async fn run(o: Opts) {
     let (b50, b99) = (percentile(&baseline, 0.50), percentile(&baseline, 0.99));
     let per_client = (rss_online.saturating_sub(rss_idle)) as f64 * 1024.0 / online.max(1) as f64;
     let ratio = |a: u64, b: u64| if b == 0 { f64::NAN } else { a as f64 / b as f64 };
-    println!("sidecall registry benchmark ({} mode)", if std::env::args().any(|a| a == "--bench") { "full" } else { "smoke" });
+    println!(
+        "sidecall registry benchmark ({} mode)",
+        if std::env::args().any(|a| a == "--bench") { "full" } else { "smoke" }
+    );
     println!("  online clients          {online} (connected in {connect_secs:.1} s)");
-    println!("  access requests         {sent} sent, {delivered} initiations delivered, {} outcomes, {skipped} skipped (callee busy)", shared.outcomes.load(Ordering::Relaxed));
-    println!("  request rate            {:.0} requests/s offered, {:.0} initiations/s delivered (target {})", sent as f64 / drive_secs, delivered as f64 / drive_secs, o.rate);
-    println!("  initiation latency      p50 {:.3} ms, p99 {:.3} ms", p50 as f64 / 1000.0, p99 as f64 / 1000.0);
-    println!("  baseline (ws echo RTT)  p50 {:.3} ms, p99 {:.3} ms", b50 as f64 / 1000.0, b99 as f64 / 1000.0);
+    println!(
+        "  access requests         {sent} sent, {delivered} initiations delivered, {} outcomes, {skipped} skipped (callee busy)",
+        shared.outcomes.load(Ordering::Relaxed)
+    );
+    println!(
+        "  request rate            {:.0} requests/s offered, {:.0} initiations/s delivered (target {})",
+        sent as f64 / drive_secs,
+        delivered as f64 / drive_secs,
+        o.rate
+    );
+    println!(
+        "  initiation latency      p50 {:.3} ms, p99 {:.3} ms",
+        p50 as f64 / 1000.0,
+        p99 as f64 / 1000.0
+    );
+    println!(
+        "  baseline (ws echo RTT)  p50 {:.3} ms, p99 {:.3} ms",
+        b50 as f64 / 1000.0,
+        b99 as f64 / 1000.0
+    );
     println!("  latency / baseline      p50 {:.2}x, p99 {:.2}x", ratio(p50, b50), ratio(p99, b99));
-    println!("  server RSS              idle {} KiB, {online} online {} KiB, after load {} KiB", rss_idle, rss_online, rss_end);
-    println!("  RSS per online client   {:.1} KB (goal 20 KB: {:.2}x of goal)", per_client / 1000.0, per_client / 20_000.0);
+    println!(
+        "  server RSS              idle {} KiB, {online} online {} KiB, after load {} KiB",
+        rss_idle, rss_online, rss_end
+    );
+    println!(
+        "  RSS per online client   {:.1} KB (goal 20 KB: {:.2}x of goal)",
+        per_client / 1000.0,
+        per_client / 20_000.0
+    );
     println!("  p99 goal 5 ms           {:.2}x of goal", p99 as f64 / 5000.0);
 }

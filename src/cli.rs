@@ -40,12 +40,7 @@ pub enum Exit {
 pub struct Cli {
     /// Profile to use: each keeps its own server, number and login (for two instances on one
     /// machine, give the second `--profile b`).
-    #[arg(
-        long,
-        global = true,
-        default_value = "default",
-        env = "SIDECALL_PROFILE"
-    )]
+    #[arg(long, global = true, default_value = "default", env = "SIDECALL_PROFILE")]
     pub profile: String,
     /// Folder for profiles (default: the platform's config folder).
     #[arg(long, global = true, env = "SIDECALL_CONFIG_DIR")]
@@ -196,10 +191,7 @@ pub struct Failure {
 }
 
 fn fail(code: Exit, message: impl Into<String>) -> Failure {
-    Failure {
-        code,
-        message: message.into(),
-    }
+    Failure { code, message: message.into() }
 }
 
 impl From<config::ConfigError> for Failure {
@@ -249,10 +241,7 @@ fn password(confirm: bool) -> Result<String, Failure> {
         return Ok(p);
     }
     if !std::io::stdin().is_terminal() {
-        return Err(fail(
-            Exit::Usage,
-            "no password: set SIDECALL_PASSWORD or run in a terminal to be asked",
-        ));
+        return Err(fail(Exit::Usage, "no password: set SIDECALL_PASSWORD or run in a terminal to be asked"));
     }
     let p = rpassword::prompt_password("Password: ")
         .map_err(|e| fail(Exit::Error, format!("cannot read the password: {e}")))?;
@@ -260,20 +249,14 @@ fn password(confirm: bool) -> Result<String, Failure> {
         let again = rpassword::prompt_password("Password again: ")
             .map_err(|e| fail(Exit::Error, format!("cannot read the password: {e}")))?;
         if again != p {
-            return Err(fail(
-                Exit::Usage,
-                "the passwords differ; nothing was changed",
-            ));
+            return Err(fail(Exit::Usage, "the passwords differ; nothing was changed"));
         }
     }
     Ok(p)
 }
 
 fn host_name() -> Option<String> {
-    std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
+    std::fs::read_to_string("/etc/hostname").ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
 }
 
 async fn do_login(cli: &Cli, args: &LoginArgs, password: String) -> Result<Exit, Failure> {
@@ -353,19 +336,11 @@ async fn account(cli: &Cli, cmd: &AccountCmd) -> Result<Exit, Failure> {
                     println!("name:      {}", p.display_name);
                     println!(
                         "device ip: {}",
-                        p.device_ip
-                            .map(|i| i.to_string())
-                            .unwrap_or_else(|| "-".into())
+                        p.device_ip.map(|i| i.to_string()).unwrap_or_else(|| "-".into())
                     );
-                    println!(
-                        "logged in: {}",
-                        if p.token.is_some() { "yes" } else { "no" }
-                    );
+                    println!("logged in: {}", if p.token.is_some() { "yes" } else { "no" });
                 }
-                None => println!(
-                    "profile {} has no login: run `sidecall account login`",
-                    cli.profile
-                ),
+                None => println!("profile {} has no login: run `sidecall account login`", cli.profile),
             }
             Ok(Exit::Ok)
         }
@@ -429,17 +404,10 @@ async fn connect(cli: &Cli, output: &Output) -> Result<Online, Failure> {
         print_event(output, &ev);
         match ev {
             Event::Online { account, .. } => {
-                return Ok(Online {
-                    handle,
-                    events,
-                    number: account.number,
-                });
+                return Ok(Online { handle, events, number: account.number });
             }
             Event::LoggedOut { reason } => {
-                return Err(fail(
-                    Exit::LoginNeeded,
-                    format!("{reason}: run `sidecall account login` again"),
-                ));
+                return Err(fail(Exit::LoginNeeded, format!("{reason}: run `sidecall account login` again")));
             }
             Event::Offline { reason, .. } => last_reason = reason,
             _ => {}
@@ -459,30 +427,14 @@ fn print_event(output: &Output, ev: &Event) {
             eprintln!("reconnecting (attempt {attempt})…")
         }
         Event::Connecting { .. } => {}
-        Event::Online {
-            account,
-            observed_ip,
-            ..
-        } => {
-            eprintln!(
-                "online as {} ({}), seen at {observed_ip}",
-                account.number, account.display_name
-            )
+        Event::Online { account, observed_ip, .. } => {
+            eprintln!("online as {} ({}), seen at {observed_ip}", account.number, account.display_name)
         }
-        Event::Offline {
-            reason,
-            retry_in_ms,
-        } => eprintln!(
-            "offline: {reason}; retrying in {:.1} s",
-            *retry_in_ms as f64 / 1000.0
-        ),
+        Event::Offline { reason, retry_in_ms } => {
+            eprintln!("offline: {reason}; retrying in {:.1} s", *retry_in_ms as f64 / 1000.0)
+        }
         Event::LoggedOut { reason } => eprintln!("logged out: {reason}"),
-        Event::Incoming {
-            session_id,
-            caller,
-            offer,
-            expires_in_ms,
-        } => println!(
+        Event::Incoming { session_id, caller, offer, expires_in_ms, .. } => println!(
             "incoming {session_id} from {} ({}) offering {offer}, {} s to answer",
             caller.number,
             caller.display_name,
@@ -497,12 +449,7 @@ fn print_event(output: &Output, ev: &Event) {
             other => println!("{}", other.label().replace('_', " ")),
         },
         Event::DialFailed { message, .. } => println!("failed: {message}"),
-        Event::SessionStarted {
-            session_id,
-            role,
-            peer,
-            offer,
-        } => println!(
+        Event::SessionStarted { session_id, role, peer, offer } => println!(
             "session {session_id} started ({}) with {} ({}) at {} (device reports {}), sharing {offer}",
             match role {
                 Role::Caller => "you called",
@@ -511,9 +458,7 @@ fn print_event(output: &Output, ev: &Event) {
             peer.number,
             peer.display_name,
             peer.observed_ip,
-            peer.device_ip
-                .map(|i| i.to_string())
-                .unwrap_or_else(|| "nothing".into()),
+            peer.device_ip.map(|i| i.to_string()).unwrap_or_else(|| "nothing".into()),
         ),
         Event::Signal { .. } => {}
         Event::SessionEnded { session_id, reason } => {
@@ -521,11 +466,7 @@ fn print_event(output: &Output, ev: &Event) {
         }
         Event::Settings { settings } => println!(
             "settings: taking sessions {}, do not disturb {}",
-            if settings.accepting_sessions {
-                "on"
-            } else {
-                "off"
-            },
+            if settings.accepting_sessions { "on" } else { "off" },
             if settings.do_not_disturb { "on" } else { "off" }
         ),
         Event::Error { code, message, .. } => eprintln!("server refused: {message} ({code})"),
@@ -534,25 +475,17 @@ fn print_event(output: &Output, ev: &Event) {
 }
 
 fn label<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(|s| s.replace('_', " ")))
-        .unwrap_or_default()
+    serde_json::to_value(v).ok().and_then(|v| v.as_str().map(|s| s.replace('_', " "))).unwrap_or_default()
 }
 
 async fn settings(cli: &Cli, args: &SettingsArgs) -> Result<Exit, Failure> {
-    let output = Output {
-        json: false,
-        connect_timeout: 15,
-    };
+    let output = Output { json: false, connect_timeout: 15 };
     let mut online = connect(cli, &output).await?;
     if args.accepting.is_none() && args.dnd.is_none() {
         // `Online` was printed by connect(); ask again to print the current values.
         online.handle.update_settings(None, None);
     } else {
-        online
-            .handle
-            .update_settings(args.accepting.map(Into::into), args.dnd.map(Into::into));
+        online.handle.update_settings(args.accepting.map(Into::into), args.dnd.map(Into::into));
     }
     let result = loop {
         match tokio::time::timeout(Duration::from_secs(10), online.events.recv()).await {
@@ -591,13 +524,8 @@ async fn sleep_opt(at: Option<tokio::time::Instant>) {
 
 async fn dial(cli: &Cli, args: &DialArgs) -> Result<Exit, Failure> {
     let mut online = connect(cli, &args.output).await?;
-    let offer = Offer {
-        files: !args.no_files,
-        video: args.video,
-    };
-    let req = online
-        .handle
-        .dial_with(&args.number, offer, args.region.clone(), None);
+    let offer = Offer { files: !args.no_files, video: args.video };
+    let req = online.handle.dial_with(&args.number, offer, args.region.clone(), None);
     let mut session: Option<SessionId> = None;
     let mut accepted = false;
     let mut hangup_at: Option<tokio::time::Instant> = None;
@@ -667,16 +595,9 @@ fn stdin_lines() -> mpsc::UnboundedReceiver<String> {
 async fn listen(cli: &Cli, args: &ListenArgs) -> Result<Exit, Failure> {
     let mut online = connect(cli, &args.output).await?;
     if !args.output.json {
-        println!(
-            "listening as {} (accept: {:?}); Ctrl-C to stop",
-            online.number, args.accept
-        );
+        println!("listening as {} (accept: {:?}); Ctrl-C to stop", online.number, args.accept);
     }
-    let mut lines = if args.accept == AcceptPolicy::Ask {
-        Some(stdin_lines())
-    } else {
-        None
-    };
+    let mut lines = if args.accept == AcceptPolicy::Ask { Some(stdin_lines()) } else { None };
     // Requests waiting for a y/n on the terminal, oldest first.
     let mut asking: Vec<SessionId> = Vec::new();
     let mut hangups: Vec<(tokio::time::Instant, SessionId)> = Vec::new();

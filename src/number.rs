@@ -21,10 +21,7 @@ impl E164 {
     /// Human form, e.g. `+49 30 1234567`.
     pub fn international(&self) -> String {
         match phonenumber::parse(None, &self.0) {
-            Ok(n) => n
-                .format()
-                .mode(phonenumber::Mode::International)
-                .to_string(),
+            Ok(n) => n.format().mode(phonenumber::Mode::International).to_string(),
             Err(_) => self.0.clone(),
         }
     }
@@ -41,9 +38,7 @@ impl fmt::Display for E164 {
 pub enum NumberError {
     #[error("no phone number given")]
     Empty,
-    #[error(
-        "\"{0}\" is not a phone number: use digits, spaces, dashes and an optional leading + or 00"
-    )]
+    #[error("\"{0}\" is not a phone number: use digits, spaces, dashes and an optional leading + or 00")]
     NotANumber(String),
     #[error("\"{0}\" is too long for a phone number")]
     TooLong(String),
@@ -58,9 +53,7 @@ pub enum NumberError {
 /// Parses a region code such as `DE` (case-insensitive).
 pub fn parse_region(region: &str) -> Result<country::Id, NumberError> {
     let upper = region.trim().to_ascii_uppercase();
-    upper
-        .parse::<country::Id>()
-        .map_err(|_| NumberError::UnknownRegion(region.trim().to_string()))
+    upper.parse::<country::Id>().map_err(|_| NumberError::UnknownRegion(region.trim().to_string()))
 }
 
 /// Normalises `input` to E.164. National numbers are read in `region`; `+CC…`, `00CC…`
@@ -71,15 +64,11 @@ pub fn normalize(input: &str, region: Option<&str>) -> Result<E164, NumberError>
         return Err(NumberError::Empty);
     }
     if trimmed.len() > 64 {
-        return Err(NumberError::TooLong(
-            trimmed.chars().take(24).collect::<String>() + "…",
-        ));
+        return Err(NumberError::TooLong(trimmed.chars().take(24).collect::<String>() + "…"));
     }
     let shown = trimmed.to_string();
-    let without_scheme = trimmed
-        .strip_prefix("tel:")
-        .or_else(|| trimmed.strip_prefix("TEL:"))
-        .unwrap_or(trimmed);
+    let without_scheme =
+        trimmed.strip_prefix("tel:").or_else(|| trimmed.strip_prefix("TEL:")).unwrap_or(trimmed);
     // Keep digits and a leading plus; refuse letters and other symbols outright, so that a
     // typo is not silently read as some other number.
     let mut compact = String::with_capacity(without_scheme.len());
@@ -104,19 +93,15 @@ pub fn normalize(input: &str, region: Option<&str>) -> Result<E164, NumberError>
     if !compact.starts_with('+') && region_id.is_none() {
         return Err(NumberError::NoRegion(shown));
     }
-    let parsed = phonenumber::parse(region_id, &compact).map_err(|e| NumberError::Invalid {
-        number: shown.clone(),
-        why: e.to_string(),
-    })?;
+    let parsed = phonenumber::parse(region_id, &compact)
+        .map_err(|e| NumberError::Invalid { number: shown.clone(), why: e.to_string() })?;
     if !phonenumber::is_valid(&parsed) {
         return Err(NumberError::Invalid {
             number: shown,
             why: "no such number range in its country".into(),
         });
     }
-    Ok(E164(
-        parsed.format().mode(phonenumber::Mode::E164).to_string(),
-    ))
+    Ok(E164(parsed.format().mode(phonenumber::Mode::E164).to_string()))
 }
 
 #[cfg(test)]
@@ -135,37 +120,18 @@ mod tests {
             "030/123456",
             "tel:+49-30-123456",
         ] {
-            assert_eq!(
-                normalize(form, Some("DE")).map(|n| n.0),
-                Ok(want.to_string()),
-                "{form}"
-            );
+            assert_eq!(normalize(form, Some("DE")).map(|n| n.0), Ok(want.to_string()), "{form}");
         }
     }
 
     #[test]
     fn bad_numbers_are_refused_with_reasons() {
         assert_eq!(normalize("", Some("DE")), Err(NumberError::Empty));
-        assert!(matches!(
-            normalize("030 12x456", Some("DE")),
-            Err(NumberError::NotANumber(_))
-        ));
-        assert!(matches!(
-            normalize("030 123456", None),
-            Err(NumberError::NoRegion(_))
-        ));
-        assert!(matches!(
-            normalize("+49 1", None),
-            Err(NumberError::Invalid { .. })
-        ));
-        assert!(matches!(
-            normalize("123", Some("ZZ")),
-            Err(NumberError::UnknownRegion(_))
-        ));
-        assert!(matches!(
-            normalize(&"1".repeat(100), Some("DE")),
-            Err(NumberError::TooLong(_))
-        ));
+        assert!(matches!(normalize("030 12x456", Some("DE")), Err(NumberError::NotANumber(_))));
+        assert!(matches!(normalize("030 123456", None), Err(NumberError::NoRegion(_))));
+        assert!(matches!(normalize("+49 1", None), Err(NumberError::Invalid { .. })));
+        assert!(matches!(normalize("123", Some("ZZ")), Err(NumberError::UnknownRegion(_))));
+        assert!(matches!(normalize(&"1".repeat(100), Some("DE")), Err(NumberError::TooLong(_))));
     }
 
     #[test]

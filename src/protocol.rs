@@ -88,10 +88,7 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings {
-            accepting_sessions: true,
-            do_not_disturb: false,
-        }
+        Settings { accepting_sessions: true, do_not_disturb: false }
     }
 }
 
@@ -153,10 +150,7 @@ pub enum ClientMsg {
     /// Answer an initiation.
     Answer { session_id: SessionId, accept: bool },
     /// Relay WebRTC signaling to the peer of an active session.
-    Signal {
-        session_id: SessionId,
-        data: SignalData,
-    },
+    Signal { session_id: SessionId, data: SignalData },
     /// End a session: cancels a ringing request (caller) or hangs up an active session.
     End { session_id: SessionId },
     /// Change per-user settings; omitted fields stay as they are.
@@ -346,27 +340,13 @@ pub enum ServerMsg {
         expires_in_ms: u64,
     },
     /// An initiation this device was shown stopped ringing.
-    InitiationClosed {
-        session_id: SessionId,
-        reason: ClosedReason,
-    },
+    InitiationClosed { session_id: SessionId, reason: ClosedReason },
     /// The session is accepted; both sides get this with the other's connection data.
-    SessionStarted {
-        session_id: SessionId,
-        role: Role,
-        offer: Offer,
-        peer: PeerInfo,
-    },
+    SessionStarted { session_id: SessionId, role: Role, offer: Offer, peer: PeerInfo },
     /// Signaling relayed from the peer.
-    Signal {
-        session_id: SessionId,
-        data: SignalData,
-    },
+    Signal { session_id: SessionId, data: SignalData },
     /// The session is over.
-    SessionEnded {
-        session_id: SessionId,
-        reason: EndReason,
-    },
+    SessionEnded { session_id: SessionId, reason: EndReason },
     /// Current settings, after `update_settings`.
     Settings { settings: Settings },
     /// Answer to `ping`.
@@ -485,9 +465,7 @@ mod tests {
         let msg = ServerMsg::AccessOutcome {
             req_id: 1,
             session_id: None,
-            outcome: Outcome::InvalidNumber {
-                reason: "too short".into(),
-            },
+            outcome: Outcome::InvalidNumber { reason: "too short".into() },
         };
         let json = serde_json::to_string(&msg).expect("serialize");
         assert_eq!(
@@ -498,11 +476,7 @@ mod tests {
 
     #[test]
     fn error_code_labels_match_the_wire() {
-        for code in [
-            ErrorCode::BadMessage,
-            ErrorCode::SelfRequest,
-            ErrorCode::TooLarge,
-        ] {
+        for code in [ErrorCode::BadMessage, ErrorCode::SelfRequest, ErrorCode::TooLarge] {
             let wire = serde_json::to_value(code).expect("serialize");
             assert_eq!(wire.as_str(), Some(code.as_str()));
         }

@@ -8,11 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "sidecall-server",
-    version,
-    about = "Sidecall registry and signaling server"
-)]
+#[command(name = "sidecall-server", version, about = "Sidecall registry and signaling server")]
 struct Args {
     /// Address and port to listen on (0.0.0.0 for the whole LAN).
     #[arg(long, env = "SIDECALL_LISTEN", default_value = "0.0.0.0:7480")]
@@ -65,11 +61,8 @@ fn main() -> std::process::ExitCode {
     cfg.hub.answer_timeout = Duration::from_secs(args.answer_timeout.max(1));
     cfg.hub.heartbeat = Duration::from_secs(args.heartbeat.max(1));
     if !args.ice_servers.is_empty() {
-        cfg.hub.ice_servers = vec![IceServer {
-            urls: args.ice_servers.clone(),
-            username: None,
-            credential: None,
-        }];
+        cfg.hub.ice_servers =
+            vec![IceServer { urls: args.ice_servers.clone(), username: None, credential: None }];
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -85,8 +78,15 @@ fn main() -> std::process::ExitCode {
                     Some(_) => "the configured database".to_string(),
                     None => data_dir.join("registry.sqlite3").display().to_string(),
                 };
-                println!("sidecall-server {} listening on {} (registry: {where_})", env!("CARGO_PKG_VERSION"), running.url());
-                println!("clients use: sidecall account register --server http://<this machine's address>:{} …", running.addr.port());
+                println!(
+                    "sidecall-server {} listening on {} (registry: {where_})",
+                    env!("CARGO_PKG_VERSION"),
+                    running.url()
+                );
+                println!(
+                    "clients use: sidecall account register --server http://<this machine's address>:{} …",
+                    running.addr.port()
+                );
                 running.run_until_signal().await;
                 std::process::ExitCode::SUCCESS
             }

@@ -10,20 +10,12 @@ use std::time::Duration;
 pub enum ApiError {
     #[error("invalid server address \"{0}\": use e.g. http://192.168.1.10:7480")]
     BadUrl(String),
-    #[error(
-        "cannot reach the server at {url}: {detail}. Check the address and that the server is running."
-    )]
+    #[error("cannot reach the server at {url}: {detail}. Check the address and that the server is running.")]
     Unreachable { url: String, detail: String },
     /// The server refused the request; `message` says why in plain words.
     #[error("{message}")]
-    Refused {
-        status: u16,
-        code: ErrorCode,
-        message: String,
-    },
-    #[error(
-        "the server at {url} answered something unexpected (HTTP {status}): is it a Sidecall server?"
-    )]
+    Refused { status: u16, code: ErrorCode, message: String },
+    #[error("the server at {url} answered something unexpected (HTTP {status}): is it a Sidecall server?")]
     Unexpected { url: String, status: u16 },
 }
 
@@ -40,11 +32,7 @@ impl ApiError {
 pub fn normalize_server_url(input: &str) -> Result<String, ApiError> {
     let has_scheme = input.contains("://");
     let trimmed = input.trim().trim_end_matches('/');
-    let with_scheme = if has_scheme {
-        trimmed.to_string()
-    } else {
-        format!("http://{trimmed}")
-    };
+    let with_scheme = if has_scheme { trimmed.to_string() } else { format!("http://{trimmed}") };
     let parsed = url::Url::parse(&with_scheme).map_err(|_| ApiError::BadUrl(input.to_string()))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
         return Err(ApiError::BadUrl(input.to_string()));
@@ -86,25 +74,18 @@ async fn post<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
-    let resp = req.send().await.map_err(|e| ApiError::Unreachable {
-        url: base.clone(),
-        detail: describe(&e),
-    })?;
+    let resp =
+        req.send().await.map_err(|e| ApiError::Unreachable { url: base.clone(), detail: describe(&e) })?;
     let status = resp.status();
     if status == reqwest::StatusCode::NO_CONTENT {
         return Ok(None);
     }
-    let bytes = resp.bytes().await.map_err(|e| ApiError::Unreachable {
-        url: base.clone(),
-        detail: describe(&e),
-    })?;
+    let bytes =
+        resp.bytes().await.map_err(|e| ApiError::Unreachable { url: base.clone(), detail: describe(&e) })?;
     if status.is_success() {
         return serde_json::from_slice(&bytes)
             .map(Some)
-            .map_err(|_| ApiError::Unexpected {
-                url: base,
-                status: status.as_u16(),
-            });
+            .map_err(|_| ApiError::Unexpected { url: base, status: status.as_u16() });
     }
     match serde_json::from_slice::<HttpError>(&bytes) {
         Ok(err) => Err(ApiError::Refused {
@@ -112,10 +93,7 @@ async fn post<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
             code: err.error.code,
             message: err.error.message,
         }),
-        Err(_) => Err(ApiError::Unexpected {
-            url: base,
-            status: status.as_u16(),
-        }),
+        Err(_) => Err(ApiError::Unexpected { url: base, status: status.as_u16() }),
     }
 }
 
@@ -132,19 +110,13 @@ fn describe(e: &reqwest::Error) -> String {
 pub async fn register(server: &str, req: &RegisterRequest) -> Result<RegisterResponse, ApiError> {
     post(server, REGISTER_PATH, req, None)
         .await?
-        .ok_or_else(|| ApiError::Unexpected {
-            url: server.to_string(),
-            status: 204,
-        })
+        .ok_or_else(|| ApiError::Unexpected { url: server.to_string(), status: 204 })
 }
 
 pub async fn login(server: &str, req: &LoginRequest) -> Result<LoginResponse, ApiError> {
     post(server, LOGIN_PATH, req, None)
         .await?
-        .ok_or_else(|| ApiError::Unexpected {
-            url: server.to_string(),
-            status: 204,
-        })
+        .ok_or_else(|| ApiError::Unexpected { url: server.to_string(), status: 204 })
 }
 
 pub async fn logout(server: &str, token: &str) -> Result<(), ApiError> {
@@ -157,18 +129,11 @@ pub async fn logout(server: &str, token: &str) -> Result<(), ApiError> {
 pub fn local_ip_towards(server: &str) -> Option<std::net::IpAddr> {
     let base = normalize_server_url(server).ok()?;
     let parsed = url::Url::parse(&base).ok()?;
-    let host = parsed
-        .host_str()?
-        .trim_matches(|c| c == '[' || c == ']')
-        .to_string();
+    let host = parsed.host_str()?.trim_matches(|c| c == '[' || c == ']').to_string();
     let port = parsed.port_or_known_default().unwrap_or(80);
     use std::net::ToSocketAddrs;
     let target = (host.as_str(), port).to_socket_addrs().ok()?.next()?;
-    let bind = if target.is_ipv4() {
-        "0.0.0.0:0"
-    } else {
-        "[::]:0"
-    };
+    let bind = if target.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
     let socket = std::net::UdpSocket::bind(bind).ok()?;
     socket.connect(target).ok()?;
     socket.local_addr().ok().map(|a| a.ip())
@@ -180,23 +145,14 @@ mod tests {
 
     #[test]
     fn server_urls() {
-        assert_eq!(
-            normalize_server_url("10.0.0.2:7480/").ok().as_deref(),
-            Some("http://10.0.0.2:7480")
-        );
-        assert_eq!(
-            websocket_url("https://x.example").ok().as_deref(),
-            Some("wss://x.example/api/v1/ws")
-        );
+        assert_eq!(normalize_server_url("10.0.0.2:7480/").ok().as_deref(), Some("http://10.0.0.2:7480"));
+        assert_eq!(websocket_url("https://x.example").ok().as_deref(), Some("wss://x.example/api/v1/ws"));
         assert!(normalize_server_url("ftp://x").is_err());
         assert!(normalize_server_url("http://").is_err());
     }
 
     #[test]
     fn local_ip_for_loopback() {
-        assert_eq!(
-            local_ip_towards("http://127.0.0.1:7480"),
-            Some("127.0.0.1".parse().expect("ip"))
-        );
+        assert_eq!(local_ip_towards("http://127.0.0.1:7480"), Some("127.0.0.1".parse().expect("ip")));
     }
 }

@@ -33,17 +33,11 @@ pub enum ConfigError {
     #[error("invalid profile name \"{0}\": use letters, digits, - and _")]
     BadName(String),
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("{path} is damaged: {detail}. Fix it or delete it and log in again")]
     Parse { path: String, detail: String },
     #[error("cannot save {path}: {source}")]
-    Write {
-        path: String,
-        source: std::io::Error,
-    },
+    Write { path: String, source: std::io::Error },
 }
 
 /// The folder holding profiles and other settings.
@@ -61,16 +55,13 @@ pub fn data_dir() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("SIDECALL_DATA_DIR") {
         return Some(PathBuf::from(dir));
     }
-    directories::ProjectDirs::from("org", "Sidecall", "sidecall")
-        .map(|d| d.data_dir().to_path_buf())
+    directories::ProjectDirs::from("org", "Sidecall", "sidecall").map(|d| d.data_dir().to_path_buf())
 }
 
 pub fn profile_path(dir: &Path, name: &str) -> Result<PathBuf, ConfigError> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if !ok {
         return Err(ConfigError::BadName(name.to_string()));
     }
@@ -84,28 +75,19 @@ impl Profile {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(source) => {
-                return Err(ConfigError::Read {
-                    path: path.display().to_string(),
-                    source,
-                });
+                return Err(ConfigError::Read { path: path.display().to_string(), source });
             }
         };
-        toml::from_str(&text)
-            .map(Some)
-            .map_err(|e| ConfigError::Parse {
-                path: path.display().to_string(),
-                detail: e.message().to_string(),
-            })
+        toml::from_str(&text).map(Some).map_err(|e| ConfigError::Parse {
+            path: path.display().to_string(),
+            detail: e.message().to_string(),
+        })
     }
 
     /// Saves atomically (write a temporary file, then rename), readable only by the user.
     pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
-        let err = |source| ConfigError::Write {
-            path: path.display().to_string(),
-            source,
-        };
-        let text =
-            toml::to_string_pretty(self).map_err(|e| err(std::io::Error::other(e.to_string())))?;
+        let err = |source| ConfigError::Write { path: path.display().to_string(), source };
+        let text = toml::to_string_pretty(self).map_err(|e| err(std::io::Error::other(e.to_string())))?;
         let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(err)?;
         let tmp = path.with_extension("toml.tmp");
@@ -143,10 +125,7 @@ mod tests {
         p.save(&path).expect("save");
         assert_eq!(Profile::load(&path).expect("load"), Some(p));
         std::fs::write(&path, "server = [").expect("write");
-        assert!(matches!(
-            Profile::load(&path),
-            Err(ConfigError::Parse { .. })
-        ));
+        assert!(matches!(Profile::load(&path), Err(ConfigError::Parse { .. })));
         assert!(profile_path(dir.path(), "../x").is_err());
     }
 }

@@ -4,8 +4,7 @@
 use crate::client::api;
 use crate::protocol::{
     ClientMsg, ClosedReason, EndReason, ErrorCode, IceServer, MAX_MESSAGE_BYTES, Offer, Outcome,
-    PROTOCOL_VERSION, Party, PeerInfo, Role, ServerMsg, SessionId, Settings, SignalData,
-    close_code,
+    PROTOCOL_VERSION, Party, PeerInfo, Role, ServerMsg, SessionId, Settings, SignalData, close_code,
 };
 use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
@@ -116,6 +115,9 @@ pub enum Event {
         caller: Party,
         offer: Offer,
         expires_in_ms: u64,
+        /// The phone call this accompanies, as the caller's watcher named it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        call_ref: Option<String>,
     },
     /// An incoming request stopped ringing without this device answering it.
     IncomingClosed {
@@ -170,28 +172,11 @@ pub enum Event {
 /// What the owner asks of the core.
 #[derive(Clone, Debug)]
 pub enum Command {
-    Dial {
-        req_id: u64,
-        target: String,
-        offer: Offer,
-        region: Option<String>,
-        call_ref: Option<String>,
-    },
-    Answer {
-        session_id: SessionId,
-        accept: bool,
-    },
-    End {
-        session_id: SessionId,
-    },
-    Signal {
-        session_id: SessionId,
-        data: SignalData,
-    },
-    UpdateSettings {
-        accepting_sessions: Option<bool>,
-        do_not_disturb: Option<bool>,
-    },
+    Dial { req_id: u64, target: String, offer: Offer, region: Option<String>, call_ref: Option<String> },
+    Answer { session_id: SessionId, accept: bool },
+    End { session_id: SessionId },
+    Signal { session_id: SessionId, data: SignalData },
+    UpdateSettings { accepting_sessions: Option<bool>, do_not_disturb: Option<bool> },
     Shutdown,
 }
 
@@ -221,42 +206,25 @@ impl ClientHandle {
         call_ref: Option<String>,
     ) -> u64 {
         let req_id = self.next_req.fetch_add(1, Ordering::Relaxed);
-        self.send(Command::Dial {
-            req_id,
-            target: target.to_string(),
-            offer,
-            region,
-            call_ref,
-        });
+        self.send(Command::Dial { req_id, target: target.to_string(), offer, region, call_ref });
         req_id
     }
 
     pub fn answer(&self, session_id: &SessionId, accept: bool) {
-        self.send(Command::Answer {
-            session_id: session_id.clone(),
-            accept,
-        });
+        self.send(Command::Answer { session_id: session_id.clone(), accept });
     }
 
     /// Cancels a ringing outgoing request, declines an incoming one, or hangs up.
     pub fn end(&self, session_id: &SessionId) {
-        self.send(Command::End {
-            session_id: session_id.clone(),
-        });
+        self.send(Command::End { session_id: session_id.clone() });
     }
 
     pub fn signal(&self, session_id: &SessionId, data: SignalData) {
-        self.send(Command::Signal {
-            session_id: session_id.clone(),
-            data,
-        });
+        self.send(Command::Signal { session_id: session_id.clone(), data });
     }
 
     pub fn update_settings(&self, accepting_sessions: Option<bool>, do_not_disturb: Option<bool>) {
-        self.send(Command::UpdateSettings {
-            accepting_sessions,
-            do_not_disturb,
-        });
+        self.send(Command::UpdateSettings { accepting_sessions, do_not_disturb });
     }
 
     pub fn shutdown(&self) {
@@ -279,21 +247,12 @@ impl Sink {
 }
 
 /// Starts the core on the current tokio runtime.
-pub fn spawn(
-    cfg: ClientConfig,
-    wake: Option<Waker>,
-) -> (ClientHandle, mpsc::UnboundedReceiver<Event>) {
+pub fn spawn(cfg: ClientConfig, wake: Option<Waker>) -> (ClientHandle, mpsc::UnboundedReceiver<Event>) {
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
     let sink = Sink { tx: ev_tx, wake };
     tokio::spawn(run(cfg, cmd_rx, sink));
-    (
-        ClientHandle {
-            tx: cmd_tx,
-            next_req: Arc::new(AtomicU64::new(1)),
-        },
-        ev_rx,
-    )
+    (ClientHandle { tx: cmd_tx, next_req: Arc::new(AtomicU64::new(1)) }, ev_rx)
 }
 
 /// What this device has going on, as far as the server told it.
@@ -323,16 +282,10 @@ impl State {
         }
         self.ringing_out.clear();
         for session_id in self.ringing_in.drain() {
-            sink.emit(Event::IncomingClosed {
-                session_id,
-                reason: StopReason::ConnectionLost,
-            });
+            sink.emit(Event::IncomingClosed { session_id, reason: StopReason::ConnectionLost });
         }
         for session_id in self.active.drain() {
-            sink.emit(Event::SessionEnded {
-                session_id,
-                reason: StopReason::ConnectionLost,
-            });
+            sink.emit(Event::SessionEnded { session_id, reason: StopReason::ConnectionLost });
         }
     }
 
@@ -343,94 +296,43 @@ impl State {
                 self.ringing_out.insert(session_id.clone(), req_id);
                 Event::DialPending { req_id, session_id }
             }
-            ServerMsg::AccessOutcome {
-                req_id,
-                session_id,
-                outcome,
-            } => {
+            ServerMsg::AccessOutcome { req_id, session_id, outcome } => {
                 self.dials.remove(&req_id);
                 if let Some(id) = &session_id {
                     self.ringing_out.remove(id);
                 }
-                Event::DialResult {
-                    req_id,
-                    session_id,
-                    outcome,
-                }
+                Event::DialResult { req_id, session_id, outcome }
             }
-            ServerMsg::Initiation {
-                session_id,
-                caller,
-                offer,
-                expires_in_ms,
-                call_ref: _,
-            } => {
+            ServerMsg::Initiation { session_id, caller, offer, expires_in_ms, call_ref } => {
                 self.ringing_in.insert(session_id.clone());
-                Event::Incoming {
-                    session_id,
-                    caller,
-                    offer,
-                    expires_in_ms,
-                }
+                Event::Incoming { session_id, caller, offer, expires_in_ms, call_ref }
             }
             ServerMsg::InitiationClosed { session_id, reason } => {
                 self.ringing_in.remove(&session_id);
-                Event::IncomingClosed {
-                    session_id,
-                    reason: reason.into(),
-                }
+                Event::IncomingClosed { session_id, reason: reason.into() }
             }
-            ServerMsg::SessionStarted {
-                session_id,
-                role,
-                offer,
-                peer,
-            } => {
+            ServerMsg::SessionStarted { session_id, role, offer, peer } => {
                 self.ringing_in.remove(&session_id);
                 self.active.insert(session_id.clone());
-                Event::SessionStarted {
-                    session_id,
-                    role,
-                    offer,
-                    peer,
-                }
+                Event::SessionStarted { session_id, role, offer, peer }
             }
             ServerMsg::Signal { session_id, data } => Event::Signal { session_id, data },
             ServerMsg::SessionEnded { session_id, reason } => {
                 self.active.remove(&session_id);
-                Event::SessionEnded {
-                    session_id,
-                    reason: reason.into(),
-                }
+                Event::SessionEnded { session_id, reason: reason.into() }
             }
             ServerMsg::Settings { settings } => Event::Settings { settings },
-            ServerMsg::Error {
-                code,
-                message,
-                req_id: Some(req_id),
-                ..
-            } if self.dials.remove(&req_id) => Event::DialFailed {
-                req_id,
-                code: Some(code),
-                message,
-            },
-            ServerMsg::Error {
-                code,
-                message,
-                session_id,
-                ..
-            } => {
+            ServerMsg::Error { code, message, req_id: Some(req_id), .. } if self.dials.remove(&req_id) => {
+                Event::DialFailed { req_id, code: Some(code), message }
+            }
+            ServerMsg::Error { code, message, session_id, .. } => {
                 if let Some(id) = &session_id
                     && matches!(code, ErrorCode::SessionClosed | ErrorCode::UnknownSession)
                 {
                     // The server no longer knows it: stop showing it.
                     self.ringing_in.remove(id);
                 }
-                Event::Error {
-                    code,
-                    message,
-                    session_id,
-                }
+                Event::Error { code, message, session_id }
             }
             ServerMsg::Pong { .. } => return None,
             ServerMsg::Welcome { .. } => return None,
@@ -473,10 +375,7 @@ async fn run(cfg: ClientConfig, mut cmds: mpsc::UnboundedReceiver<Command>, sink
         };
         let delay = backoff(&cfg, attempt);
         tracing::info!("offline: {reason}; retrying in {} ms", delay.as_millis());
-        sink.emit(Event::Offline {
-            reason,
-            retry_in_ms: delay.as_millis() as u64,
-        });
+        sink.emit(Event::Offline { reason, retry_in_ms: delay.as_millis() as u64 });
         let wake_at = tokio::time::Instant::now() + delay;
         loop {
             tokio::select! {
@@ -496,10 +395,7 @@ async fn run(cfg: ClientConfig, mut cmds: mpsc::UnboundedReceiver<Command>, sink
 
 fn backoff(cfg: &ClientConfig, attempt: u32) -> Duration {
     let exp = attempt.saturating_sub(1).min(16);
-    let base = cfg
-        .backoff_min
-        .saturating_mul(1u32 << exp)
-        .min(cfg.backoff_max);
+    let base = cfg.backoff_min.saturating_mul(1u32 << exp).min(cfg.backoff_max);
     // ±20 % jitter so that many clients do not reconnect in step after a server restart.
     let jitter = 0.8 + rand::random::<f64>() * 0.4;
     base.mul_f64(jitter)
@@ -518,46 +414,29 @@ fn refuse_offline(cmd: Command, sink: &Sink) {
             session_id: None,
         }),
         // Sessions are already over when offline.
-        Command::Answer { .. }
-        | Command::End { .. }
-        | Command::Signal { .. }
-        | Command::Shutdown => {}
+        Command::Answer { .. } | Command::End { .. } | Command::Signal { .. } | Command::Shutdown => {}
     }
 }
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn send(ws: &mut Ws, msg: &ClientMsg) -> Result<(), String> {
     let text = serde_json::to_string(msg).map_err(|e| e.to_string())?;
-    ws.send(Message::text(text))
-        .await
-        .map_err(|e| format!("send failed: {e}"))
+    ws.send(Message::text(text)).await.map_err(|e| format!("send failed: {e}"))
 }
 
 fn close_reason(frame: Option<tokio_tungstenite::tungstenite::protocol::CloseFrame>) -> Exit {
     let Some(frame) = frame else {
-        return Exit::Lost {
-            reason: "the server closed the connection".into(),
-            was_online: true,
-        };
+        return Exit::Lost { reason: "the server closed the connection".into(), was_online: true };
     };
     let code = u16::from(frame.code);
     let text = frame.reason.to_string();
     match code {
         close_code::AUTH_FAILED | close_code::REPLACED | close_code::UNSUPPORTED_VERSION => {
-            Exit::Fatal(if text.is_empty() {
-                format!("closed by the server ({code})")
-            } else {
-                text
-            })
+            Exit::Fatal(if text.is_empty() { format!("closed by the server ({code})") } else { text })
         }
         _ => Exit::Lost {
-            reason: if text.is_empty() {
-                format!("the server closed the connection ({code})")
-            } else {
-                text
-            },
+            reason: if text.is_empty() { format!("the server closed the connection ({code})") } else { text },
             was_online: true,
         },
     }
@@ -582,10 +461,7 @@ async fn connect_and_serve(
     let mut ws = match tokio::time::timeout(Duration::from_secs(10), connect).await {
         Ok(Ok((ws, _))) => ws,
         Ok(Err(e)) => {
-            return Exit::Lost {
-                reason: format!("cannot reach {}: {e}", cfg.server),
-                was_online: false,
-            };
+            return Exit::Lost { reason: format!("cannot reach {}: {e}", cfg.server), was_online: false };
         }
         Err(_) => {
             return Exit::Lost {
@@ -594,38 +470,23 @@ async fn connect_and_serve(
             };
         }
     };
-    let hello = ClientMsg::Hello {
-        protocol: PROTOCOL_VERSION,
-        token: cfg.token.clone(),
-        device_ip: cfg.device_ip,
-    };
+    let hello =
+        ClientMsg::Hello { protocol: PROTOCOL_VERSION, token: cfg.token.clone(), device_ip: cfg.device_ip };
     if let Err(reason) = send(&mut ws, &hello).await {
-        return Exit::Lost {
-            reason,
-            was_online: false,
-        };
+        return Exit::Lost { reason, was_online: false };
     }
     // Wait for the welcome (or the refusal).
     let heartbeat = loop {
         let frame = match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
             Ok(Some(Ok(frame))) => frame,
             Ok(Some(Err(e))) => {
-                return Exit::Lost {
-                    reason: format!("connection failed: {e}"),
-                    was_online: false,
-                };
+                return Exit::Lost { reason: format!("connection failed: {e}"), was_online: false };
             }
             Ok(None) => {
-                return Exit::Lost {
-                    reason: "the server closed the connection".into(),
-                    was_online: false,
-                };
+                return Exit::Lost { reason: "the server closed the connection".into(), was_online: false };
             }
             Err(_) => {
-                return Exit::Lost {
-                    reason: "the server did not answer hello".into(),
-                    was_online: false,
-                };
+                return Exit::Lost { reason: "the server did not answer hello".into(), was_online: false };
             }
         };
         match frame {
@@ -663,10 +524,7 @@ async fn connect_and_serve(
             },
             Message::Close(frame) => {
                 return match close_reason(frame) {
-                    Exit::Lost { reason, .. } => Exit::Lost {
-                        reason,
-                        was_online: false,
-                    },
+                    Exit::Lost { reason, .. } => Exit::Lost { reason, was_online: false },
                     other => other,
                 };
             }

@@ -2,8 +2,8 @@
 
 use crate::number;
 use crate::protocol::{
-    ErrorBody, ErrorCode, HttpError, LoginRequest, LoginResponse, MAX_HTTP_BODY_BYTES,
-    RegisterRequest, RegisterResponse,
+    ErrorBody, ErrorCode, HttpError, LoginRequest, LoginResponse, MAX_HTTP_BODY_BYTES, RegisterRequest,
+    RegisterResponse,
 };
 use crate::server::auth;
 use crate::server::hub::Hub;
@@ -36,11 +36,7 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-        }
+        ApiError { status, code, message: message.into() }
     }
     fn internal(what: &str, e: impl std::fmt::Display) -> Self {
         tracing::error!("{what}: {e}");
@@ -54,12 +50,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = HttpError {
-            error: ErrorBody {
-                code: self.code,
-                message: self.message,
-            },
-        };
+        let body = HttpError { error: ErrorBody { code: self.code, message: self.message } };
         (self.status, axum::Json(body)).into_response()
     }
 }
@@ -75,11 +66,7 @@ fn parse_body<T: DeserializeOwned>(body: Body) -> Result<T, ApiError> {
                 format!("the request is larger than {MAX_HTTP_BODY_BYTES} bytes"),
             )
         } else {
-            ApiError::new(
-                e.status(),
-                ErrorCode::BadMessage,
-                format!("could not read the request: {e}"),
-            )
+            ApiError::new(e.status(), ErrorCode::BadMessage, format!("could not read the request: {e}"))
         }
     })?;
     serde_json::from_slice(&body).map_err(|e| {
@@ -118,13 +105,8 @@ fn check_password(password: &str) -> Result<(), ApiError> {
 
 fn normalize(hub: &Hub, input: &str, region: Option<&str>) -> Result<number::E164, ApiError> {
     let region = region.unwrap_or(&hub.cfg.default_region);
-    number::normalize(input, Some(region)).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidNumber,
-            e.to_string(),
-        )
-    })
+    number::normalize(input, Some(region))
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidNumber, e.to_string()))
 }
 
 async fn register(State(app): State<AppState>, body: Body) -> Result<Response, ApiError> {
@@ -137,18 +119,10 @@ async fn register(State(app): State<AppState>, body: Body) -> Result<Response, A
         .await
         .map_err(|e| ApiError::internal("password hashing failed", e))?
         .map_err(|e| ApiError::internal("password hashing failed", e))?;
-    match app
-        .hub
-        .store
-        .create_user(number.as_str(), &display_name, &hash)
-        .await
-    {
+    match app.hub.store.create_user(number.as_str(), &display_name, &hash).await {
         Ok(user) => {
             tracing::info!(number = %user.number, "account registered");
-            let body = RegisterResponse {
-                number: user.number,
-                display_name: user.display_name,
-            };
+            let body = RegisterResponse { number: user.number, display_name: user.display_name };
             Ok((StatusCode::CREATED, axum::Json(body)).into_response())
         }
         Err(StoreError::Exists(n)) => Err(ApiError::new(
@@ -168,14 +142,8 @@ async fn login(
     let req: LoginRequest = parse_body(body)?;
     let number = normalize(&app.hub, &req.number, req.region.as_deref())?;
     let observed_ip = peer.ip();
-    if !app.login_limit.check(&number.to_string())
-        || !app.login_limit.check(&observed_ip.to_string())
-    {
-        app.hub
-            .metrics
-            .logins
-            .get_or_create(&vec![("result", "rate_limited")])
-            .inc();
+    if !app.login_limit.check(&number.to_string()) || !app.login_limit.check(&observed_ip.to_string()) {
+        app.hub.metrics.logins.get_or_create(&vec![("result", "rate_limited")]).inc();
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::RateLimited,
@@ -202,11 +170,7 @@ async fn login(
     let user = match user {
         Some(u) if ok => u,
         _ => {
-            app.hub
-                .metrics
-                .logins
-                .get_or_create(&vec![("result", "wrong_credentials")])
-                .inc();
+            app.hub.metrics.logins.get_or_create(&vec![("result", "wrong_credentials")]).inc();
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 ErrorCode::WrongCredentials,
@@ -214,30 +178,16 @@ async fn login(
             ));
         }
     };
-    let device_name = req.device_name.map(|n| {
-        n.chars()
-            .filter(|c| !c.is_control())
-            .take(64)
-            .collect::<String>()
-    });
+    let device_name =
+        req.device_name.map(|n| n.chars().filter(|c| !c.is_control()).take(64).collect::<String>());
     let token = auth::new_token();
     let device_id = app
         .hub
         .store
-        .create_device(
-            user.id,
-            &auth::token_hash(&token),
-            device_name.as_deref(),
-            req.device_ip,
-            observed_ip,
-        )
+        .create_device(user.id, &auth::token_hash(&token), device_name.as_deref(), req.device_ip, observed_ip)
         .await
         .map_err(|e| ApiError::internal("could not save the login", e))?;
-    app.hub
-        .metrics
-        .logins
-        .get_or_create(&vec![("result", "ok")])
-        .inc();
+    app.hub.metrics.logins.get_or_create(&vec![("result", "ok")]).inc();
     tracing::info!(number = %user.number, device_id, %observed_ip, device_ip = ?req.device_ip, "login");
     Ok(axum::Json(LoginResponse {
         token,
@@ -250,11 +200,7 @@ async fn login(
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
+    headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ")
 }
 
 async fn logout(State(app): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
@@ -309,10 +255,7 @@ async fn healthz(State(app): State<AppState>) -> Response {
 
 async fn metrics(State(app): State<AppState>) -> Response {
     (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         app.hub.metrics.render(),
     )
         .into_response()
@@ -331,11 +274,7 @@ async fn websocket(
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        ErrorCode::BadMessage,
-        "no such endpoint: see PROTOCOL.md",
-    )
+    ApiError::new(StatusCode::NOT_FOUND, ErrorCode::BadMessage, "no such endpoint: see PROTOCOL.md")
 }
 
 pub fn router(state: AppState) -> Router {

@@ -6,8 +6,8 @@
 
 use crate::number::{self, E164};
 use crate::protocol::{
-    ClosedReason, EndReason, ErrorCode, IceServer, Offer, Outcome, Party, PeerInfo, Role,
-    ServerMsg, SessionId, Settings, SignalData, close_code,
+    ClosedReason, EndReason, ErrorCode, IceServer, Offer, Outcome, Party, PeerInfo, Role, ServerMsg,
+    SessionId, Settings, SignalData, close_code,
 };
 use crate::server::metrics::Metrics;
 use crate::server::store::Store;
@@ -73,14 +73,8 @@ struct OnlineUser {
 }
 
 enum SessionState {
-    Ringing {
-        devices: Vec<i64>,
-        timer: Option<AbortHandle>,
-        since: Instant,
-    },
-    Active {
-        callee_device: i64,
-    },
+    Ringing { devices: Vec<i64>, timer: Option<AbortHandle>, since: Instant },
+    Active { callee_device: i64 },
 }
 
 struct Session {
@@ -101,6 +95,15 @@ struct Inner {
     closed: HashMap<SessionId, &'static str>,
     closed_order: VecDeque<SessionId>,
     shutting_down: bool,
+}
+
+/// An access request as the caller sent it.
+pub struct AccessRequest {
+    pub req_id: u64,
+    pub target: String,
+    pub offer: Offer,
+    pub region: Option<String>,
+    pub call_ref: Option<String>,
 }
 
 /// The identity a connection proved with its token.
@@ -133,21 +136,11 @@ fn encode(msg: &ServerMsg) -> Utf8Bytes {
 }
 
 pub fn error_msg(code: ErrorCode, message: impl Into<String>) -> ServerMsg {
-    ServerMsg::Error {
-        code,
-        message: message.into(),
-        req_id: None,
-        session_id: None,
-    }
+    ServerMsg::Error { code, message: message.into(), req_id: None, session_id: None }
 }
 
 fn session_error(code: ErrorCode, message: impl Into<String>, id: &SessionId) -> ServerMsg {
-    ServerMsg::Error {
-        code,
-        message: message.into(),
-        req_id: None,
-        session_id: Some(id.clone()),
-    }
+    ServerMsg::Error { code, message: message.into(), req_id: None, session_id: Some(id.clone()) }
 }
 
 impl Inner {
@@ -161,10 +154,7 @@ impl Inner {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Closed(_)) => false,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!(
-                    device_id,
-                    "outbound queue full: dropping a device that does not read"
-                );
+                tracing::warn!(device_id, "outbound queue full: dropping a device that does not read");
                 // The connection task sees its queue closed and ends; cleanup runs there.
                 if let Some(dev) = self.devices.get_mut(&device_id) {
                     let (dead_tx, _) = mpsc::channel(1);
@@ -262,16 +252,13 @@ impl Hub {
             },
         );
         let default_region = self.cfg.default_region.clone();
-        let user = inner
-            .users
-            .entry(login.user_id)
-            .or_insert_with(|| OnlineUser {
-                number: login.number.clone(),
-                display_name: login.display_name.clone(),
-                region: region_of(&login.number).unwrap_or(default_region),
-                settings: login.settings,
-                devices: Vec::new(),
-            });
+        let user = inner.users.entry(login.user_id).or_insert_with(|| OnlineUser {
+            number: login.number.clone(),
+            display_name: login.display_name.clone(),
+            region: region_of(&login.number).unwrap_or(default_region),
+            settings: login.settings,
+            devices: Vec::new(),
+        });
         user.settings = login.settings;
         user.devices.push(login.device_id);
         inner.by_number.insert(login.number.clone(), login.user_id);
@@ -292,11 +279,7 @@ impl Hub {
             Some(dev) if dev.conn_id == conn_id => {}
             _ => return,
         }
-        let sessions = inner
-            .devices
-            .get(&device_id)
-            .map(|d| d.sessions.clone())
-            .unwrap_or_default();
+        let sessions = inner.devices.get(&device_id).map(|d| d.sessions.clone()).unwrap_or_default();
         for id in sessions {
             self.device_gone_from_session(inner, device_id, &id);
         }
@@ -344,18 +327,11 @@ impl Hub {
                 }
             }
             SessionState::Active { callee_device } => {
-                let other = if is_caller {
-                    *callee_device
-                } else {
-                    session.caller_device
-                };
+                let other = if is_caller { *callee_device } else { session.caller_device };
                 inner.remove_session(id, "a device of the session went offline");
                 inner.send(
                     other,
-                    &ServerMsg::SessionEnded {
-                        session_id: id.clone(),
-                        reason: EndReason::PeerDisconnected,
-                    },
+                    &ServerMsg::SessionEnded { session_id: id.clone(), reason: EndReason::PeerDisconnected },
                 );
             }
         }
@@ -369,18 +345,8 @@ impl Hub {
         id: Option<&SessionId>,
         outcome: Outcome,
     ) {
-        self.metrics
-            .outcomes
-            .get_or_create(&vec![("outcome", outcome.label())])
-            .inc();
-        inner.send(
-            caller_device,
-            &ServerMsg::AccessOutcome {
-                req_id,
-                session_id: id.cloned(),
-                outcome,
-            },
-        );
+        self.metrics.outcomes.get_or_create(&vec![("outcome", outcome.label())]).inc();
+        inner.send(caller_device, &ServerMsg::AccessOutcome { req_id, session_id: id.cloned(), outcome });
     }
 
     /// Sends a message to one device (used by the connection task for replies).
@@ -389,15 +355,8 @@ impl Hub {
     }
 
     /// Handles an access request from `device_id`.
-    pub fn access_request(
-        self: &Arc<Self>,
-        device_id: i64,
-        req_id: u64,
-        target: &str,
-        offer: Offer,
-        region: Option<&str>,
-        received: Instant,
-    ) {
+    pub fn access_request(self: &Arc<Self>, device_id: i64, req: AccessRequest, received: Instant) {
+        let AccessRequest { req_id, target, offer, region, call_ref } = req;
         self.metrics.access_requests.inc();
         let mut inner = self.inner.lock();
         let Some(caller_user) = inner.devices.get(&device_id).map(|d| d.user_id) else {
@@ -406,14 +365,9 @@ impl Hub {
         let Some(caller) = inner.users.get(&caller_user) else {
             return;
         };
-        let region = region
-            .map(str::to_string)
-            .unwrap_or_else(|| caller.region.clone());
-        let caller_party = Party {
-            number: caller.number.clone(),
-            display_name: caller.display_name.clone(),
-        };
-        let target: E164 = match number::normalize(target, Some(&region)) {
+        let region = region.unwrap_or_else(|| caller.region.clone());
+        let caller_party = Party { number: caller.number.clone(), display_name: caller.display_name.clone() };
+        let target: E164 = match number::normalize(&target, Some(&region)) {
             Ok(n) => n,
             Err(e) => {
                 self.tell_outcome(
@@ -421,9 +375,7 @@ impl Hub {
                     device_id,
                     req_id,
                     None,
-                    Outcome::InvalidNumber {
-                        reason: e.to_string(),
-                    },
+                    Outcome::InvalidNumber { reason: e.to_string() },
                 );
                 return;
             }
@@ -445,15 +397,11 @@ impl Hub {
             return;
         }
         // Unknown, offline, not accepting and do-not-disturb all look the same to the caller.
-        let callee = inner
-            .by_number
-            .get(target.as_str())
-            .copied()
-            .and_then(|uid| {
-                let u = inner.users.get(&uid)?;
-                let available = u.settings.accepting_sessions && !u.settings.do_not_disturb;
-                (available && !u.devices.is_empty()).then(|| (uid, u.devices.clone()))
-            });
+        let callee = inner.by_number.get(target.as_str()).copied().and_then(|uid| {
+            let u = inner.users.get(&uid)?;
+            let available = u.settings.accepting_sessions && !u.settings.do_not_disturb;
+            (available && !u.devices.is_empty()).then(|| (uid, u.devices.clone()))
+        });
         let Some((callee_user, callee_devices)) = callee else {
             self.tell_outcome(&mut inner, device_id, req_id, None, Outcome::Unavailable);
             return;
@@ -463,7 +411,7 @@ impl Hub {
             session_id: id.clone(),
             caller: caller_party,
             offer,
-            call_ref: None,
+            call_ref,
             expires_in_ms: self.cfg.answer_timeout.as_millis() as u64,
         });
         let mut rung = Vec::with_capacity(callee_devices.len());
@@ -498,23 +446,11 @@ impl Hub {
                 caller_user,
                 caller_device: device_id,
                 callee_user,
-                state: SessionState::Ringing {
-                    devices: rung,
-                    timer: Some(timer),
-                    since: Instant::now(),
-                },
+                state: SessionState::Ringing { devices: rung, timer: Some(timer), since: Instant::now() },
             },
         );
-        inner.send(
-            device_id,
-            &ServerMsg::AccessPending {
-                req_id,
-                session_id: id,
-            },
-        );
-        self.metrics
-            .dispatch_seconds
-            .observe(received.elapsed().as_secs_f64());
+        inner.send(device_id, &ServerMsg::AccessPending { req_id, session_id: id });
+        self.metrics.dispatch_seconds.observe(received.elapsed().as_secs_f64());
     }
 
     fn time_out(&self, id: &SessionId) {
@@ -530,10 +466,7 @@ impl Hub {
         for d in devices {
             inner.send(
                 d,
-                &ServerMsg::InitiationClosed {
-                    session_id: id.clone(),
-                    reason: ClosedReason::TimedOut,
-                },
+                &ServerMsg::InitiationClosed { session_id: id.clone(), reason: ClosedReason::TimedOut },
             );
         }
         self.tell_outcome(&mut inner, caller, req_id, Some(id), Outcome::TimedOut);
@@ -542,11 +475,7 @@ impl Hub {
     /// Explains why a message names a session this device cannot act on.
     fn unknown_session(&self, inner: &mut Inner, device_id: i64, id: &SessionId) {
         let msg = match inner.closed.get(id) {
-            Some(why) => session_error(
-                ErrorCode::SessionClosed,
-                format!("session {id} is over: {why}"),
-                id,
-            ),
+            Some(why) => session_error(ErrorCode::SessionClosed, format!("session {id} is over: {why}"), id),
             None => session_error(
                 ErrorCode::UnknownSession,
                 format!("there is no session {id} for this device"),
@@ -568,11 +497,8 @@ impl Hub {
             return self.unknown_session(&mut inner, device_id, id);
         }
         let SessionState::Ringing { devices, since, .. } = &mut session.state else {
-            let msg = session_error(
-                ErrorCode::AlreadyAnswered,
-                format!("session {id} was already answered"),
-                id,
-            );
+            let msg =
+                session_error(ErrorCode::AlreadyAnswered, format!("session {id} was already answered"), id);
             inner.send(device_id, &msg);
             return;
         };
@@ -580,20 +506,10 @@ impl Hub {
             // A device of the callee that came online after the request was sent.
             return self.unknown_session(&mut inner, device_id, id);
         }
-        self.metrics
-            .answer_seconds
-            .observe(since.elapsed().as_secs_f64());
-        let others: Vec<i64> = devices
-            .iter()
-            .copied()
-            .filter(|d| *d != device_id)
-            .collect();
-        let (caller_device, caller_user, req_id, offer) = (
-            session.caller_device,
-            session.caller_user,
-            session.req_id,
-            session.offer,
-        );
+        self.metrics.answer_seconds.observe(since.elapsed().as_secs_f64());
+        let others: Vec<i64> = devices.iter().copied().filter(|d| *d != device_id).collect();
+        let (caller_device, caller_user, req_id, offer) =
+            (session.caller_device, session.caller_user, session.req_id, session.offer);
         if !accept {
             inner.remove_session(id, "it was declined");
             for d in others {
@@ -605,21 +521,13 @@ impl Hub {
                     },
                 );
             }
-            self.tell_outcome(
-                &mut inner,
-                caller_device,
-                req_id,
-                Some(id),
-                Outcome::Declined,
-            );
+            self.tell_outcome(&mut inner, caller_device, req_id, Some(id), Outcome::Declined);
             return;
         }
         if let SessionState::Ringing { timer: Some(t), .. } = &session.state {
             t.abort();
         }
-        session.state = SessionState::Active {
-            callee_device: device_id,
-        };
+        session.state = SessionState::Active { callee_device: device_id };
         for d in &others {
             inner.detach(*d, id);
         }
@@ -632,19 +540,12 @@ impl Hub {
                 },
             );
         }
-        let (Some(caller_info), Some(callee_info)) = (
-            inner.peer_info(caller_user, caller_device),
-            inner.peer_info(user_id, device_id),
-        ) else {
+        let (Some(caller_info), Some(callee_info)) =
+            (inner.peer_info(caller_user, caller_device), inner.peer_info(user_id, device_id))
+        else {
             return;
         };
-        self.tell_outcome(
-            &mut inner,
-            caller_device,
-            req_id,
-            Some(id),
-            Outcome::Accepted,
-        );
+        self.tell_outcome(&mut inner, caller_device, req_id, Some(id), Outcome::Accepted);
         inner.send(
             caller_device,
             &ServerMsg::SessionStarted {
@@ -666,21 +567,13 @@ impl Hub {
     }
 
     /// The other device of an active session `device_id` is part of.
-    fn active_peer(
-        inner: &Inner,
-        device_id: i64,
-        id: &SessionId,
-    ) -> Result<i64, Option<ErrorCode>> {
+    fn active_peer(inner: &Inner, device_id: i64, id: &SessionId) -> Result<i64, Option<ErrorCode>> {
         let Some(session) = inner.sessions.get(id) else {
             return Err(None);
         };
         match session.state {
-            SessionState::Active { callee_device } if callee_device == device_id => {
-                Ok(session.caller_device)
-            }
-            SessionState::Active { callee_device } if session.caller_device == device_id => {
-                Ok(callee_device)
-            }
+            SessionState::Active { callee_device } if callee_device == device_id => Ok(session.caller_device),
+            SessionState::Active { callee_device } if session.caller_device == device_id => Ok(callee_device),
             SessionState::Ringing { .. } if session.caller_device == device_id => {
                 Err(Some(ErrorCode::SessionNotActive))
             }
@@ -695,13 +588,7 @@ impl Hub {
         let mut inner = self.inner.lock();
         match Self::active_peer(&inner, device_id, id) {
             Ok(peer) => {
-                inner.send(
-                    peer,
-                    &ServerMsg::Signal {
-                        session_id: id.clone(),
-                        data,
-                    },
-                );
+                inner.send(peer, &ServerMsg::Signal { session_id: id.clone(), data });
             }
             Err(Some(code)) => {
                 let msg = session_error(
@@ -745,17 +632,11 @@ impl Hub {
                     inner.remove_session(id, "it was ended");
                     inner.send(
                         peer,
-                        &ServerMsg::SessionEnded {
-                            session_id: id.clone(),
-                            reason: EndReason::PeerEnded,
-                        },
+                        &ServerMsg::SessionEnded { session_id: id.clone(), reason: EndReason::PeerEnded },
                     );
                     inner.send(
                         device_id,
-                        &ServerMsg::SessionEnded {
-                            session_id: id.clone(),
-                            reason: EndReason::YouEnded,
-                        },
+                        &ServerMsg::SessionEnded { session_id: id.clone(), reason: EndReason::YouEnded },
                     );
                 }
                 Err(_) => self.unknown_session(&mut inner, device_id, id),
@@ -783,9 +664,7 @@ impl Hub {
     pub fn kick(&self, device_id: i64, reason: &'static str) {
         let inner = self.inner.lock();
         if let Some(dev) = inner.devices.get(&device_id) {
-            let _ = dev
-                .tx
-                .try_send(Outbound::Close(close_code::AUTH_FAILED, reason));
+            let _ = dev.tx.try_send(Outbound::Close(close_code::AUTH_FAILED, reason));
         }
     }
 
@@ -808,18 +687,13 @@ impl Hub {
             for d in [Some(caller), callee].into_iter().flatten() {
                 inner.send(
                     d,
-                    &ServerMsg::SessionEnded {
-                        session_id: id.clone(),
-                        reason: EndReason::ServerShutdown,
-                    },
+                    &ServerMsg::SessionEnded { session_id: id.clone(), reason: EndReason::ServerShutdown },
                 );
             }
             inner.remove_session(&id, "the server restarted");
         }
         for dev in inner.devices.values() {
-            let _ = dev
-                .tx
-                .try_send(Outbound::Close(close_code::RESTART, "server is restarting"));
+            let _ = dev.tx.try_send(Outbound::Close(close_code::RESTART, "server is restarting"));
         }
     }
 
@@ -835,7 +709,5 @@ impl Hub {
 
 /// The region of an E.164 number, for reading the national numbers its owner dials.
 fn region_of(number: &str) -> Option<String> {
-    number::normalize(number, None)
-        .ok()
-        .and_then(|n| n.region())
+    number::normalize(number, None).ok().and_then(|n| n.region())
 }

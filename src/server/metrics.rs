@@ -36,47 +36,23 @@ impl Metrics {
         let logins = Family::<Labels, Counter>::default();
         let dispatch_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
         let answer_seconds = Histogram::new(exponential_buckets(0.05, 2.0, 12));
-        registry.register(
-            "online_devices",
-            "Devices logged in over a WebSocket",
-            online_devices.clone(),
-        );
-        registry.register(
-            "online_users",
-            "Users with at least one online device",
-            online_users.clone(),
-        );
+        registry.register("online_devices", "Devices logged in over a WebSocket", online_devices.clone());
+        registry.register("online_users", "Users with at least one online device", online_users.clone());
         registry.register(
             "websocket_connections",
             "Open WebSocket connections, logged in or not",
             connections.clone(),
         );
-        registry.register(
-            "access_requests",
-            "Access requests received",
-            access_requests.clone(),
-        );
-        registry.register(
-            "access_outcomes",
-            "Access request outcomes told to callers",
-            outcomes.clone(),
-        );
-        registry.register(
-            "protocol_errors",
-            "Errors sent to clients, by code",
-            protocol_errors.clone(),
-        );
+        registry.register("access_requests", "Access requests received", access_requests.clone());
+        registry.register("access_outcomes", "Access request outcomes told to callers", outcomes.clone());
+        registry.register("protocol_errors", "Errors sent to clients, by code", protocol_errors.clone());
         registry.register("logins", "Login attempts, by result", logins.clone());
         registry.register(
             "initiation_dispatch_seconds",
             "Time from access request to initiation queued",
             dispatch_seconds.clone(),
         );
-        registry.register(
-            "answer_seconds",
-            "Time from initiation to answer",
-            answer_seconds.clone(),
-        );
+        registry.register("answer_seconds", "Time from initiation to answer", answer_seconds.clone());
         Metrics {
             registry,
             online_devices,

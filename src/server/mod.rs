@@ -37,12 +37,7 @@ pub struct ServerConfig {
 impl ServerConfig {
     /// A server on `listen` keeping its SQLite database in `data_dir`.
     pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Self {
-        ServerConfig {
-            listen,
-            database_url: None,
-            data_dir,
-            hub: HubConfig::default(),
-        }
+        ServerConfig { listen, database_url: None, data_dir, hub: HubConfig::default() }
     }
 
     pub fn with_ice_servers(mut self, ice: Vec<IceServer>) -> Self {
@@ -56,10 +51,7 @@ pub enum ServerError {
     #[error(
         "cannot listen on {addr}: {source} (is another server running there? choose another port with --listen)"
     )]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { addr: SocketAddr, source: std::io::Error },
     #[error("cannot open the registry database: {0}")]
     Store(#[from] store::StoreError),
     #[error("invalid default region: {0}")]
@@ -84,20 +76,10 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
     };
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
-        .map_err(|source| ServerError::Bind {
-            addr: cfg.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| ServerError::Bind {
-        addr: cfg.listen,
-        source,
-    })?;
+        .map_err(|source| ServerError::Bind { addr: cfg.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: cfg.listen, source })?;
     let metrics = Arc::new(Metrics::new());
-    let hub = Hub::new(
-        Arc::new(store.clone()) as Arc<dyn Store>,
-        cfg.hub.clone(),
-        metrics,
-    );
+    let hub = Hub::new(Arc::new(store.clone()) as Arc<dyn Store>, cfg.hub.clone(), metrics);
     let state = http::AppState {
         hub: hub.clone(),
         // Ten failed logins at once, then one every six seconds, per number and per address.
@@ -115,21 +97,12 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
             let _ = stop_rx.await;
             serve_hub.shutdown();
         };
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
             tracing::error!("server stopped with an error: {e}");
         }
     });
     tracing::info!(%addr, backend = ?store.backend(), "sidecall-server listening");
-    Ok(RunningServer {
-        addr,
-        hub,
-        stop: Some(stop_tx),
-        task,
-        store,
-    })
+    Ok(RunningServer { addr, hub, stop: Some(stop_tx), task, store })
 }
 
 impl RunningServer {
@@ -150,10 +123,7 @@ impl RunningServer {
             }
         };
         let _ = tokio::time::timeout(Duration::from_secs(3), drained).await;
-        if tokio::time::timeout(Duration::from_secs(2), &mut self.task)
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(Duration::from_secs(2), &mut self.task).await.is_err() {
             self.task.abort();
         }
         self.store.close().await;

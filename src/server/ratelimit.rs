@@ -16,12 +16,7 @@ pub struct Bucket {
 
 impl Bucket {
     pub fn new(capacity: f64, per_sec: f64) -> Self {
-        Bucket {
-            tokens: capacity,
-            capacity,
-            per_sec,
-            last: Instant::now(),
-        }
+        Bucket { tokens: capacity, capacity, per_sec, last: Instant::now() }
     }
 
     /// Takes one token if there is one.
@@ -52,11 +47,7 @@ pub struct KeyedLimiter<K> {
 
 impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
     pub fn new(capacity: f64, per_sec: f64) -> Self {
-        KeyedLimiter {
-            buckets: Mutex::new(HashMap::new()),
-            capacity,
-            per_sec,
-        }
+        KeyedLimiter { buckets: Mutex::new(HashMap::new()), capacity, per_sec }
     }
 
     pub fn check(&self, key: &K) -> bool {
@@ -65,10 +56,7 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
         if buckets.len() > 100_000 {
             buckets.retain(|_, b| !b.is_full(now));
         }
-        buckets
-            .entry(key.clone())
-            .or_insert_with(|| Bucket::new(self.capacity, self.per_sec))
-            .take(now)
+        buckets.entry(key.clone()).or_insert_with(|| Bucket::new(self.capacity, self.per_sec)).take(now)
     }
 }
 

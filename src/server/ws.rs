@@ -1,10 +1,8 @@
 //! One WebSocket connection: `hello`, then messages until either side goes away.
 
-use crate::protocol::{
-    ClientMsg, ErrorCode, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, ServerMsg, close_code,
-};
+use crate::protocol::{ClientMsg, ErrorCode, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, ServerMsg, close_code};
 use crate::server::auth::token_hash;
-use crate::server::hub::{Hub, Login, Outbound, error_msg};
+use crate::server::hub::{AccessRequest, Hub, Login, Outbound, error_msg};
 use crate::server::ratelimit::Bucket;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use std::net::IpAddr;
@@ -27,10 +25,7 @@ async fn send_msg(socket: &mut WebSocket, msg: &ServerMsg) -> bool {
 /// the close or a second passes. Dropping the socket with unread input would reset the TCP
 /// connection, and the client might never see the close reason or the errors before it.
 async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
-    let frame = CloseFrame {
-        code,
-        reason: Utf8Bytes::from(reason.to_string()),
-    };
+    let frame = CloseFrame { code, reason: Utf8Bytes::from(reason.to_string()) };
     if socket.send(Message::Close(Some(frame))).await.is_err() {
         return;
     }
@@ -45,10 +40,7 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
 }
 
 fn count_error(hub: &Hub, code: ErrorCode) {
-    hub.metrics
-        .protocol_errors
-        .get_or_create(&vec![("code", code.as_str())])
-        .inc();
+    hub.metrics.protocol_errors.get_or_create(&vec![("code", code.as_str())]).inc();
 }
 
 async fn refuse(hub: &Hub, socket: &mut WebSocket, code: ErrorCode, message: String) -> bool {
@@ -77,18 +69,11 @@ async fn read_frame(
         None => Incoming::Gone,
         Some(Err(e)) => {
             let text = e.to_string();
-            if text.contains("Space limit exceeded")
-                || text.contains("too long")
-                || text.contains("too big")
+            if text.contains("Space limit exceeded") || text.contains("too long") || text.contains("too big")
             {
                 count_error(hub, ErrorCode::TooLarge);
                 tracing::info!("closing a connection that sent an oversized message: {text}");
-                close(
-                    socket,
-                    close_code::TOO_BIG,
-                    "message too large: the limit is 65536 bytes",
-                )
-                .await;
+                close(socket, close_code::TOO_BIG, "message too large: the limit is 65536 bytes").await;
             } else {
                 tracing::debug!("websocket read failed: {text}");
             }
@@ -97,18 +82,9 @@ async fn read_frame(
         Some(Ok(Message::Text(text))) => match serde_json::from_str::<ClientMsg>(text.as_str()) {
             Ok(msg) => Incoming::Msg(msg),
             Err(e) => {
-                let ok = refuse(
-                    hub,
-                    socket,
-                    ErrorCode::BadMessage,
-                    format!("could not read message: {e}"),
-                )
-                .await;
-                if ok {
-                    Incoming::Refused
-                } else {
-                    Incoming::Gone
-                }
+                let ok =
+                    refuse(hub, socket, ErrorCode::BadMessage, format!("could not read message: {e}")).await;
+                if ok { Incoming::Refused } else { Incoming::Gone }
             }
         },
         Some(Ok(Message::Binary(_))) => {
@@ -119,11 +95,7 @@ async fn read_frame(
                 "binary frames are not part of the protocol: send JSON text frames".into(),
             )
             .await;
-            if ok {
-                Incoming::Refused
-            } else {
-                Incoming::Gone
-            }
+            if ok { Incoming::Refused } else { Incoming::Gone }
         }
         Some(Ok(Message::Close(_))) => Incoming::Gone,
         Some(Ok(Message::Ping(_) | Message::Pong(_))) => Incoming::Nothing,
@@ -137,12 +109,7 @@ async fn await_hello(hub: &Hub, socket: &mut WebSocket, observed_ip: IpAddr) -> 
         let frame = match tokio::time::timeout_at(deadline, socket.recv()).await {
             Ok(f) => f,
             Err(_) => {
-                close(
-                    socket,
-                    close_code::HELLO_TIMEOUT,
-                    "no hello within 10 seconds",
-                )
-                .await;
+                close(socket, close_code::HELLO_TIMEOUT, "no hello within 10 seconds").await;
                 return None;
             }
         };
@@ -151,19 +118,8 @@ async fn await_hello(hub: &Hub, socket: &mut WebSocket, observed_ip: IpAddr) -> 
             Incoming::Refused | Incoming::Nothing => continue,
             Incoming::Gone => return None,
         };
-        let ClientMsg::Hello {
-            protocol,
-            token,
-            device_ip,
-        } = msg
-        else {
-            refuse(
-                hub,
-                socket,
-                ErrorCode::NotAuthenticated,
-                "send hello with your token first".into(),
-            )
-            .await;
+        let ClientMsg::Hello { protocol, token, device_ip } = msg else {
+            refuse(hub, socket, ErrorCode::NotAuthenticated, "send hello with your token first".into()).await;
             continue;
         };
         if protocol != PROTOCOL_VERSION {
@@ -174,12 +130,7 @@ async fn await_hello(hub: &Hub, socket: &mut WebSocket, observed_ip: IpAddr) -> 
                 format!("this server speaks protocol {PROTOCOL_VERSION}, not {protocol}: update Sidecall"),
             )
             .await;
-            close(
-                socket,
-                close_code::UNSUPPORTED_VERSION,
-                "unsupported protocol version",
-            )
-            .await;
+            close(socket, close_code::UNSUPPORTED_VERSION, "unsupported protocol version").await;
             return None;
         }
         let found = match hub.store.device_by_token(&token_hash(&token)).await {
@@ -198,26 +149,13 @@ async fn await_hello(hub: &Hub, socket: &mut WebSocket, observed_ip: IpAddr) -> 
             }
         };
         let Some((device, user)) = found else {
-            refuse(
-                hub,
-                socket,
-                ErrorCode::AuthFailed,
-                "unknown or revoked token: log in again".into(),
-            )
-            .await;
+            refuse(hub, socket, ErrorCode::AuthFailed, "unknown or revoked token: log in again".into()).await;
             close(socket, close_code::AUTH_FAILED, "log in again").await;
             return None;
         };
         let reported_ip = device_ip.or(device.reported_ip);
-        if let Err(e) = hub
-            .store
-            .device_seen(device.id, device_ip, observed_ip)
-            .await
-        {
-            tracing::warn!(
-                device_id = device.id,
-                "could not record device addresses: {e}"
-            );
+        if let Err(e) = hub.store.device_seen(device.id, device_ip, observed_ip).await {
+            tracing::warn!(device_id = device.id, "could not record device addresses: {e}");
         }
         return Some(Login {
             device_id: device.id,
@@ -357,21 +295,9 @@ async fn handle(
             )
             .await
         }
-        ClientMsg::AccessRequest {
-            req_id,
-            target,
-            offer,
-            region,
-            call_ref: _,
-        } => {
-            hub.access_request(
-                device_id,
-                req_id,
-                &target,
-                offer,
-                region.as_deref(),
-                received,
-            );
+        ClientMsg::AccessRequest { req_id, target, offer, region, call_ref } => {
+            let req = AccessRequest { req_id, target, offer, region, call_ref };
+            hub.access_request(device_id, req, received);
             true
         }
         ClientMsg::Answer { session_id, accept } => {
@@ -386,15 +312,8 @@ async fn handle(
             hub.end(device_id, &session_id);
             true
         }
-        ClientMsg::UpdateSettings {
-            accepting_sessions,
-            do_not_disturb,
-        } => {
-            match hub
-                .store
-                .update_settings(login.user_id, accepting_sessions, do_not_disturb)
-                .await
-            {
+        ClientMsg::UpdateSettings { accepting_sessions, do_not_disturb } => {
+            match hub.store.update_settings(login.user_id, accepting_sessions, do_not_disturb).await {
                 Ok(settings) => {
                     hub.settings_changed(login.user_id, settings);
                     true
@@ -416,9 +335,7 @@ async fn handle(
 }
 
 /// Limits applied to every WebSocket upgrade.
-pub fn configure(
-    upgrade: axum::extract::ws::WebSocketUpgrade,
-) -> axum::extract::ws::WebSocketUpgrade {
+pub fn configure(upgrade: axum::extract::ws::WebSocketUpgrade) -> axum::extract::ws::WebSocketUpgrade {
     upgrade
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)

@@ -5,8 +5,8 @@ use crate::fixture::*;
 use futures_util::SinkExt;
 use sidecall::client::{Event, api};
 use sidecall::protocol::{
-    ClientMsg, ErrorCode, HttpError, LoginRequest, MAX_MESSAGE_BYTES, Offer, Outcome,
-    PROTOCOL_VERSION, RegisterRequest, ServerMsg, close_code,
+    ClientMsg, ErrorCode, HttpError, LoginRequest, MAX_MESSAGE_BYTES, Offer, Outcome, PROTOCOL_VERSION,
+    RegisterRequest, ServerMsg, close_code,
 };
 use tokio_tungstenite::tungstenite::Message;
 
@@ -24,9 +24,7 @@ async fn still_serving(server: &TestServer) {
     bob.handle.answer(&sid, true);
     let outcome = alice
         .expect("result", |e| match e {
-            Event::DialResult {
-                req_id, outcome, ..
-            } if *req_id == req => Some(outcome.clone()),
+            Event::DialResult { req_id, outcome, .. } if *req_id == req => Some(outcome.clone()),
             _ => None,
         })
         .await;
@@ -44,13 +42,9 @@ async fn garbage_before_and_after_login_gets_typed_errors() {
     assert_eq!(raw.expect_error().await, ErrorCode::BadMessage);
     raw.send_text(r#"{"type":"launch_missiles"}"#).await;
     assert_eq!(raw.expect_error().await, ErrorCode::BadMessage);
-    raw.send_text(r#"{"type":"access_request","target":5}"#)
-        .await;
+    raw.send_text(r#"{"type":"access_request","target":5}"#).await;
     assert_eq!(raw.expect_error().await, ErrorCode::BadMessage);
-    raw.ws
-        .send(Message::binary(vec![0u8, 1, 2, 3]))
-        .await
-        .expect("send");
+    raw.ws.send(Message::binary(vec![0u8, 1, 2, 3])).await.expect("send");
     assert_eq!(raw.expect_error().await, ErrorCode::BinaryNotSupported);
     raw.send(&ClientMsg::AccessRequest {
         req_id: 1,
@@ -63,33 +57,16 @@ async fn garbage_before_and_after_login_gets_typed_errors() {
     assert_eq!(raw.expect_error().await, ErrorCode::NotAuthenticated);
 
     // The same connection can still log in properly.
-    raw.send(&ClientMsg::Hello {
-        protocol: PROTOCOL_VERSION,
-        token: token.clone(),
-        device_ip: None,
-    })
-    .await;
-    assert!(matches!(
-        raw.next().await,
-        Frame::Msg(ServerMsg::Welcome { .. })
-    ));
-    raw.send(&ClientMsg::Hello {
-        protocol: PROTOCOL_VERSION,
-        token,
-        device_ip: None,
-    })
-    .await;
+    raw.send(&ClientMsg::Hello { protocol: PROTOCOL_VERSION, token: token.clone(), device_ip: None }).await;
+    assert!(matches!(raw.next().await, Frame::Msg(ServerMsg::Welcome { .. })));
+    raw.send(&ClientMsg::Hello { protocol: PROTOCOL_VERSION, token, device_ip: None }).await;
     assert_eq!(raw.expect_error().await, ErrorCode::AlreadyAuthenticated);
-    raw.send_text(r#"{"type":"answer","session_id":"nope","accept":true}"#)
-        .await;
+    raw.send_text(r#"{"type":"answer","session_id":"nope","accept":true}"#).await;
     assert_eq!(raw.expect_error().await, ErrorCode::UnknownSession);
     raw.send_text("[]").await;
     assert_eq!(raw.expect_error().await, ErrorCode::BadMessage);
     raw.send(&ClientMsg::Ping { nonce: 42 }).await;
-    assert!(matches!(
-        raw.next().await,
-        Frame::Msg(ServerMsg::Pong { nonce: 42 })
-    ));
+    assert!(matches!(raw.next().await, Frame::Msg(ServerMsg::Pong { nonce: 42 })));
 
     still_serving(&server).await;
 }
@@ -100,30 +77,14 @@ async fn bad_tokens_and_versions_are_closed_with_a_reason() {
     let token = server.account(ALICE, "Alice").await;
 
     let mut raw = RawWs::connect(&server).await;
-    raw.send(&ClientMsg::Hello {
-        protocol: PROTOCOL_VERSION,
-        token: "forged".into(),
-        device_ip: None,
-    })
-    .await;
+    raw.send(&ClientMsg::Hello { protocol: PROTOCOL_VERSION, token: "forged".into(), device_ip: None }).await;
     assert_eq!(raw.expect_error().await, ErrorCode::AuthFailed);
-    assert!(matches!(
-        raw.next().await,
-        Frame::Closed(Some(close_code::AUTH_FAILED), _)
-    ));
+    assert!(matches!(raw.next().await, Frame::Closed(Some(close_code::AUTH_FAILED), _)));
 
     let mut raw = RawWs::connect(&server).await;
-    raw.send(&ClientMsg::Hello {
-        protocol: 99,
-        token,
-        device_ip: None,
-    })
-    .await;
+    raw.send(&ClientMsg::Hello { protocol: 99, token, device_ip: None }).await;
     assert_eq!(raw.expect_error().await, ErrorCode::UnsupportedVersion);
-    assert!(matches!(
-        raw.next().await,
-        Frame::Closed(Some(close_code::UNSUPPORTED_VERSION), _)
-    ));
+    assert!(matches!(raw.next().await, Frame::Closed(Some(close_code::UNSUPPORTED_VERSION), _)));
 
     // The client core gives up (does not hammer the server) on a revoked token.
     let mut cfg = sidecall::client::ClientConfig::new(server.url.clone(), "revoked");
@@ -146,17 +107,11 @@ async fn oversized_message_closes_only_that_connection() {
     let token = server.account(ALICE, "Alice").await;
     server.account(BOB, "Bob").await;
     let mut raw = RawWs::login(&server, &token).await;
-    let huge = format!(
-        r#"{{"type":"ping","nonce":1,"pad":"{}"}}"#,
-        "x".repeat(MAX_MESSAGE_BYTES + 10)
-    );
+    let huge = format!(r#"{{"type":"ping","nonce":1,"pad":"{}"}}"#, "x".repeat(MAX_MESSAGE_BYTES + 10));
     // The server may close before the whole frame is written; either way it must not serve it.
     let _ = raw.ws.send(Message::text(huge)).await;
     match raw.next().await {
-        Frame::Closed(code, _) => assert!(
-            code.is_none() || code == Some(close_code::TOO_BIG),
-            "{code:?}"
-        ),
+        Frame::Closed(code, _) => assert!(code.is_none() || code == Some(close_code::TOO_BIG), "{code:?}"),
         other => panic!("expected a close, got {other:?}"),
     }
     still_serving(&server).await;
@@ -180,22 +135,13 @@ async fn floods_are_rate_limited_then_closed() {
     let closed = loop {
         match raw.next().await {
             Frame::Msg(ServerMsg::Pong { .. }) => pongs += 1,
-            Frame::Msg(ServerMsg::Error {
-                code: ErrorCode::RateLimited,
-                ..
-            }) => limited = true,
+            Frame::Msg(ServerMsg::Error { code: ErrorCode::RateLimited, .. }) => limited = true,
             Frame::Msg(other) => panic!("{other:?}"),
             Frame::Closed(code, reason) => break (code, reason),
         }
     };
-    assert!(
-        limited,
-        "a rate_limited error before the close ({pongs} pongs, closed {closed:?})"
-    );
-    assert!(
-        pongs < 200,
-        "most of the flood was dropped, {pongs} answered"
-    );
+    assert!(limited, "a rate_limited error before the close ({pongs} pongs, closed {closed:?})");
+    assert!(pongs < 200, "most of the flood was dropped, {pongs} answered");
     assert_eq!(closed.0, Some(close_code::POLICY), "{closed:?}");
 
     // Access requests have their own, tighter limit.
@@ -216,18 +162,12 @@ async fn floods_are_rate_limited_then_closed() {
     while let Some(frame) = raw.try_next(std::time::Duration::from_millis(500)).await {
         match frame {
             Frame::Msg(ServerMsg::AccessOutcome { .. }) => outcomes += 1,
-            Frame::Msg(ServerMsg::Error {
-                code: ErrorCode::RateLimited,
-                ..
-            }) => limited = true,
+            Frame::Msg(ServerMsg::Error { code: ErrorCode::RateLimited, .. }) => limited = true,
             other => panic!("{other:?}"),
         }
     }
     assert!(limited);
-    assert!(
-        (10..=12).contains(&outcomes),
-        "a burst of 10 passes, then the limit: {outcomes}"
-    );
+    assert!((10..=12).contains(&outcomes), "a burst of 10 passes, then the limit: {outcomes}");
     still_serving(&server).await;
 }
 
@@ -267,22 +207,15 @@ async fn http_api_refuses_bad_requests_with_json_errors() {
         password: pw.into(),
         region: None,
     };
-    let err = api::register(&server.url, &reg("12", "X", PASSWORD))
-        .await
-        .expect_err("invalid number");
+    let err = api::register(&server.url, &reg("12", "X", PASSWORD)).await.expect_err("invalid number");
     assert_eq!(err.code(), Some(ErrorCode::InvalidNumber));
-    let err = api::register(&server.url, &reg("030 123456", "Other", PASSWORD))
-        .await
-        .expect_err("exists");
+    let err = api::register(&server.url, &reg("030 123456", "Other", PASSWORD)).await.expect_err("exists");
     assert_eq!(err.code(), Some(ErrorCode::AccountExists));
     assert!(err.to_string().contains("log in"), "{err}");
-    let err = api::register(&server.url, &reg(CAROL, "Carol", "short"))
-        .await
-        .expect_err("short password");
+    let err = api::register(&server.url, &reg(CAROL, "Carol", "short")).await.expect_err("short password");
     assert_eq!(err.code(), Some(ErrorCode::InvalidField));
-    let err = api::register(&server.url, &reg(CAROL, "bad\u{7}name", PASSWORD))
-        .await
-        .expect_err("control char");
+    let err =
+        api::register(&server.url, &reg(CAROL, "bad\u{7}name", PASSWORD)).await.expect_err("control char");
     assert_eq!(err.code(), Some(ErrorCode::InvalidField));
 
     let login = |pw: &str| LoginRequest {
@@ -292,22 +225,11 @@ async fn http_api_refuses_bad_requests_with_json_errors() {
         device_ip: None,
         device_name: None,
     };
-    let err = api::login(&server.url, &login("wrong password"))
-        .await
-        .expect_err("wrong password");
+    let err = api::login(&server.url, &login("wrong password")).await.expect_err("wrong password");
     assert_eq!(err.code(), Some(ErrorCode::WrongCredentials));
-    let unknown = LoginRequest {
-        number: CAROL.into(),
-        ..login(PASSWORD)
-    };
-    let err = api::login(&server.url, &unknown)
-        .await
-        .expect_err("unknown user");
-    assert_eq!(
-        err.code(),
-        Some(ErrorCode::WrongCredentials),
-        "same answer as a wrong password"
-    );
+    let unknown = LoginRequest { number: CAROL.into(), ..login(PASSWORD) };
+    let err = api::login(&server.url, &unknown).await.expect_err("unknown user");
+    assert_eq!(err.code(), Some(ErrorCode::WrongCredentials), "same answer as a wrong password");
 
     // Guessing passwords is throttled per number.
     let mut throttled = false;
@@ -322,20 +244,12 @@ async fn http_api_refuses_bad_requests_with_json_errors() {
     assert!(throttled);
 
     // Unreachable servers are explained.
-    let err = api::login("http://127.0.0.1:9", &login(PASSWORD))
-        .await
-        .expect_err("unreachable");
+    let err = api::login("http://127.0.0.1:9", &login(PASSWORD)).await.expect_err("unreachable");
     assert!(err.to_string().contains("cannot reach the server"), "{err}");
 
     // Nothing stored was lost: Alice's account is intact and is the only one.
     assert_eq!(server.hub().store.user_count().await.expect("count"), 1);
-    let alice = server
-        .hub()
-        .store
-        .user_by_number(ALICE)
-        .await
-        .expect("read")
-        .expect("alice exists");
+    let alice = server.hub().store.user_by_number(ALICE).await.expect("read").expect("alice exists");
     assert_eq!(alice.display_name, "Alice");
 }
 
@@ -345,13 +259,7 @@ async fn logout_revokes_the_token_and_closes_its_connection() {
     let token = server.account(ALICE, "Alice").await;
     let mut alice = server.client(&token, None).await;
     api::logout(&server.url, &token).await.expect("logout");
-    alice
-        .expect("logged out", |e| {
-            matches!(e, Event::LoggedOut { .. }).then_some(())
-        })
-        .await;
-    let err = api::logout(&server.url, &token)
-        .await
-        .expect_err("already revoked");
+    alice.expect("logged out", |e| matches!(e, Event::LoggedOut { .. }).then_some(())).await;
+    let err = api::logout(&server.url, &token).await.expect_err("already revoked");
     assert_eq!(err.code(), Some(ErrorCode::AuthFailed));
 }

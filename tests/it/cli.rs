@@ -96,15 +96,27 @@ fn binaries_register_listen_dial_and_shut_down_gracefully() {
     let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("url in banner").to_string();
     let cfg = dir.path().join("config");
 
-    let (code, out, err) = run(&cfg, "a", &["account", "register", "--server", &url, "--number", "030 123456", "--name", "Alice"]);
+    let (code, out, err) = run(
+        &cfg,
+        "a",
+        &["account", "register", "--server", &url, "--number", "030 123456", "--name", "Alice"],
+    );
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("registered +4930123456"), "{out}");
     let saved = std::fs::read_to_string(cfg.join("profiles/a.toml")).expect("profile saved");
-    assert!(saved.contains("token") && !saved.contains("correct horse"), "token saved, password never: {saved}");
-    let (code, out, err) = run(&cfg, "b", &["account", "register", "--server", &url, "--number", "+49 151 23456789", "--name", "Bob"]);
+    assert!(
+        saved.contains("token") && !saved.contains("correct horse"),
+        "token saved, password never: {saved}"
+    );
+    let (code, out, err) = run(
+        &cfg,
+        "b",
+        &["account", "register", "--server", &url, "--number", "+49 151 23456789", "--name", "Bob"],
+    );
     assert_eq!(code, 0, "{out}{err}");
     // Registering again is refused in plain words.
-    let (code, _, err) = run(&cfg, "c", &["account", "register", "--server", &url, "--number", "030123456", "--name", "X"]);
+    let (code, _, err) =
+        run(&cfg, "c", &["account", "register", "--server", &url, "--number", "030123456", "--name", "X"]);
     assert_eq!(code, 1);
     assert!(err.contains("exists already"), "{err}");
 
@@ -153,13 +165,15 @@ fn binaries_register_listen_dial_and_shut_down_gracefully() {
 fn wrong_password_and_missing_password_are_explained() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = dir.path().join("config");
-    let mut cmd = app(&cfg, "a", &["account", "login", "--server", "http://127.0.0.1:9", "--number", "+4930123456"]);
+    let mut cmd =
+        app(&cfg, "a", &["account", "login", "--server", "http://127.0.0.1:9", "--number", "+4930123456"]);
     cmd.env_remove("SIDECALL_PASSWORD");
     let out = cmd.output().expect("run");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("SIDECALL_PASSWORD"));
 
-    let (code, _, err) = run(&cfg, "a", &["account", "login", "--server", "http://127.0.0.1:9", "--number", "+4930123456"]);
+    let (code, _, err) =
+        run(&cfg, "a", &["account", "login", "--server", "http://127.0.0.1:9", "--number", "+4930123456"]);
     assert_eq!(code, 1);
     assert!(err.contains("cannot reach the server"), "{err}");
 }

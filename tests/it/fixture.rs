@@ -35,21 +35,12 @@ impl TestServer {
     pub async fn start_with(tweak: impl FnOnce(&mut ServerConfig)) -> Self {
         sidecall::init_logging(&std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()));
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut cfg = ServerConfig::new(
-            "127.0.0.1:0".parse().expect("addr"),
-            dir.path().join("server"),
-        );
+        let mut cfg = ServerConfig::new("127.0.0.1:0".parse().expect("addr"), dir.path().join("server"));
         cfg.hub.heartbeat = Duration::from_secs(2);
         tweak(&mut cfg);
         let running = server::start(cfg.clone()).await.expect("server starts");
         let addr = running.addr;
-        TestServer {
-            url: running.url(),
-            running: Some(running),
-            _dir: dir,
-            addr,
-            cfg,
-        }
+        TestServer { url: running.url(), running: Some(running), _dir: dir, addr, cfg }
     }
 
     pub fn hub(&self) -> &std::sync::Arc<sidecall::server::hub::Hub> {
@@ -67,9 +58,7 @@ impl TestServer {
         self.stop().await;
         let mut cfg = self.cfg.clone();
         cfg.listen = self.addr;
-        let running = server::start(cfg)
-            .await
-            .expect("server restarts on the same port");
+        let running = server::start(cfg).await.expect("server restarts on the same port");
         self.running = Some(running);
     }
 
@@ -104,11 +93,7 @@ impl TestServer {
         cfg.backoff_min = Duration::from_millis(50);
         cfg.backoff_max = Duration::from_millis(500);
         let (handle, events) = client::spawn(cfg, None);
-        let mut c = TestClient {
-            handle,
-            events,
-            number: String::new(),
-        };
+        let mut c = TestClient { handle, events, number: String::new() };
         c.number = c
             .expect("online", |e| match e {
                 Event::Online { account, .. } => Some(account.number.clone()),
@@ -176,9 +161,7 @@ impl TestClient {
 
 /// A bare WebSocket speaking the protocol by hand, for bad input.
 pub struct RawWs {
-    pub ws: tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
+    pub ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
     /// Every text frame received, verbatim.
     pub transcript: Vec<String>,
 }
@@ -192,24 +175,15 @@ pub enum Frame {
 
 impl RawWs {
     pub async fn connect(server: &TestServer) -> Self {
-        let (ws, _) = tokio_tungstenite::connect_async(server.ws_url())
-            .await
-            .expect("ws connect");
-        RawWs {
-            ws,
-            transcript: Vec::new(),
-        }
+        let (ws, _) = tokio_tungstenite::connect_async(server.ws_url()).await.expect("ws connect");
+        RawWs { ws, transcript: Vec::new() }
     }
 
     /// Connects and logs in with `token`, consuming the welcome.
     pub async fn login(server: &TestServer, token: &str) -> Self {
         let mut raw = Self::connect(server).await;
-        raw.send(&ClientMsg::Hello {
-            protocol: PROTOCOL_VERSION,
-            token: token.into(),
-            device_ip: None,
-        })
-        .await;
+        raw.send(&ClientMsg::Hello { protocol: PROTOCOL_VERSION, token: token.into(), device_ip: None })
+            .await;
         match raw.next().await {
             Frame::Msg(ServerMsg::Welcome { .. }) => raw,
             other => panic!("expected welcome, got {other:?}"),
@@ -222,10 +196,7 @@ impl RawWs {
     }
 
     pub async fn send_text(&mut self, text: &str) {
-        self.ws
-            .send(Message::text(text.to_string()))
-            .await
-            .expect("send");
+        self.ws.send(Message::text(text.to_string())).await.expect("send");
     }
 
     pub async fn next(&mut self) -> Frame {
@@ -236,14 +207,11 @@ impl RawWs {
     pub async fn try_next(&mut self, wait: Duration) -> Option<Frame> {
         let deadline = tokio::time::Instant::now() + wait;
         Some(loop {
-            let frame = tokio::time::timeout_at(deadline, self.ws.next())
-                .await
-                .ok()?;
+            let frame = tokio::time::timeout_at(deadline, self.ws.next()).await.ok()?;
             match frame {
                 Some(Ok(Message::Text(t))) => {
                     self.transcript.push(t.to_string());
-                    let msg =
-                        serde_json::from_str(t.as_str()).expect("server sends valid messages");
+                    let msg = serde_json::from_str(t.as_str()).expect("server sends valid messages");
                     break Frame::Msg(msg);
                 }
                 Some(Ok(Message::Close(f))) => {

@@ -2,20 +2,15 @@
 
 use crate::fixture::*;
 use sidecall::client::{Event, StopReason};
-use sidecall::protocol::{
-    ClientMsg, ErrorCode, Offer, Outcome, Role, ServerMsg, SessionId, SignalData,
-};
+use sidecall::protocol::{ClientMsg, ErrorCode, Offer, Outcome, Role, ServerMsg, SessionId, SignalData};
 use std::net::IpAddr;
 use std::time::Duration;
 
 async fn incoming(c: &mut TestClient) -> (SessionId, sidecall::protocol::Party, Offer) {
     c.expect("incoming", |e| match e {
-        Event::Incoming {
-            session_id,
-            caller,
-            offer,
-            ..
-        } => Some((session_id.clone(), caller.clone(), *offer)),
+        Event::Incoming { session_id, caller, offer, .. } => {
+            Some((session_id.clone(), caller.clone(), *offer))
+        }
         _ => None,
     })
     .await
@@ -23,12 +18,8 @@ async fn incoming(c: &mut TestClient) -> (SessionId, sidecall::protocol::Party, 
 
 async fn dial_result(c: &mut TestClient, req: u64) -> Outcome {
     c.expect("dial result", |e| match e {
-        Event::DialResult {
-            req_id, outcome, ..
-        } if *req_id == req => Some(outcome.clone()),
-        Event::DialFailed {
-            req_id, message, ..
-        } if *req_id == req => panic!("dial failed: {message}"),
+        Event::DialResult { req_id, outcome, .. } if *req_id == req => Some(outcome.clone()),
+        Event::DialFailed { req_id, message, .. } if *req_id == req => panic!("dial failed: {message}"),
         _ => None,
     })
     .await
@@ -36,12 +27,9 @@ async fn dial_result(c: &mut TestClient, req: u64) -> Outcome {
 
 async fn started(c: &mut TestClient) -> (SessionId, Role, sidecall::protocol::PeerInfo) {
     c.expect("session started", |e| match e {
-        Event::SessionStarted {
-            session_id,
-            role,
-            peer,
-            ..
-        } => Some((session_id.clone(), *role, peer.clone())),
+        Event::SessionStarted { session_id, role, peer, .. } => {
+            Some((session_id.clone(), *role, peer.clone()))
+        }
         _ => None,
     })
     .await
@@ -64,23 +52,24 @@ async fn accept_relay_and_end_by_callee() {
     let mut bob = server.client(&bob_token, Some(bob_ip)).await;
 
     // Alice dials Bob's mobile number the way she would type it at home in Berlin.
-    let req = alice.handle.dial(
+    let req = alice.handle.dial_with(
         "0151 2345 6789",
-        Offer {
-            files: true,
-            video: true,
-        },
+        Offer { files: true, video: true },
+        None,
+        Some("fritzbox:7".into()),
     );
-    let (sid, caller, offer) = incoming(&mut bob).await;
+    let (sid, caller, offer, call_ref) = bob
+        .expect("incoming", |e| match e {
+            Event::Incoming { session_id, caller, offer, call_ref, .. } => {
+                Some((session_id.clone(), caller.clone(), *offer, call_ref.clone()))
+            }
+            _ => None,
+        })
+        .await;
+    assert_eq!(call_ref.as_deref(), Some("fritzbox:7"));
     assert_eq!(caller.number, ALICE);
     assert_eq!(caller.display_name, "Alice");
-    assert_eq!(
-        offer,
-        Offer {
-            files: true,
-            video: true
-        }
-    );
+    assert_eq!(offer, Offer { files: true, video: true });
     let pending = alice
         .expect("pending", |e| match e {
             Event::DialPending { req_id, session_id } if *req_id == req => Some(session_id.clone()),
@@ -97,21 +86,12 @@ async fn accept_relay_and_end_by_callee() {
     assert_eq!((a_role, b_role), (Role::Caller, Role::Callee));
     assert_eq!(a_peer.number, BOB);
     assert_eq!(a_peer.display_name, "Bob");
-    assert_eq!(
-        a_peer.device_ip,
-        Some(bob_ip),
-        "caller learns the callee's reported address"
-    );
-    assert_eq!(
-        a_peer.observed_ip,
-        "127.0.0.1".parse::<IpAddr>().expect("ip")
-    );
+    assert_eq!(a_peer.device_ip, Some(bob_ip), "caller learns the callee's reported address");
+    assert_eq!(a_peer.observed_ip, "127.0.0.1".parse::<IpAddr>().expect("ip"));
     assert_eq!(b_peer.number, ALICE);
 
     // Signaling is relayed verbatim between exactly these two devices.
-    let offer_sdp = SignalData::Offer {
-        sdp: "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\n".into(),
-    };
+    let offer_sdp = SignalData::Offer { sdp: "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\n".into() };
     alice.handle.signal(&sid, offer_sdp.clone());
     let got = bob
         .expect("signal", |e| match e {
@@ -136,10 +116,7 @@ async fn accept_relay_and_end_by_callee() {
 
     bob.handle.end(&sid);
     assert_eq!(ended(&mut bob).await, (sid.clone(), StopReason::YouEnded));
-    assert_eq!(
-        ended(&mut alice).await,
-        (sid.clone(), StopReason::PeerEnded)
-    );
+    assert_eq!(ended(&mut alice).await, (sid.clone(), StopReason::PeerEnded));
 
     // The session is over: signaling and a second end are refused with a clear error.
     alice.handle.signal(&sid, SignalData::EndOfCandidates);
@@ -186,18 +163,12 @@ async fn decline() {
         .await;
     assert_eq!(code, ErrorCode::SessionClosed);
     let late = alice.drain(Duration::from_millis(300)).await;
-    assert!(
-        !late
-            .iter()
-            .any(|e| matches!(e, Event::SessionStarted { .. })),
-        "{late:?}"
-    );
+    assert!(!late.iter().any(|e| matches!(e, Event::SessionStarted { .. })), "{late:?}");
 }
 
 #[tokio::test]
 async fn unanswered_request_times_out_and_late_answer_is_refused() {
-    let server =
-        TestServer::start_with(|c| c.hub.answer_timeout = Duration::from_millis(700)).await;
+    let server = TestServer::start_with(|c| c.hub.answer_timeout = Duration::from_millis(700)).await;
     let mut alice = server.user(ALICE, "Alice").await;
     let mut bob = server.user(BOB, "Bob").await;
     let req = alice.handle.dial(BOB, Offer::default());
@@ -250,11 +221,7 @@ async fn unknown_offline_unwilling_and_dnd_targets_are_all_just_unavailable() {
     // Unknown (valid number, no account) and offline.
     for target in ["+49 40 9876543", CAROL] {
         let req = alice.handle.dial(target, Offer::default());
-        assert_eq!(
-            dial_result(&mut alice, req).await,
-            Outcome::Unavailable,
-            "{target}"
-        );
+        assert_eq!(dial_result(&mut alice, req).await, Outcome::Unavailable, "{target}");
     }
     // Not taking sessions.
     bob.handle.update_settings(Some(false), None);
@@ -274,10 +241,7 @@ async fn unknown_offline_unwilling_and_dnd_targets_are_all_just_unavailable() {
     assert_eq!(dial_result(&mut alice, req).await, Outcome::Unavailable);
     // Bob was never rung.
     let seen = bob.drain(Duration::from_millis(300)).await;
-    assert!(
-        !seen.iter().any(|e| matches!(e, Event::Incoming { .. })),
-        "{seen:?}"
-    );
+    assert!(!seen.iter().any(|e| matches!(e, Event::Incoming { .. })), "{seen:?}");
     // And available again.
     bob.handle.update_settings(None, Some(false));
     bob.expect("settings", |e| {
@@ -287,9 +251,7 @@ async fn unknown_offline_unwilling_and_dnd_targets_are_all_just_unavailable() {
     let req = alice.handle.dial(BOB, Offer::default());
     incoming(&mut bob).await;
     alice
-        .expect("pending", |e| {
-            matches!(e, Event::DialPending { req_id, .. } if *req_id == req).then_some(())
-        })
+        .expect("pending", |e| matches!(e, Event::DialPending { req_id, .. } if *req_id == req).then_some(()))
         .await;
 }
 
@@ -309,30 +271,15 @@ async fn every_common_format_reaches_the_same_user() {
         let (sid, caller, _) = incoming(&mut bob).await;
         assert_eq!(caller.number, ALICE, "{form}");
         bob.handle.answer(&sid, false);
-        assert_eq!(
-            dial_result(&mut alice, req).await,
-            Outcome::Declined,
-            "{form}"
-        );
+        assert_eq!(dial_result(&mut alice, req).await, Outcome::Declined, "{form}");
     }
     // A national number is read in the caller's own country unless told otherwise: read in
     // Austria, Bob's national number is somebody else's (or nobody's).
-    let req = alice
-        .handle
-        .dial_with("0151 23456789", Offer::default(), Some("AT".into()), None);
+    let req = alice.handle.dial_with("0151 23456789", Offer::default(), Some("AT".into()), None);
     let outcome = dial_result(&mut alice, req).await;
-    assert!(
-        matches!(
-            outcome,
-            Outcome::InvalidNumber { .. } | Outcome::Unavailable
-        ),
-        "{outcome:?}"
-    );
+    assert!(matches!(outcome, Outcome::InvalidNumber { .. } | Outcome::Unavailable), "{outcome:?}");
     let seen = bob.drain(Duration::from_millis(200)).await;
-    assert!(
-        !seen.iter().any(|e| matches!(e, Event::Incoming { .. })),
-        "{seen:?}"
-    );
+    assert!(!seen.iter().any(|e| matches!(e, Event::Incoming { .. })), "{seen:?}");
 }
 
 #[tokio::test]
@@ -410,9 +357,7 @@ async fn nothing_about_the_callee_reaches_the_caller_before_accept() {
     let secret_ip = "203.0.113.77";
     let alice_token = server.account(ALICE, "Alice").await;
     let bob_token = server.account(BOB, "Bobby Secretname").await;
-    let mut bob = server
-        .client(&bob_token, Some(secret_ip.parse().expect("ip")))
-        .await;
+    let mut bob = server.client(&bob_token, Some(secret_ip.parse().expect("ip"))).await;
     let mut alice = RawWs::login(&server, &alice_token).await;
     alice
         .send(&ClientMsg::AccessRequest {
@@ -429,34 +374,22 @@ async fn nothing_about_the_callee_reaches_the_caller_before_accept() {
     };
     // Signaling before accept is refused, and nothing is relayed.
     alice
-        .send(&ClientMsg::Signal {
-            session_id: sid.clone(),
-            data: SignalData::Offer { sdp: "x".into() },
-        })
+        .send(&ClientMsg::Signal { session_id: sid.clone(), data: SignalData::Offer { sdp: "x".into() } })
         .await;
     assert_eq!(alice.expect_error().await, ErrorCode::SessionNotActive);
     let (bsid, ..) = incoming(&mut bob).await;
     let before: Vec<String> = alice.transcript.clone();
     for text in &before {
-        assert!(
-            !text.contains(secret_ip) && !text.contains("Secretname"),
-            "leaked before accept: {text}"
-        );
+        assert!(!text.contains(secret_ip) && !text.contains("Secretname"), "leaked before accept: {text}");
     }
     let bob_saw = bob.drain(Duration::from_millis(200)).await;
-    assert!(
-        !bob_saw.iter().any(|e| matches!(e, Event::Signal { .. })),
-        "{bob_saw:?}"
-    );
+    assert!(!bob_saw.iter().any(|e| matches!(e, Event::Signal { .. })), "{bob_saw:?}");
 
     bob.handle.answer(&bsid, true);
     loop {
         match alice.next().await {
             Frame::Msg(ServerMsg::SessionStarted { peer, .. }) => {
-                assert_eq!(
-                    peer.device_ip.map(|i| i.to_string()).as_deref(),
-                    Some(secret_ip)
-                );
+                assert_eq!(peer.device_ip.map(|i| i.to_string()).as_deref(), Some(secret_ip));
                 assert_eq!(peer.display_name, "Bobby Secretname");
                 break;
             }
@@ -477,11 +410,7 @@ async fn a_dropped_peer_ends_the_session_for_the_other() {
         Frame::Msg(ServerMsg::Initiation { session_id, .. }) => session_id,
         other => panic!("{other:?}"),
     };
-    bob.send(&ClientMsg::Answer {
-        session_id: sid.clone(),
-        accept: true,
-    })
-    .await;
+    bob.send(&ClientMsg::Answer { session_id: sid.clone(), accept: true }).await;
     assert_eq!(dial_result(&mut alice, req).await, Outcome::Accepted);
     drop(bob);
     assert_eq!(ended(&mut alice).await, (sid, StopReason::PeerDisconnected));

@@ -19,7 +19,12 @@ async fn restart_keeps_the_registry_and_clients_reconnect() {
         })
         .await;
     bob.handle.answer(&sid, true);
-    alice.expect("accepted", |e| matches!(e, Event::DialResult { req_id, outcome: Outcome::Accepted, .. } if *req_id == req).then_some(())).await;
+    alice
+        .expect("accepted", |e| {
+            matches!(e, Event::DialResult { req_id, outcome: Outcome::Accepted, .. } if *req_id == req)
+                .then_some(())
+        })
+        .await;
 
     server.restart().await;
 
@@ -30,40 +35,24 @@ async fn restart_keeps_the_registry_and_clients_reconnect() {
                 _ => None,
             })
             .await;
-        assert!(
-            matches!(
-                reason,
-                StopReason::ServerShutdown | StopReason::ConnectionLost
-            ),
-            "{reason:?}"
-        );
-        c.expect("offline", |e| {
-            matches!(e, Event::Offline { .. }).then_some(())
-        })
-        .await;
+        assert!(matches!(reason, StopReason::ServerShutdown | StopReason::ConnectionLost), "{reason:?}");
+        c.expect("offline", |e| matches!(e, Event::Offline { .. }).then_some(())).await;
         // Back online on their own, with the token the database kept.
-        c.expect("online again", |e| {
-            matches!(e, Event::Online { .. }).then_some(())
-        })
-        .await;
+        c.expect("online again", |e| matches!(e, Event::Online { .. }).then_some(())).await;
     }
     assert_eq!(server.hub().store.user_count().await.expect("count"), 2);
 
     let req = alice.handle.dial("0151 23456789", Offer::default());
     let sid = bob
         .expect("incoming after restart", |e| match e {
-            Event::Incoming {
-                session_id, caller, ..
-            } if caller.number == ALICE => Some(session_id.clone()),
+            Event::Incoming { session_id, caller, .. } if caller.number == ALICE => Some(session_id.clone()),
             _ => None,
         })
         .await;
     bob.handle.answer(&sid, true);
     let outcome = alice
         .expect("result", |e| match e {
-            Event::DialResult {
-                req_id, outcome, ..
-            } if *req_id == req => Some(outcome.clone()),
+            Event::DialResult { req_id, outcome, .. } if *req_id == req => Some(outcome.clone()),
             _ => None,
         })
         .await;
@@ -76,11 +65,7 @@ async fn clients_wait_out_a_server_that_is_down() {
     let mut alice = server.user(ALICE, "Alice").await;
     server.stop().await;
     // While down, dialing fails at once with a reason instead of hanging.
-    alice
-        .expect("offline", |e| {
-            matches!(e, Event::Offline { .. }).then_some(())
-        })
-        .await;
+    alice.expect("offline", |e| matches!(e, Event::Offline { .. }).then_some(())).await;
     let req = alice.handle.dial(BOB, Offer::default());
     alice
         .expect("dial refused offline", |e| {
@@ -89,14 +74,8 @@ async fn clients_wait_out_a_server_that_is_down() {
         .await;
     // Several failed attempts later it comes back.
     alice
-        .expect("retry", |e| {
-            matches!(e, Event::Connecting { attempt } if *attempt >= 3).then_some(())
-        })
+        .expect("retry", |e| matches!(e, Event::Connecting { attempt } if *attempt >= 3).then_some(()))
         .await;
     server.restart().await;
-    alice
-        .expect("online again", |e| {
-            matches!(e, Event::Online { .. }).then_some(())
-        })
-        .await;
+    alice.expect("online again", |e| matches!(e, Event::Online { .. }).then_some(())).await;
 }
