@@ -4,5 +4,6 @@ mod bad_input;
 mod cli;
 mod fixture;
 mod handshake;
+mod heartbeat;
 mod restart;
 mod store;
