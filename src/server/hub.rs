@@ -200,6 +200,14 @@ impl Inner {
         Some(session)
     }
 
+    /// Tells devices that were ringing for a session that it stopped, and why.
+    fn close_initiation(&mut self, devices: &[i64], id: &SessionId, reason: ClosedReason) {
+        let msg = ServerMsg::InitiationClosed { session_id: id.clone(), reason };
+        for d in devices {
+            self.send(*d, &msg);
+        }
+    }
+
     fn peer_info(&self, user_id: i64, device_id: i64) -> Option<PeerInfo> {
         let user = self.users.get(&user_id)?;
         let dev = self.devices.get(&device_id)?;
@@ -316,15 +324,7 @@ impl Hub {
             SessionState::Ringing { devices, .. } => {
                 let devices = devices.clone();
                 inner.remove_session(id, "the caller went offline");
-                for d in devices {
-                    inner.send(
-                        d,
-                        &ServerMsg::InitiationClosed {
-                            session_id: id.clone(),
-                            reason: ClosedReason::CallerGone,
-                        },
-                    );
-                }
+                inner.close_initiation(&devices, id, ClosedReason::CallerGone);
             }
             SessionState::Active { callee_device } => {
                 let other = if is_caller { *callee_device } else { session.caller_device };
@@ -463,12 +463,7 @@ impl Hub {
         };
         let (caller, req_id, devices) = (session.caller_device, session.req_id, devices.clone());
         inner.remove_session(id, "it timed out without an answer");
-        for d in devices {
-            inner.send(
-                d,
-                &ServerMsg::InitiationClosed { session_id: id.clone(), reason: ClosedReason::TimedOut },
-            );
-        }
+        inner.close_initiation(&devices, id, ClosedReason::TimedOut);
         self.tell_outcome(&mut inner, caller, req_id, Some(id), Outcome::TimedOut);
     }
 
@@ -512,15 +507,7 @@ impl Hub {
             (session.caller_device, session.caller_user, session.req_id, session.offer);
         if !accept {
             inner.remove_session(id, "it was declined");
-            for d in others {
-                inner.send(
-                    d,
-                    &ServerMsg::InitiationClosed {
-                        session_id: id.clone(),
-                        reason: ClosedReason::DeclinedElsewhere,
-                    },
-                );
-            }
+            inner.close_initiation(&others, id, ClosedReason::DeclinedElsewhere);
             self.tell_outcome(&mut inner, caller_device, req_id, Some(id), Outcome::Declined);
             return;
         }
@@ -531,15 +518,7 @@ impl Hub {
         for d in &others {
             inner.detach(*d, id);
         }
-        for d in others {
-            inner.send(
-                d,
-                &ServerMsg::InitiationClosed {
-                    session_id: id.clone(),
-                    reason: ClosedReason::AnsweredElsewhere,
-                },
-            );
-        }
+        inner.close_initiation(&others, id, ClosedReason::AnsweredElsewhere);
         let (Some(caller_info), Some(callee_info)) =
             (inner.peer_info(caller_user, caller_device), inner.peer_info(user_id, device_id))
         else {
@@ -611,15 +590,7 @@ impl Hub {
             SessionState::Ringing { devices, .. } if session.caller_device == device_id => {
                 let (devices, req_id) = (devices.clone(), session.req_id);
                 inner.remove_session(id, "the caller cancelled it");
-                for d in devices {
-                    inner.send(
-                        d,
-                        &ServerMsg::InitiationClosed {
-                            session_id: id.clone(),
-                            reason: ClosedReason::Cancelled,
-                        },
-                    );
-                }
+                inner.close_initiation(&devices, id, ClosedReason::Cancelled);
                 self.tell_outcome(&mut inner, device_id, req_id, Some(id), Outcome::Cancelled);
             }
             SessionState::Ringing { devices, .. } if devices.contains(&device_id) => {

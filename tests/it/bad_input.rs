@@ -15,19 +15,9 @@ async fn still_serving(server: &TestServer) {
     let mut alice = server.client(&server.login(ALICE, None).await, None).await;
     let mut bob = server.client(&server.login(BOB, None).await, None).await;
     let req = alice.handle.dial(BOB, Offer::default());
-    let sid = bob
-        .expect("incoming", |e| match e {
-            Event::Incoming { session_id, .. } => Some(session_id.clone()),
-            _ => None,
-        })
-        .await;
+    let (sid, ..) = bob.incoming().await;
     bob.handle.answer(&sid, true);
-    let outcome = alice
-        .expect("result", |e| match e {
-            Event::DialResult { req_id, outcome, .. } if *req_id == req => Some(outcome.clone()),
-            _ => None,
-        })
-        .await;
+    let outcome = alice.dial_result(req).await;
     assert_eq!(outcome, Outcome::Accepted);
 }
 

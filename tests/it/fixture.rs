@@ -1,8 +1,11 @@
 //! Real server on an ephemeral port, real clients over real sockets.
 
 use futures_util::{SinkExt, StreamExt};
-use sidecall::client::{self, ClientConfig, ClientHandle, Event, api};
-use sidecall::protocol::{ClientMsg, LoginRequest, PROTOCOL_VERSION, RegisterRequest, ServerMsg};
+use sidecall::client::{self, ClientConfig, ClientHandle, Event, StopReason, api};
+use sidecall::protocol::{
+    ClientMsg, ErrorCode, LoginRequest, Offer, Outcome, PROTOCOL_VERSION, Party, PeerInfo, RegisterRequest,
+    Role, ServerMsg, SessionId, Settings,
+};
 use sidecall::server::{self, RunningServer, ServerConfig};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -146,6 +149,69 @@ impl TestClient {
                 Err(_) => panic!("timed out waiting for {what}; saw {seen:#?}"),
             }
         }
+    }
+
+    /// The next incoming request: session, caller, offer.
+    pub async fn incoming(&mut self) -> (SessionId, Party, Offer) {
+        self.expect("incoming", |e| match e {
+            Event::Incoming { session_id, caller, offer, .. } => {
+                Some((session_id.clone(), caller.clone(), *offer))
+            }
+            _ => None,
+        })
+        .await
+    }
+
+    /// The outcome of request `req`; fails the test if the request failed instead.
+    pub async fn dial_result(&mut self, req: u64) -> Outcome {
+        self.expect("dial result", |e| match e {
+            Event::DialResult { req_id, outcome, .. } if *req_id == req => Some(outcome.clone()),
+            Event::DialFailed { req_id, message, .. } if *req_id == req => panic!("dial failed: {message}"),
+            _ => None,
+        })
+        .await
+    }
+
+    pub async fn started(&mut self) -> (SessionId, Role, PeerInfo) {
+        self.expect("session started", |e| match e {
+            Event::SessionStarted { session_id, role, peer, .. } => {
+                Some((session_id.clone(), *role, peer.clone()))
+            }
+            _ => None,
+        })
+        .await
+    }
+
+    pub async fn ended(&mut self) -> (SessionId, StopReason) {
+        self.expect("session ended", |e| match e {
+            Event::SessionEnded { session_id, reason } => Some((session_id.clone(), *reason)),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Why the incoming request `sid` stopped ringing.
+    pub async fn closed(&mut self, sid: &SessionId) -> StopReason {
+        self.expect("incoming closed", |e| match e {
+            Event::IncomingClosed { session_id, reason } if session_id == sid => Some(*reason),
+            _ => None,
+        })
+        .await
+    }
+
+    /// The next error the server reported: code and message.
+    pub async fn error(&mut self) -> (ErrorCode, String) {
+        self.expect("error", |e| match e {
+            Event::Error { code, message, .. } => Some((*code, message.clone())),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Waits for the server to confirm settings matching `want`.
+    pub async fn settings(&mut self, want: impl Fn(&Settings) -> bool) {
+        self.expect("settings", |e| matches!(e, Event::Settings { settings } if want(settings)).then_some(()))
+            .await
     }
 
     /// Everything that arrives within `dur`.

@@ -2,46 +2,9 @@
 
 use crate::fixture::*;
 use sidecall::client::{Event, StopReason};
-use sidecall::protocol::{ClientMsg, ErrorCode, Offer, Outcome, Role, ServerMsg, SessionId, SignalData};
+use sidecall::protocol::{ClientMsg, ErrorCode, Offer, Outcome, Role, ServerMsg, SignalData};
 use std::net::IpAddr;
 use std::time::Duration;
-
-async fn incoming(c: &mut TestClient) -> (SessionId, sidecall::protocol::Party, Offer) {
-    c.expect("incoming", |e| match e {
-        Event::Incoming { session_id, caller, offer, .. } => {
-            Some((session_id.clone(), caller.clone(), *offer))
-        }
-        _ => None,
-    })
-    .await
-}
-
-async fn dial_result(c: &mut TestClient, req: u64) -> Outcome {
-    c.expect("dial result", |e| match e {
-        Event::DialResult { req_id, outcome, .. } if *req_id == req => Some(outcome.clone()),
-        Event::DialFailed { req_id, message, .. } if *req_id == req => panic!("dial failed: {message}"),
-        _ => None,
-    })
-    .await
-}
-
-async fn started(c: &mut TestClient) -> (SessionId, Role, sidecall::protocol::PeerInfo) {
-    c.expect("session started", |e| match e {
-        Event::SessionStarted { session_id, role, peer, .. } => {
-            Some((session_id.clone(), *role, peer.clone()))
-        }
-        _ => None,
-    })
-    .await
-}
-
-async fn ended(c: &mut TestClient) -> (SessionId, StopReason) {
-    c.expect("session ended", |e| match e {
-        Event::SessionEnded { session_id, reason } => Some((session_id.clone(), *reason)),
-        _ => None,
-    })
-    .await
-}
 
 #[tokio::test]
 async fn accept_relay_and_end_by_callee() {
@@ -79,9 +42,9 @@ async fn accept_relay_and_end_by_callee() {
     assert_eq!(pending, sid);
 
     bob.handle.answer(&sid, true);
-    assert_eq!(dial_result(&mut alice, req).await, Outcome::Accepted);
-    let (a_sid, a_role, a_peer) = started(&mut alice).await;
-    let (b_sid, b_role, b_peer) = started(&mut bob).await;
+    assert_eq!(alice.dial_result(req).await, Outcome::Accepted);
+    let (a_sid, a_role, a_peer) = alice.started().await;
+    let (b_sid, b_role, b_peer) = bob.started().await;
     assert_eq!((a_sid.clone(), b_sid), (sid.clone(), sid.clone()));
     assert_eq!((a_role, b_role), (Role::Caller, Role::Callee));
     assert_eq!(a_peer.number, BOB);
@@ -115,17 +78,12 @@ async fn accept_relay_and_end_by_callee() {
     assert_eq!(got, cand);
 
     bob.handle.end(&sid);
-    assert_eq!(ended(&mut bob).await, (sid.clone(), StopReason::YouEnded));
-    assert_eq!(ended(&mut alice).await, (sid.clone(), StopReason::PeerEnded));
+    assert_eq!(bob.ended().await, (sid.clone(), StopReason::YouEnded));
+    assert_eq!(alice.ended().await, (sid.clone(), StopReason::PeerEnded));
 
     // The session is over: signaling and a second end are refused with a clear error.
     alice.handle.signal(&sid, SignalData::EndOfCandidates);
-    let code = alice
-        .expect("error", |e| match e {
-            Event::Error { code, .. } => Some(*code),
-            _ => None,
-        })
-        .await;
+    let (code, _) = alice.error().await;
     assert_eq!(code, ErrorCode::SessionClosed);
 }
 
@@ -135,13 +93,13 @@ async fn caller_ends_an_active_session() {
     let mut alice = server.user(ALICE, "Alice").await;
     let mut bob = server.user(BOB, "Bob").await;
     let req = alice.handle.dial(BOB, Offer::default());
-    let (sid, ..) = incoming(&mut bob).await;
+    let (sid, ..) = bob.incoming().await;
     bob.handle.answer(&sid, true);
-    assert_eq!(dial_result(&mut alice, req).await, Outcome::Accepted);
-    started(&mut alice).await;
+    assert_eq!(alice.dial_result(req).await, Outcome::Accepted);
+    alice.started().await;
     alice.handle.end(&sid);
-    assert_eq!(ended(&mut bob).await.1, StopReason::PeerEnded);
-    assert_eq!(ended(&mut alice).await.1, StopReason::YouEnded);
+    assert_eq!(bob.ended().await.1, StopReason::PeerEnded);
+    assert_eq!(alice.ended().await.1, StopReason::YouEnded);
 }
 
 #[tokio::test]
@@ -150,17 +108,12 @@ async fn decline() {
     let mut alice = server.user(ALICE, "Alice").await;
     let mut bob = server.user(BOB, "Bob").await;
     let req = alice.handle.dial(BOB, Offer::default());
-    let (sid, ..) = incoming(&mut bob).await;
+    let (sid, ..) = bob.incoming().await;
     bob.handle.answer(&sid, false);
-    assert_eq!(dial_result(&mut alice, req).await, Outcome::Declined);
+    assert_eq!(alice.dial_result(req).await, Outcome::Declined);
     // A second answer is late: the session is over and says so.
     bob.handle.answer(&sid, true);
-    let code = bob
-        .expect("error", |e| match e {
-            Event::Error { code, .. } => Some(*code),
-            _ => None,
-        })
-        .await;
+    let (code, _) = bob.error().await;
     assert_eq!(code, ErrorCode::SessionClosed);
     let late = alice.drain(Duration::from_millis(300)).await;
     assert!(!late.iter().any(|e| matches!(e, Event::SessionStarted { .. })), "{late:?}");
@@ -172,22 +125,12 @@ async fn unanswered_request_times_out_and_late_answer_is_refused() {
     let mut alice = server.user(ALICE, "Alice").await;
     let mut bob = server.user(BOB, "Bob").await;
     let req = alice.handle.dial(BOB, Offer::default());
-    let (sid, ..) = incoming(&mut bob).await;
-    assert_eq!(dial_result(&mut alice, req).await, Outcome::TimedOut);
-    let reason = bob
-        .expect("closed", |e| match e {
-            Event::IncomingClosed { session_id, reason } if *session_id == sid => Some(*reason),
-            _ => None,
-        })
-        .await;
+    let (sid, ..) = bob.incoming().await;
+    assert_eq!(alice.dial_result(req).await, Outcome::TimedOut);
+    let reason = bob.closed(&sid).await;
     assert_eq!(reason, StopReason::TimedOut);
     bob.handle.answer(&sid, true);
-    let (code, msg) = bob
-        .expect("error", |e| match e {
-            Event::Error { code, message, .. } => Some((*code, message.clone())),
-            _ => None,
-        })
-        .await;
+    let (code, msg) = bob.error().await;
     assert_eq!(code, ErrorCode::SessionClosed);
     assert!(msg.contains("timed out"), "{msg}");
 }
@@ -198,15 +141,10 @@ async fn caller_cancels_while_ringing() {
     let mut alice = server.user(ALICE, "Alice").await;
     let mut bob = server.user(BOB, "Bob").await;
     let req = alice.handle.dial(BOB, Offer::default());
-    let (sid, ..) = incoming(&mut bob).await;
+    let (sid, ..) = bob.incoming().await;
     alice.handle.end(&sid);
-    assert_eq!(dial_result(&mut alice, req).await, Outcome::Cancelled);
-    let reason = bob
-        .expect("closed", |e| match e {
-            Event::IncomingClosed { reason, .. } => Some(*reason),
-            _ => None,
-        })
-        .await;
+    assert_eq!(alice.dial_result(req).await, Outcome::Cancelled);
+    let reason = bob.closed(&sid).await;
     assert_eq!(reason, StopReason::Cancelled);
 }
 
@@ -221,35 +159,26 @@ async fn unknown_offline_unwilling_and_dnd_targets_are_all_just_unavailable() {
     // Unknown (valid number, no account) and offline.
     for target in ["+49 40 9876543", CAROL] {
         let req = alice.handle.dial(target, Offer::default());
-        assert_eq!(dial_result(&mut alice, req).await, Outcome::Unavailable, "{target}");
+        assert_eq!(alice.dial_result(req).await, Outcome::Unavailable, "{target}");
     }
     // Not taking sessions.
     bob.handle.update_settings(Some(false), None);
-    bob.expect("settings", |e| {
-        matches!(e, Event::Settings { settings } if !settings.accepting_sessions).then_some(())
-    })
-    .await;
+    bob.settings(|settings| !settings.accepting_sessions).await;
     let req = alice.handle.dial(BOB, Offer::default());
-    assert_eq!(dial_result(&mut alice, req).await, Outcome::Unavailable);
+    assert_eq!(alice.dial_result(req).await, Outcome::Unavailable);
     // Do not disturb.
     bob.handle.update_settings(Some(true), Some(true));
-    bob.expect("settings", |e| {
-        matches!(e, Event::Settings { settings } if settings.do_not_disturb).then_some(())
-    })
-    .await;
+    bob.settings(|settings| settings.do_not_disturb).await;
     let req = alice.handle.dial(BOB, Offer::default());
-    assert_eq!(dial_result(&mut alice, req).await, Outcome::Unavailable);
+    assert_eq!(alice.dial_result(req).await, Outcome::Unavailable);
     // Bob was never rung.
     let seen = bob.drain(Duration::from_millis(300)).await;
     assert!(!seen.iter().any(|e| matches!(e, Event::Incoming { .. })), "{seen:?}");
     // And available again.
     bob.handle.update_settings(None, Some(false));
-    bob.expect("settings", |e| {
-        matches!(e, Event::Settings { settings } if !settings.do_not_disturb).then_some(())
-    })
-    .await;
+    bob.settings(|settings| !settings.do_not_disturb).await;
     let req = alice.handle.dial(BOB, Offer::default());
-    incoming(&mut bob).await;
+    bob.incoming().await;
     alice
         .expect("pending", |e| matches!(e, Event::DialPending { req_id, .. } if *req_id == req).then_some(()))
         .await;
@@ -268,15 +197,15 @@ async fn every_common_format_reaches_the_same_user() {
         "tel:+49-151-23456789",
     ] {
         let req = alice.handle.dial(form, Offer::default());
-        let (sid, caller, _) = incoming(&mut bob).await;
+        let (sid, caller, _) = bob.incoming().await;
         assert_eq!(caller.number, ALICE, "{form}");
         bob.handle.answer(&sid, false);
-        assert_eq!(dial_result(&mut alice, req).await, Outcome::Declined, "{form}");
+        assert_eq!(alice.dial_result(req).await, Outcome::Declined, "{form}");
     }
     // A national number is read in the caller's own country unless told otherwise: read in
     // Austria, Bob's national number is somebody else's (or nobody's).
     let req = alice.handle.dial_with("0151 23456789", Offer::default(), Some("AT".into()), None);
-    let outcome = dial_result(&mut alice, req).await;
+    let outcome = alice.dial_result(req).await;
     assert!(matches!(outcome, Outcome::InvalidNumber { .. } | Outcome::Unavailable), "{outcome:?}");
     let seen = bob.drain(Duration::from_millis(200)).await;
     assert!(!seen.iter().any(|e| matches!(e, Event::Incoming { .. })), "{seen:?}");
@@ -288,7 +217,7 @@ async fn invalid_and_own_numbers_are_refused_clearly() {
     let mut alice = server.user(ALICE, "Alice").await;
     for bad in ["", "hello", "0151 9", "+999 123"] {
         let req = alice.handle.dial(bad, Offer::default());
-        match dial_result(&mut alice, req).await {
+        match alice.dial_result(req).await {
             Outcome::InvalidNumber { reason } => assert!(!reason.is_empty(), "{bad}"),
             other => panic!("{bad:?} gave {other:?}"),
         }
@@ -313,41 +242,26 @@ async fn two_devices_ring_and_the_first_answer_wins() {
     let mut laptop = server.client(&token2, None).await;
 
     let req = alice.handle.dial(BOB, Offer::default());
-    let (sid, ..) = incoming(&mut desk).await;
-    let (sid2, ..) = incoming(&mut laptop).await;
+    let (sid, ..) = desk.incoming().await;
+    let (sid2, ..) = laptop.incoming().await;
     assert_eq!(sid, sid2);
     laptop.handle.answer(&sid, true);
-    assert_eq!(dial_result(&mut alice, req).await, Outcome::Accepted);
-    let reason = desk
-        .expect("closed", |e| match e {
-            Event::IncomingClosed { reason, .. } => Some(*reason),
-            _ => None,
-        })
-        .await;
+    assert_eq!(alice.dial_result(req).await, Outcome::Accepted);
+    let reason = desk.closed(&sid).await;
     assert_eq!(reason, StopReason::AnsweredElsewhere);
-    started(&mut laptop).await;
+    laptop.started().await;
     // The desk phone's late answer is refused.
     desk.handle.answer(&sid, true);
-    let code = desk
-        .expect("error", |e| match e {
-            Event::Error { code, .. } => Some(*code),
-            _ => None,
-        })
-        .await;
+    let (code, _) = desk.error().await;
     assert_eq!(code, ErrorCode::AlreadyAnswered);
 
     // A decline on one device ends the request for all.
     let req = alice.handle.dial(BOB, Offer::default());
-    let (sid, ..) = incoming(&mut desk).await;
-    incoming(&mut laptop).await;
+    let (sid, ..) = desk.incoming().await;
+    laptop.incoming().await;
     desk.handle.answer(&sid, false);
-    assert_eq!(dial_result(&mut alice, req).await, Outcome::Declined);
-    let reason = laptop
-        .expect("closed", |e| match e {
-            Event::IncomingClosed { session_id, reason } if *session_id == sid => Some(*reason),
-            _ => None,
-        })
-        .await;
+    assert_eq!(alice.dial_result(req).await, Outcome::Declined);
+    let reason = laptop.closed(&sid).await;
     assert_eq!(reason, StopReason::DeclinedElsewhere);
 }
 
@@ -377,7 +291,7 @@ async fn nothing_about_the_callee_reaches_the_caller_before_accept() {
         .send(&ClientMsg::Signal { session_id: sid.clone(), data: SignalData::Offer { sdp: "x".into() } })
         .await;
     assert_eq!(alice.expect_error().await, ErrorCode::SessionNotActive);
-    let (bsid, ..) = incoming(&mut bob).await;
+    let (bsid, ..) = bob.incoming().await;
     let before: Vec<String> = alice.transcript.clone();
     for text in &before {
         assert!(!text.contains(secret_ip) && !text.contains("Secretname"), "leaked before accept: {text}");
@@ -411,9 +325,9 @@ async fn a_dropped_peer_ends_the_session_for_the_other() {
         other => panic!("{other:?}"),
     };
     bob.send(&ClientMsg::Answer { session_id: sid.clone(), accept: true }).await;
-    assert_eq!(dial_result(&mut alice, req).await, Outcome::Accepted);
+    assert_eq!(alice.dial_result(req).await, Outcome::Accepted);
     drop(bob);
-    assert_eq!(ended(&mut alice).await, (sid, StopReason::PeerDisconnected));
+    assert_eq!(alice.ended().await, (sid, StopReason::PeerDisconnected));
 }
 
 #[tokio::test]
@@ -431,13 +345,8 @@ async fn ringing_stops_when_the_caller_goes_offline() {
             call_ref: None,
         })
         .await;
-    let (sid, ..) = incoming(&mut bob).await;
+    let (sid, ..) = bob.incoming().await;
     drop(alice);
-    let reason = bob
-        .expect("closed", |e| match e {
-            Event::IncomingClosed { session_id, reason } if *session_id == sid => Some(*reason),
-            _ => None,
-        })
-        .await;
+    let reason = bob.closed(&sid).await;
     assert_eq!(reason, StopReason::CallerGone);
 }

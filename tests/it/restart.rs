@@ -12,12 +12,7 @@ async fn restart_keeps_the_registry_and_clients_reconnect() {
 
     // An active session when the server goes down ends for both sides with a reason.
     let req = alice.handle.dial(BOB, Offer::default());
-    let sid = bob
-        .expect("incoming", |e| match e {
-            Event::Incoming { session_id, .. } => Some(session_id.clone()),
-            _ => None,
-        })
-        .await;
+    let (sid, ..) = bob.incoming().await;
     bob.handle.answer(&sid, true);
     alice
         .expect("accepted", |e| {
@@ -50,12 +45,7 @@ async fn restart_keeps_the_registry_and_clients_reconnect() {
         })
         .await;
     bob.handle.answer(&sid, true);
-    let outcome = alice
-        .expect("result", |e| match e {
-            Event::DialResult { req_id, outcome, .. } if *req_id == req => Some(outcome.clone()),
-            _ => None,
-        })
-        .await;
+    let outcome = alice.dial_result(req).await;
     assert_eq!(outcome, Outcome::Accepted);
 }
 
