@@ -469,6 +469,8 @@ fn print_event(output: &Output, ev: &Event) {
             if settings.accepting_sessions { "on" } else { "off" },
             if settings.do_not_disturb { "on" } else { "off" }
         ),
+        Event::Blocked { numbers } if numbers.is_empty() => {}
+        Event::Blocked { numbers } => eprintln!("blocked: {}", numbers.join(", ")),
         Event::Error { code, message, .. } => eprintln!("server refused: {message} ({code})"),
         Event::Stopped => {}
     }

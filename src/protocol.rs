@@ -160,6 +160,8 @@ pub enum ClientMsg {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         do_not_disturb: Option<bool>,
     },
+    /// Replace the list of numbers whose requests this user never sees (any common format).
+    SetBlocked { numbers: Vec<String> },
     /// Application-level keepalive for clients that cannot send WebSocket pings.
     Ping { nonce: u64 },
 }
@@ -349,6 +351,8 @@ pub enum ServerMsg {
     SessionEnded { session_id: SessionId, reason: EndReason },
     /// Current settings, after `update_settings`.
     Settings { settings: Settings },
+    /// The block list as stored (E.164, sorted), after `set_blocked` and after `welcome`.
+    Blocked { numbers: Vec<String> },
     /// Answer to `ping`.
     Pong { nonce: u64 },
     /// Something the client sent was refused.

@@ -158,6 +158,10 @@ pub enum Event {
     Settings {
         settings: Settings,
     },
+    /// The block list as the server keeps it (E.164).
+    Blocked {
+        numbers: Vec<String>,
+    },
     /// The server refused something; `message` is for people.
     Error {
         code: ErrorCode,
@@ -177,6 +181,7 @@ pub enum Command {
     End { session_id: SessionId },
     Signal { session_id: SessionId, data: SignalData },
     UpdateSettings { accepting_sessions: Option<bool>, do_not_disturb: Option<bool> },
+    SetBlocked { numbers: Vec<String> },
     Shutdown,
 }
 
@@ -225,6 +230,11 @@ impl ClientHandle {
 
     pub fn update_settings(&self, accepting_sessions: Option<bool>, do_not_disturb: Option<bool>) {
         self.send(Command::UpdateSettings { accepting_sessions, do_not_disturb });
+    }
+
+    /// Replaces the block list (any common number format).
+    pub fn set_blocked(&self, numbers: Vec<String>) {
+        self.send(Command::SetBlocked { numbers });
     }
 
     pub fn shutdown(&self) {
@@ -322,6 +332,7 @@ impl State {
                 Event::SessionEnded { session_id, reason: reason.into() }
             }
             ServerMsg::Settings { settings } => Event::Settings { settings },
+            ServerMsg::Blocked { numbers } => Event::Blocked { numbers },
             ServerMsg::Error { code, message, req_id: Some(req_id), .. } if self.dials.remove(&req_id) => {
                 Event::DialFailed { req_id, code: Some(code), message }
             }
@@ -408,7 +419,7 @@ fn refuse_offline(cmd: Command, sink: &Sink) {
             code: None,
             message: "not connected to the server; try again when online".into(),
         }),
-        Command::UpdateSettings { .. } => sink.emit(Event::Error {
+        Command::UpdateSettings { .. } | Command::SetBlocked { .. } => sink.emit(Event::Error {
             code: ErrorCode::Internal,
             message: "not connected to the server: settings were not changed".into(),
             session_id: None,
@@ -569,6 +580,7 @@ async fn connect_and_serve(
                     Some(Command::UpdateSettings { accepting_sessions, do_not_disturb }) => {
                         ClientMsg::UpdateSettings { accepting_sessions, do_not_disturb }
                     }
+                    Some(Command::SetBlocked { numbers }) => ClientMsg::SetBlocked { numbers },
                 };
                 if let Err(reason) = send(&mut ws, &msg).await {
                     return Exit::Lost { reason, was_online: true };

@@ -13,7 +13,7 @@ use crate::server::metrics::Metrics;
 use crate::server::store::Store;
 use axum::extract::ws::Utf8Bytes;
 use parking_lot::Mutex;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -69,6 +69,8 @@ struct OnlineUser {
     /// Region national numbers dialed by this user are read in.
     region: String,
     settings: Settings,
+    /// Callers (E.164) who get `unavailable` from this user.
+    blocked: HashSet<String>,
     devices: Vec<i64>,
 }
 
@@ -113,6 +115,7 @@ pub struct Login {
     pub number: String,
     pub display_name: String,
     pub settings: Settings,
+    pub blocked: Vec<String>,
     pub reported_ip: Option<IpAddr>,
     pub observed_ip: IpAddr,
 }
@@ -265,9 +268,11 @@ impl Hub {
             display_name: login.display_name.clone(),
             region: region_of(&login.number).unwrap_or(default_region),
             settings: login.settings,
+            blocked: HashSet::new(),
             devices: Vec::new(),
         });
         user.settings = login.settings;
+        user.blocked = login.blocked.iter().cloned().collect();
         user.devices.push(login.device_id);
         inner.by_number.insert(login.number.clone(), login.user_id);
         self.metrics.online_devices.set(inner.devices.len() as i64);
@@ -399,7 +404,9 @@ impl Hub {
         // Unknown, offline, not accepting and do-not-disturb all look the same to the caller.
         let callee = inner.by_number.get(target.as_str()).copied().and_then(|uid| {
             let u = inner.users.get(&uid)?;
-            let available = u.settings.accepting_sessions && !u.settings.do_not_disturb;
+            let available = u.settings.accepting_sessions
+                && !u.settings.do_not_disturb
+                && !u.blocked.contains(&caller_party.number);
             (available && !u.devices.is_empty()).then(|| (uid, u.devices.clone()))
         });
         let Some((callee_user, callee_devices)) = callee else {
@@ -629,6 +636,32 @@ impl Hub {
         for d in devices {
             inner.send(d, &ServerMsg::Settings { settings });
         }
+    }
+
+    /// A user's new block list: cached for routing and told to all their devices.
+    pub fn blocked_changed(&self, user_id: i64, numbers: Vec<String>) {
+        let mut inner = self.inner.lock();
+        let devices = match inner.users.get_mut(&user_id) {
+            Some(u) => {
+                u.blocked = numbers.iter().cloned().collect();
+                u.devices.clone()
+            }
+            None => return,
+        };
+        let msg = ServerMsg::Blocked { numbers };
+        for d in devices {
+            inner.send(d, &msg);
+        }
+    }
+
+    /// The region a user's national numbers are read in.
+    pub fn region_of_user(&self, user_id: i64) -> String {
+        self.inner
+            .lock()
+            .users
+            .get(&user_id)
+            .map(|u| u.region.clone())
+            .unwrap_or_else(|| self.cfg.default_region.clone())
     }
 
     /// Closes the connection of a device (after logout).

@@ -82,6 +82,10 @@ pub trait Store: Send + Sync + 'static {
         accepting_sessions: Option<bool>,
         do_not_disturb: Option<bool>,
     ) -> Result<Settings, StoreError>;
+    /// The numbers (E.164) a user blocked, sorted.
+    async fn blocked(&self, user_id: i64) -> Result<Vec<String>, StoreError>;
+    /// Replaces a user's block list.
+    async fn set_blocked(&self, user_id: i64, numbers: &[String]) -> Result<(), StoreError>;
 }
 
 fn now_ms() -> i64 {
@@ -319,5 +323,27 @@ impl Store for SqlStore {
             accepting_sessions: row.try_get::<i64, _>(0)? != 0,
             do_not_disturb: row.try_get::<i64, _>(1)? != 0,
         })
+    }
+
+    async fn blocked(&self, user_id: i64) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT number FROM blocked WHERE user_id = $1 ORDER BY number")
+            .bind(user_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| r.try_get::<String, _>(0).map_err(StoreError::from)).collect()
+    }
+
+    async fn set_blocked(&self, user_id: i64, numbers: &[String]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM blocked WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
+        for n in numbers {
+            sqlx::query("INSERT INTO blocked (user_id, number) VALUES ($1, $2)")
+                .bind(user_id)
+                .bind(n)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 }

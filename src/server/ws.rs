@@ -157,12 +157,20 @@ async fn await_hello(hub: &Hub, socket: &mut WebSocket, observed_ip: IpAddr) -> 
         if let Err(e) = hub.store.device_seen(device.id, device_ip, observed_ip).await {
             tracing::warn!(device_id = device.id, "could not record device addresses: {e}");
         }
+        let blocked = match hub.store.blocked(user.id).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!("cannot read the block list: {e}");
+                Vec::new()
+            }
+        };
         return Some(Login {
             device_id: device.id,
             user_id: user.id,
             number: user.number,
             display_name: user.display_name,
             settings: user.settings,
+            blocked,
             reported_ip,
             observed_ip,
         });
@@ -202,7 +210,8 @@ pub async fn connection(hub: Arc<Hub>, mut socket: WebSocket, observed_ip: IpAdd
         observed_ip,
         ice_servers: hub.cfg.ice_servers.clone(),
     };
-    if send_msg(&mut socket, &welcome).await {
+    let blocked = ServerMsg::Blocked { numbers: login.blocked.clone() };
+    if send_msg(&mut socket, &welcome).await && send_msg(&mut socket, &blocked).await {
         serve(&hub, &mut socket, &login, &mut outbound).await;
     }
     hub.disconnect(device_id, conn_id);
@@ -330,7 +339,39 @@ async fn handle(
                 }
             }
         }
+        ClientMsg::SetBlocked { numbers } => set_blocked(hub, socket, login, numbers).await,
         ClientMsg::Ping { nonce } => send_msg(socket, &ServerMsg::Pong { nonce }).await,
+    }
+}
+
+/// Most numbers one block list may hold.
+const MAX_BLOCKED: usize = 1000;
+
+async fn set_blocked(hub: &Arc<Hub>, socket: &mut WebSocket, login: &Login, numbers: Vec<String>) -> bool {
+    if numbers.len() > MAX_BLOCKED {
+        let msg = format!("a block list holds at most {MAX_BLOCKED} numbers");
+        return refuse(hub, socket, ErrorCode::InvalidField, msg).await;
+    }
+    let region = hub.region_of_user(login.user_id);
+    let mut normalized = Vec::with_capacity(numbers.len());
+    for n in &numbers {
+        match crate::number::normalize(n, Some(&region)) {
+            Ok(e164) => normalized.push(e164.to_string()),
+            Err(e) => return refuse(hub, socket, ErrorCode::InvalidNumber, format!("block list: {e}")).await,
+        }
+    }
+    normalized.sort();
+    normalized.dedup();
+    match hub.store.set_blocked(login.user_id, &normalized).await {
+        Ok(()) => {
+            hub.blocked_changed(login.user_id, normalized);
+            true
+        }
+        Err(e) => {
+            tracing::error!("cannot save the block list: {e}");
+            refuse(hub, socket, ErrorCode::Internal, "could not save the block list; try again later".into())
+                .await
+        }
     }
 }
 

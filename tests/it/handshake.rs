@@ -185,6 +185,47 @@ async fn unknown_offline_unwilling_and_dnd_targets_are_all_just_unavailable() {
 }
 
 #[tokio::test]
+async fn blocked_callers_get_unavailable_and_the_list_survives_reconnects() {
+    let server = TestServer::start().await;
+    let mut alice = server.user(ALICE, "Alice").await;
+    let mut carol = server.user(CAROL, "Carol").await;
+    let bob_token = server.account(BOB, "Bob").await;
+    let mut bob = server.client(&bob_token, None).await;
+    // National form, read in Bob's own country.
+    bob.handle.set_blocked(vec!["030 123456".into()]);
+    let list = bob
+        .expect("block list", |e| match e {
+            Event::Blocked { numbers } if !numbers.is_empty() => Some(numbers.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(list, vec![ALICE.to_string()]);
+    let req = alice.handle.dial(BOB, Offer::default());
+    assert_eq!(alice.dial_result(req).await, Outcome::Unavailable);
+    let req = carol.handle.dial(BOB, Offer::default());
+    bob.incoming().await;
+    carol
+        .expect("pending", |e| matches!(e, Event::DialPending { req_id, .. } if *req_id == req).then_some(()))
+        .await;
+    // A new device of Bob's is told the stored list.
+    let mut laptop = server.client(&server.login(BOB, None).await, None).await;
+    let stored = laptop
+        .expect("block list", |e| match e {
+            Event::Blocked { numbers } => Some(numbers.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(stored, vec![ALICE.to_string()]);
+    // Invalid entries are refused, naming the number; the list stays.
+    bob.handle.set_blocked(vec!["nonsense".into()]);
+    let (code, msg) = bob.error().await;
+    assert_eq!(code, ErrorCode::InvalidNumber);
+    assert!(msg.contains("nonsense"), "{msg}");
+    let req = alice.handle.dial(BOB, Offer::default());
+    assert_eq!(alice.dial_result(req).await, Outcome::Unavailable);
+}
+
+#[tokio::test]
 async fn every_common_format_reaches_the_same_user() {
     let server = TestServer::start().await;
     let mut alice = server.user(ALICE, "Alice").await;
