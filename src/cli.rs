@@ -35,7 +35,7 @@ pub enum Exit {
     name = "sidecall",
     version,
     about = "Video and files beside your phone call",
-    arg_required_else_help = true
+    after_help = "Without a command, opens the desktop app."
 )]
 pub struct Cli {
     /// Profile to use: each keeps its own server, number and login (for two instances on one
@@ -49,7 +49,7 @@ pub struct Cli {
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -214,10 +214,11 @@ impl From<api::ApiError> for Failure {
 /// Runs a parsed command line to its exit code.
 pub async fn run(cli: Cli) -> Exit {
     let result = match &cli.command {
-        Command::Account(cmd) => account(&cli, cmd).await,
-        Command::Settings(args) => settings(&cli, args).await,
-        Command::Dial(args) => dial(&cli, args).await,
-        Command::Listen(args) => listen(&cli, args).await,
+        Some(Command::Account(cmd)) => account(&cli, cmd).await,
+        Some(Command::Settings(args)) => settings(&cli, args).await,
+        Some(Command::Dial(args)) => dial(&cli, args).await,
+        Some(Command::Listen(args)) => listen(&cli, args).await,
+        None => Err(fail(Exit::Usage, "no command given: run `sidecall` without one for the desktop app")),
     };
     match result {
         Ok(code) => code,

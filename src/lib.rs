@@ -8,9 +8,11 @@
 
 pub mod cli;
 pub mod client;
+pub mod media;
 pub mod number;
 pub mod protocol;
 pub mod server;
+pub mod ui;
 
 /// Sets up `tracing` output on stderr; `RUST_LOG` overrides `default_filter`.
 pub fn init_logging(default_filter: &str) {

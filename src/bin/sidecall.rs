@@ -1,9 +1,20 @@
 //! `sidecall`: the desktop companion; headless subcommands for scripts and tests.
 
 use clap::Parser;
+use sidecall::cli::{Cli, Exit};
 
 fn main() -> std::process::ExitCode {
-    let cli = sidecall::cli::Cli::parse();
+    let cli = Cli::parse();
+    if cli.command.is_none() {
+        return match sidecall::ui::run(&cli.profile, cli.config_dir.clone()) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sidecall: {e}");
+                eprintln!("(no display? the headless commands work anywhere: sidecall --help)");
+                std::process::ExitCode::from(Exit::Error as u8)
+            }
+        };
+    }
     let filter = match cli.verbose {
         0 => "warn",
         1 => "info,sidecall=info",
@@ -14,7 +25,7 @@ fn main() -> std::process::ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("sidecall: cannot start: {e}");
-            return std::process::ExitCode::from(sidecall::cli::Exit::Error as u8);
+            return std::process::ExitCode::from(Exit::Error as u8);
         }
     };
     let code = runtime.block_on(sidecall::cli::run(cli));

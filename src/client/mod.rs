@@ -2,6 +2,7 @@
 //! the saved profile. No UI code lives here; the CLI and the desktop app both drive it.
 
 pub mod api;
+pub mod app;
 pub mod config;
 pub mod core;
 

@@ -1,0 +1,858 @@
+//! The desktop app's headless core: login and hosting, the call state the window shows,
+//! history, settings, and the ring. It runs on its own thread with its own tokio runtime;
+//! the window sends [`AppCommand`]s and receives [`AppEvent`]s, and every event wakes it.
+//! Nothing here knows about egui, so it is driven the same way by the UI and by tests.
+
+use crate::client::config::{self, Profile};
+use crate::client::{self, ClientConfig, ClientHandle, Event, StopReason, Waker, api};
+use crate::media::ring::Ringer;
+use crate::protocol::{
+    LoginRequest, Offer, Outcome, Party, PeerInfo, RegisterRequest, Role, SessionId, Settings,
+};
+use crate::server::{self, RunningServer, ServerConfig};
+use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+
+/// Where one profile keeps its files.
+#[derive(Clone, Debug)]
+pub struct AppPaths {
+    pub config_dir: PathBuf,
+    pub data_dir: PathBuf,
+    pub profile: String,
+}
+
+impl AppPaths {
+    /// The platform's folders (or `SIDECALL_CONFIG_DIR` / `SIDECALL_DATA_DIR`).
+    pub fn for_profile(profile: &str) -> Result<Self, config::ConfigError> {
+        let config_dir = config::config_dir()?;
+        let data_dir = config::data_dir().ok_or(config::ConfigError::NoConfigDir)?;
+        Ok(AppPaths { config_dir, data_dir, profile: profile.to_string() })
+    }
+
+    fn profile_file(&self) -> Result<PathBuf, config::ConfigError> {
+        config::profile_path(&self.config_dir, &self.profile)
+    }
+
+    fn settings_file(&self) -> PathBuf {
+        self.config_dir.join("profiles").join(format!("{}.settings.toml", self.profile))
+    }
+
+    fn history_file(&self) -> PathBuf {
+        self.data_dir.join("history").join(format!("{}.json", self.profile))
+    }
+
+    fn server_dir(&self) -> PathBuf {
+        self.data_dir.join("server")
+    }
+}
+
+/// Settings kept on this computer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AppSettings {
+    /// Country national numbers are read in (two letters).
+    pub region: String,
+    /// 0.0 … 1.0
+    pub ring_volume: f32,
+    pub ring_muted: bool,
+    /// Requests from these numbers (E.164) are accepted without asking.
+    pub auto_accept: Vec<String>,
+    /// Start the registry server inside the app.
+    pub host_server: bool,
+    pub host_port: u16,
+}
+
+impl Default for AppSettings {
+    fn default() -> Self {
+        AppSettings {
+            region: "DE".into(),
+            ring_volume: 0.8,
+            ring_muted: false,
+            auto_accept: Vec::new(),
+            host_server: false,
+            host_port: server::DEFAULT_PORT,
+        }
+    }
+}
+
+impl AppSettings {
+    fn load(path: &Path) -> AppSettings {
+        match std::fs::read_to_string(path) {
+            Ok(text) => toml::from_str(&text).unwrap_or_else(|e| {
+                tracing::warn!("{} is damaged ({}); using defaults", path.display(), e.message());
+                AppSettings::default()
+            }),
+            Err(_) => AppSettings::default(),
+        }
+    }
+
+    fn save(&self, path: &Path) -> std::io::Result<()> {
+        let text = toml::to_string_pretty(self).map_err(|e| std::io::Error::other(e.to_string()))?;
+        write_atomic(path, text.as_bytes())
+    }
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Incoming,
+    Outgoing,
+}
+
+/// How a past request or session went.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum HistoryOutcome {
+    /// Accepted; lasted this many seconds.
+    Completed { seconds: u64 },
+    Declined,
+    /// Incoming, never answered here.
+    Missed,
+    /// Outgoing, never answered there.
+    NoAnswer,
+    Unavailable,
+    Cancelled,
+    Failed { reason: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// Unix seconds.
+    pub at: u64,
+    pub direction: Direction,
+    pub number: String,
+    pub name: Option<String>,
+    pub outcome: HistoryOutcome,
+}
+
+/// Most history entries kept.
+const HISTORY_LIMIT: usize = 500;
+
+fn now_unix() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// A login form's content.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Credentials {
+    /// Ignored when `host_server` is set.
+    pub server: String,
+    pub number: String,
+    pub display_name: String,
+    pub password: String,
+    pub region: String,
+    pub device_ip: Option<IpAddr>,
+    pub host_server: bool,
+}
+
+/// Which field of the login form an error is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Field {
+    Server,
+    Number,
+    DisplayName,
+    Password,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum LoginStatus {
+    Idle,
+    Busy(String),
+    Failed { field: Option<Field>, message: String },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Connection {
+    /// Not logged in.
+    LoggedOut,
+    Connecting { attempt: u32 },
+    Online,
+    Offline { reason: String, retry_in_ms: u64 },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum OutgoingStatus {
+    Dialing,
+    Ringing,
+    Accepted,
+    Declined,
+    NoAnswer,
+    Unavailable,
+    InvalidNumber(String),
+    Cancelled,
+    Failed(String),
+}
+
+impl OutgoingStatus {
+    pub fn is_final(&self) -> bool {
+        !matches!(self, OutgoingStatus::Dialing | OutgoingStatus::Ringing)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outgoing {
+    pub req_id: u64,
+    pub target: String,
+    pub offer: Offer,
+    pub session_id: Option<SessionId>,
+    pub status: OutgoingStatus,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ringing {
+    pub session_id: SessionId,
+    pub caller: Party,
+    pub offer: Offer,
+    pub deadline: Instant,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Active {
+    pub session_id: SessionId,
+    pub role: Role,
+    pub peer: PeerInfo,
+    pub offer: Offer,
+    pub since: Instant,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Hosting {
+    /// What this app itself connects to.
+    pub local_url: String,
+    /// What others on the network use, if an address was found.
+    pub lan_url: Option<String>,
+}
+
+/// Everything the window shows; sent whole after every change.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AppState {
+    /// The saved login, if any (pre-fills the login form).
+    pub profile: Option<Profile>,
+    pub login: LoginStatus,
+    pub connection: Connection,
+    pub account: Option<Party>,
+    pub server_settings: Settings,
+    pub blocked: Vec<String>,
+    pub settings: AppSettings,
+    pub outgoing: Option<Outgoing>,
+    pub incoming: Vec<Ringing>,
+    pub active: Option<Active>,
+    /// How the last session ended, for a line in the window.
+    pub last_ended: Option<StopReason>,
+    pub history: Vec<HistoryEntry>,
+    pub hosting: Option<Hosting>,
+    /// The address of the interface that routes to the server being typed.
+    pub detected_ip: Option<IpAddr>,
+    /// Something the user should know (problems that are not a field's).
+    pub notice: Option<String>,
+}
+
+impl AppState {
+    fn new(settings: AppSettings) -> Self {
+        AppState {
+            profile: None,
+            login: LoginStatus::Idle,
+            connection: Connection::LoggedOut,
+            account: None,
+            server_settings: Settings::default(),
+            blocked: Vec::new(),
+            settings,
+            outgoing: None,
+            incoming: Vec::new(),
+            active: None,
+            last_ended: None,
+            history: Vec::new(),
+            hosting: None,
+            detected_ip: None,
+            notice: None,
+        }
+    }
+
+    /// Logged in (with a token), whether or not the connection is up right now.
+    pub fn logged_in(&self) -> bool {
+        self.connection != Connection::LoggedOut
+    }
+}
+
+/// What the window asks of the core.
+#[derive(Clone, Debug)]
+pub enum AppCommand {
+    Register(Credentials),
+    Login(Credentials),
+    Logout,
+    /// Work out this device's address as seen on the way to `server`.
+    DetectIp { server: String },
+    Dial { target: String, offer: Offer },
+    Answer { session_id: SessionId, accept: bool },
+    End { session_id: SessionId },
+    SetAccepting(bool),
+    SetDoNotDisturb(bool),
+    /// Local settings, and the block list (kept by the server).
+    SaveSettings { settings: AppSettings, blocked: Vec<String> },
+    WindowFocused(bool),
+    DismissNotice,
+    Shutdown,
+}
+
+#[derive(Clone, Debug)]
+pub enum AppEvent {
+    State(Box<AppState>),
+    /// A new request started ringing: the window should ask for attention.
+    Ring { caller: Party },
+}
+
+/// The window's side of the channels.
+#[derive(Clone)]
+pub struct AppHandle {
+    tx: mpsc::UnboundedSender<AppCommand>,
+}
+
+impl AppHandle {
+    pub fn send(&self, cmd: AppCommand) {
+        if self.tx.send(cmd).is_err() {
+            tracing::warn!("the core has stopped; command dropped");
+        }
+    }
+
+    /// A handle whose commands go to `tx` (for tests of the window alone).
+    pub fn from_sender(tx: mpsc::UnboundedSender<AppCommand>) -> Self {
+        AppHandle { tx }
+    }
+}
+
+/// Starts the core on its own thread.
+pub fn start(paths: AppPaths, wake: Waker) -> (AppHandle, std::sync::mpsc::Receiver<AppEvent>) {
+    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+    let (ev_tx, ev_rx) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new().name("sidecall-core".into()).spawn(move || {
+        let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!("cannot start the core runtime: {e}");
+                return;
+            }
+        };
+        rt.block_on(Core::new(paths, ev_tx, wake).run(cmd_rx));
+    });
+    if let Err(e) = spawned {
+        tracing::error!("cannot start the core thread: {e}");
+    }
+    (AppHandle { tx: cmd_tx }, ev_rx)
+}
+
+struct Core {
+    paths: AppPaths,
+    events: std::sync::mpsc::Sender<AppEvent>,
+    wake: Waker,
+    state: AppState,
+    client: Option<ClientHandle>,
+    client_events: Option<mpsc::UnboundedReceiver<Event>>,
+    hosted: Option<RunningServer>,
+    ringer: Ringer,
+    focused: bool,
+}
+
+impl Core {
+    fn new(paths: AppPaths, events: std::sync::mpsc::Sender<AppEvent>, wake: Waker) -> Self {
+        let settings = AppSettings::load(&paths.settings_file());
+        let mut state = AppState::new(settings);
+        state.history = load_history(&paths.history_file());
+        state.profile = paths.profile_file().ok().and_then(|p| match Profile::load(&p) {
+            Ok(p) => p,
+            Err(e) => {
+                state.notice = Some(e.to_string());
+                None
+            }
+        });
+        Core {
+            paths,
+            events,
+            wake,
+            state,
+            client: None,
+            client_events: None,
+            hosted: None,
+            ringer: Ringer::new(),
+            focused: true,
+        }
+    }
+
+    fn publish(&self) {
+        let _ = self.events.send(AppEvent::State(Box::new(self.state.clone())));
+        (self.wake)();
+    }
+
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<AppCommand>) {
+        self.resume().await;
+        self.publish();
+        loop {
+            tokio::select! {
+                cmd = commands.recv() => match cmd {
+                    None | Some(AppCommand::Shutdown) => break,
+                    Some(cmd) => self.command(cmd).await,
+                },
+                ev = next_event(&mut self.client_events) => match ev {
+                    Some(ev) => self.client_event(ev),
+                    None => self.client_events = None,
+                },
+            }
+            self.publish();
+        }
+        self.ringer.stop();
+        if let Some(c) = self.client.take() {
+            c.shutdown();
+        }
+        if let Some(s) = self.hosted.take() {
+            s.shutdown().await;
+        }
+    }
+
+    /// On start: host the server again if asked to, and go online with the saved token.
+    async fn resume(&mut self) {
+        let Some(profile) = self.state.profile.clone() else { return };
+        let Some(token) = profile.token.clone() else { return };
+        let mut server_url = profile.server.clone();
+        if self.state.settings.host_server {
+            match self.host().await {
+                Ok(url) => server_url = url,
+                Err(message) => self.state.notice = Some(message),
+            }
+        }
+        self.go_online(&server_url, &token, profile.device_ip);
+    }
+
+    /// Starts the in-app server (once); returns the URL this app uses for it.
+    async fn host(&mut self) -> Result<String, String> {
+        if let Some(h) = &self.state.hosting {
+            return Ok(h.local_url.clone());
+        }
+        self.state.login = LoginStatus::Busy("Starting the server on this computer…".into());
+        self.publish();
+        let port = self.state.settings.host_port;
+        let mut cfg = ServerConfig::new(SocketAddr::from(([0, 0, 0, 0], port)), self.paths.server_dir());
+        cfg.hub.default_region = self.state.settings.region.clone();
+        let running = server::start(cfg).await.map_err(|e| match e {
+            server::ServerError::Bind { .. } => format!(
+                "cannot host a server: port {port} is in use (is another Sidecall hosting here?). \
+                 Connect to that one instead, or free the port."
+            ),
+            other => format!("cannot host a server: {other}"),
+        })?;
+        let port = running.addr.port();
+        let local_url = format!("http://127.0.0.1:{port}");
+        // The address of the interface a LAN peer would reach (no packet is sent).
+        let lan_url = api::local_ip_towards("http://192.0.2.1:80")
+            .filter(|ip| !ip.is_loopback())
+            .map(|ip| format!("http://{ip}:{port}"));
+        tracing::info!(%local_url, ?lan_url, "hosting a server");
+        self.state.hosting = Some(Hosting { local_url: local_url.clone(), lan_url });
+        self.hosted = Some(running);
+        Ok(local_url)
+    }
+
+    fn go_online(&mut self, server: &str, token: &str, device_ip: Option<IpAddr>) {
+        if let Some(old) = self.client.take() {
+            old.shutdown();
+        }
+        let mut cfg = ClientConfig::new(server, token);
+        cfg.device_ip = device_ip;
+        let wake = self.wake.clone();
+        let (handle, events) = client::spawn(cfg, Some(wake));
+        self.client = Some(handle);
+        self.client_events = Some(events);
+        self.state.connection = Connection::Connecting { attempt: 1 };
+    }
+
+    async fn command(&mut self, cmd: AppCommand) {
+        match cmd {
+            AppCommand::Register(c) => self.login(c, true).await,
+            AppCommand::Login(c) => self.login(c, false).await,
+            AppCommand::Logout => self.logout().await,
+            AppCommand::DetectIp { server } => {
+                // Name resolution may block: keep it off this task's thread.
+                let ip = tokio::task::spawn_blocking(move || api::local_ip_towards(&server)).await.ok().flatten();
+                self.state.detected_ip = ip;
+            }
+            AppCommand::Dial { target, offer } => self.dial(target, offer),
+            AppCommand::Answer { session_id, accept } => {
+                if let Some(c) = &self.client {
+                    c.answer(&session_id, accept);
+                }
+                self.stop_ringing_for(&session_id, if accept { None } else { Some(HistoryOutcome::Declined) });
+            }
+            AppCommand::End { session_id } => {
+                if let Some(c) = &self.client {
+                    c.end(&session_id);
+                }
+            }
+            AppCommand::SetAccepting(on) => {
+                if let Some(c) = &self.client {
+                    c.update_settings(Some(on), None);
+                }
+            }
+            AppCommand::SetDoNotDisturb(on) => {
+                if let Some(c) = &self.client {
+                    c.update_settings(None, Some(on));
+                }
+            }
+            AppCommand::SaveSettings { settings, blocked } => self.save_settings(settings, blocked),
+            AppCommand::WindowFocused(f) => self.focused = f,
+            AppCommand::DismissNotice => self.state.notice = None,
+            AppCommand::Shutdown => {}
+        }
+    }
+
+    fn save_settings(&mut self, mut settings: AppSettings, blocked: Vec<String>) {
+        let region = settings.region.clone();
+        let mut bad = Vec::new();
+        settings.auto_accept = settings
+            .auto_accept
+            .iter()
+            .filter(|n| !n.trim().is_empty())
+            .filter_map(|n| match crate::number::normalize(n, Some(&region)) {
+                Ok(e) => Some(e.to_string()),
+                Err(e) => {
+                    bad.push(e.to_string());
+                    None
+                }
+            })
+            .collect();
+        settings.ring_volume = settings.ring_volume.clamp(0.0, 1.0);
+        if let Err(e) = settings.save(&self.paths.settings_file()) {
+            self.state.notice = Some(format!("could not save the settings: {e}"));
+        } else if !bad.is_empty() {
+            self.state.notice = Some(format!("not added to auto-accept: {}", bad.join("; ")));
+        }
+        self.state.settings = settings;
+        let blocked: Vec<String> = blocked.into_iter().filter(|n| !n.trim().is_empty()).collect();
+        if blocked != self.state.blocked
+            && let Some(c) = &self.client
+        {
+            c.set_blocked(blocked);
+        }
+    }
+
+    async fn login(&mut self, c: Credentials, register: bool) {
+        let fail = |field, message: String| LoginStatus::Failed { field, message };
+        let server_url = if c.host_server {
+            match self.host().await {
+                Ok(url) => url,
+                Err(message) => {
+                    self.state.login = fail(Some(Field::Server), message);
+                    return;
+                }
+            }
+        } else {
+            match api::normalize_server_url(&c.server) {
+                Ok(u) => u,
+                Err(e) => {
+                    self.state.login = fail(Some(Field::Server), e.to_string());
+                    return;
+                }
+            }
+        };
+        let region = (!c.region.is_empty()).then(|| c.region.clone());
+        if register {
+            self.state.login = LoginStatus::Busy("Creating your account…".into());
+            self.publish();
+            let req = RegisterRequest {
+                number: c.number.clone(),
+                display_name: c.display_name.clone(),
+                password: c.password.clone(),
+                region: region.clone(),
+            };
+            if let Err(e) = api::register(&server_url, &req).await {
+                self.state.login = fail(field_of(&e), e.to_string());
+                return;
+            }
+        }
+        self.state.login = LoginStatus::Busy("Logging in…".into());
+        self.publish();
+        let req = LoginRequest {
+            number: c.number.clone(),
+            password: c.password.clone(),
+            region: region.clone(),
+            device_ip: c.device_ip,
+            device_name: std::fs::read_to_string("/etc/hostname").ok().map(|s| s.trim().to_string()),
+        };
+        let resp = match api::login(&server_url, &req).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.state.login = fail(field_of(&e), e.to_string());
+                return;
+            }
+        };
+        let profile = Profile {
+            server: server_url.clone(),
+            number: resp.number.clone(),
+            display_name: resp.display_name.clone(),
+            region: region.clone(),
+            device_ip: c.device_ip,
+            token: Some(resp.token.clone()),
+            device_id: Some(resp.device_id),
+        };
+        match self.paths.profile_file().and_then(|p| profile.save(&p)) {
+            Ok(()) => {}
+            Err(e) => self.state.notice = Some(format!("logged in, but the login was not saved: {e}")),
+        }
+        let mut settings = self.state.settings.clone();
+        settings.host_server = c.host_server;
+        if let Some(r) = region {
+            settings.region = r;
+        }
+        if settings != self.state.settings {
+            if let Err(e) = settings.save(&self.paths.settings_file()) {
+                self.state.notice = Some(format!("could not save the settings: {e}"));
+            }
+            self.state.settings = settings;
+        }
+        self.state.profile = Some(profile);
+        self.state.login = LoginStatus::Idle;
+        self.go_online(&server_url, &resp.token, c.device_ip);
+    }
+
+    async fn logout(&mut self) {
+        if let Some(c) = self.client.take() {
+            c.shutdown();
+        }
+        self.client_events = None;
+        self.ringer.stop();
+        if let Some(mut profile) = self.state.profile.take() {
+            if let Some(token) = profile.token.take()
+                && let Err(e) = api::logout(&profile.server, &token).await
+            {
+                tracing::warn!("logout on the server failed (the token stays revoked locally): {e}");
+            }
+            profile.device_id = None;
+            if let Err(e) = self.paths.profile_file().and_then(|p| profile.save(&p)) {
+                self.state.notice = Some(e.to_string());
+            }
+            self.state.profile = Some(profile);
+        }
+        self.state.connection = Connection::LoggedOut;
+        self.state.account = None;
+        self.state.outgoing = None;
+        self.state.incoming.clear();
+        self.state.active = None;
+    }
+
+    fn dial(&mut self, target: String, offer: Offer) {
+        let Some(c) = &self.client else { return };
+        if self.state.outgoing.as_ref().is_some_and(|o| !o.status.is_final()) {
+            self.state.notice = Some("a request is already ringing: cancel it first".into());
+            return;
+        }
+        let req_id = c.dial_with(&target, offer, Some(self.state.settings.region.clone()), None);
+        self.state.outgoing =
+            Some(Outgoing { req_id, target, offer, session_id: None, status: OutgoingStatus::Dialing });
+    }
+
+    fn record(&mut self, entry: HistoryEntry) {
+        self.state.history.insert(0, entry);
+        self.state.history.truncate(HISTORY_LIMIT);
+        if let Err(e) = save_history(&self.paths.history_file(), &self.state.history) {
+            tracing::warn!("cannot save the history: {e}");
+        }
+    }
+
+    /// An incoming request stopped ringing here; `outcome` goes to the history if given.
+    fn stop_ringing_for(&mut self, id: &SessionId, outcome: Option<HistoryOutcome>) {
+        if let Some(pos) = self.state.incoming.iter().position(|r| r.session_id == *id) {
+            let r = self.state.incoming.remove(pos);
+            if let Some(outcome) = outcome {
+                self.record(HistoryEntry {
+                    at: now_unix(),
+                    direction: Direction::Incoming,
+                    number: r.caller.number,
+                    name: Some(r.caller.display_name),
+                    outcome,
+                });
+            }
+        }
+        if self.state.incoming.is_empty() {
+            self.ringer.stop();
+        }
+    }
+
+    fn outgoing_done(&mut self, status: OutgoingStatus, outcome: HistoryOutcome) {
+        let Some(o) = self.state.outgoing.as_mut() else { return };
+        o.status = status;
+        let target = o.target.clone();
+        if !matches!(outcome, HistoryOutcome::Completed { .. }) {
+            self.record(HistoryEntry {
+                at: now_unix(),
+                direction: Direction::Outgoing,
+                number: target,
+                name: None,
+                outcome,
+            });
+        }
+    }
+
+    fn client_event(&mut self, ev: Event) {
+        match ev {
+            Event::Connecting { attempt } => self.state.connection = Connection::Connecting { attempt },
+            Event::Online { account, settings, .. } => {
+                self.state.connection = Connection::Online;
+                self.state.account = Some(account);
+                self.state.server_settings = settings;
+            }
+            Event::Offline { reason, retry_in_ms } => {
+                self.state.connection = Connection::Offline { reason, retry_in_ms }
+            }
+            Event::LoggedOut { reason } => {
+                self.state.connection = Connection::LoggedOut;
+                self.state.account = None;
+                self.state.login = LoginStatus::Failed { field: Some(Field::Password), message: format!("{reason}: log in again") };
+                if let Some(p) = self.state.profile.as_mut() {
+                    p.token = None;
+                }
+            }
+            Event::Settings { settings } => self.state.server_settings = settings,
+            Event::Blocked { numbers } => self.state.blocked = numbers,
+            Event::Incoming { session_id, caller, offer, expires_in_ms, .. } => {
+                if self.state.settings.auto_accept.contains(&caller.number)
+                    && let Some(c) = &self.client
+                {
+                    tracing::info!(caller = %caller.number, "auto-accepting");
+                    c.answer(&session_id, true);
+                    return;
+                }
+                let deadline = Instant::now() + std::time::Duration::from_millis(expires_in_ms);
+                self.state.incoming.push(Ringing { session_id, caller: caller.clone(), offer, deadline });
+                if !self.state.settings.ring_muted {
+                    self.ringer.start(self.state.settings.ring_volume);
+                }
+                if !self.focused {
+                    notify_incoming(&caller, offer);
+                }
+                let _ = self.events.send(AppEvent::Ring { caller });
+            }
+            Event::IncomingClosed { session_id, reason } => {
+                let outcome = match reason {
+                    StopReason::AnsweredElsewhere => None,
+                    StopReason::DeclinedElsewhere => Some(HistoryOutcome::Declined),
+                    _ => Some(HistoryOutcome::Missed),
+                };
+                self.stop_ringing_for(&session_id, outcome);
+            }
+            Event::DialPending { req_id, session_id } => {
+                if let Some(o) = self.state.outgoing.as_mut().filter(|o| o.req_id == req_id) {
+                    o.session_id = Some(session_id);
+                    o.status = OutgoingStatus::Ringing;
+                }
+            }
+            Event::DialResult { req_id, outcome, .. } => {
+                if self.state.outgoing.as_ref().is_none_or(|o| o.req_id != req_id) {
+                    return;
+                }
+                let (status, hist) = match outcome {
+                    Outcome::Accepted => (OutgoingStatus::Accepted, HistoryOutcome::Completed { seconds: 0 }),
+                    Outcome::Declined => (OutgoingStatus::Declined, HistoryOutcome::Declined),
+                    Outcome::TimedOut => (OutgoingStatus::NoAnswer, HistoryOutcome::NoAnswer),
+                    Outcome::Unavailable => (OutgoingStatus::Unavailable, HistoryOutcome::Unavailable),
+                    Outcome::InvalidNumber { reason } => {
+                        (OutgoingStatus::InvalidNumber(reason.clone()), HistoryOutcome::Failed { reason })
+                    }
+                    Outcome::Cancelled => (OutgoingStatus::Cancelled, HistoryOutcome::Cancelled),
+                };
+                self.outgoing_done(status, hist);
+            }
+            Event::DialFailed { req_id, message, .. } => {
+                if self.state.outgoing.as_ref().is_some_and(|o| o.req_id == req_id) {
+                    self.outgoing_done(
+                        OutgoingStatus::Failed(message.clone()),
+                        HistoryOutcome::Failed { reason: message },
+                    );
+                }
+            }
+            Event::SessionStarted { session_id, role, offer, peer } => {
+                self.stop_ringing_for(&session_id, None);
+                self.state.last_ended = None;
+                self.state.active = Some(Active { session_id, role, peer, offer, since: Instant::now() });
+            }
+            Event::SessionEnded { session_id, reason } => {
+                if let Some(a) = self.state.active.take_if(|a| a.session_id == session_id) {
+                    self.record(HistoryEntry {
+                        at: now_unix(),
+                        direction: match a.role {
+                            Role::Caller => Direction::Outgoing,
+                            Role::Callee => Direction::Incoming,
+                        },
+                        number: a.peer.number,
+                        name: Some(a.peer.display_name),
+                        outcome: HistoryOutcome::Completed { seconds: a.since.elapsed().as_secs() },
+                    });
+                    self.state.last_ended = Some(reason);
+                    if self.state.outgoing.as_ref().is_some_and(|o| o.session_id.as_ref() == Some(&session_id)) {
+                        self.state.outgoing = None;
+                    }
+                }
+            }
+            Event::Error { message, .. } => self.state.notice = Some(message),
+            Event::Signal { .. } | Event::Stopped => {}
+        }
+    }
+}
+
+async fn next_event(rx: &mut Option<mpsc::UnboundedReceiver<Event>>) -> Option<Event> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn field_of(e: &api::ApiError) -> Option<Field> {
+    use crate::protocol::ErrorCode;
+    match e {
+        api::ApiError::BadUrl(_) | api::ApiError::Unreachable { .. } | api::ApiError::Unexpected { .. } => {
+            Some(Field::Server)
+        }
+        api::ApiError::Refused { code, message, .. } => match code {
+            ErrorCode::InvalidNumber | ErrorCode::AccountExists => Some(Field::Number),
+            ErrorCode::WrongCredentials | ErrorCode::RateLimited => Some(Field::Password),
+            ErrorCode::InvalidField if message.contains("display name") => Some(Field::DisplayName),
+            ErrorCode::InvalidField => Some(Field::Password),
+            _ => None,
+        },
+    }
+}
+
+fn load_history(path: &Path) -> Vec<HistoryEntry> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            tracing::warn!("{} is damaged ({e}); starting a new history", path.display());
+            Vec::new()
+        }),
+        Err(_) => Vec::new(),
+    }
+}
+
+fn save_history(path: &Path, history: &[HistoryEntry]) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec(history).map_err(|e| std::io::Error::other(e.to_string()))?;
+    write_atomic(path, &bytes)
+}
+
+/// A desktop notification; failures (no notification service) are logged once.
+fn notify_incoming(caller: &Party, offer: Offer) {
+    let summary = format!("{} wants a data session", caller.display_name);
+    let body = format!("{} offers {offer}. Open Sidecall to accept or decline.", caller.number);
+    std::thread::spawn(move || {
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        if let Err(e) = notify_rust::Notification::new().appname("Sidecall").summary(&summary).body(&body).show() {
+            WARNED.call_once(|| tracing::warn!("desktop notifications are unavailable: {e}"));
+        }
+    });
+}

@@ -1,0 +1,3 @@
+//! Media: the ring sound (camera and codecs follow).
+
+pub mod ring;

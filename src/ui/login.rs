@@ -1,0 +1,231 @@
+//! First run and login: server (or host one here), number, name, password, device address.
+
+use crate::client::app::{AppCommand, AppHandle, AppState, Credentials, Field, LoginStatus};
+use crate::number;
+use egui::{Color32, RichText};
+use std::net::IpAddr;
+
+pub(crate) const ERROR: Color32 = Color32::from_rgb(0xE0, 0x4F, 0x4F);
+pub(crate) const OK: Color32 = Color32::from_rgb(0x4C, 0xAF, 0x50);
+
+#[derive(Default)]
+pub struct LoginForm {
+    pub host_server: bool,
+    pub server: String,
+    pub region: String,
+    pub number: String,
+    pub display_name: String,
+    pub password: String,
+    pub device_ip: String,
+    /// Whether the device address was typed (then detection leaves it alone).
+    ip_edited: bool,
+    prefilled: bool,
+    /// The server text the last detection was asked for.
+    detected_for: Option<String>,
+    /// A problem the form found itself, shown until the next attempt.
+    local_error: Option<(Field, String)>,
+}
+
+/// A labelled field in a two-column grid row (the label names it for screen readers and tests).
+pub(crate) fn grid_field(
+    ui: &mut egui::Ui,
+    label: &str,
+    value: &mut String,
+    hint: &str,
+    password: bool,
+) -> egui::Response {
+    let l = ui.label(label);
+    let r = ui
+        .add(egui::TextEdit::singleline(value).hint_text(hint).password(password).desired_width(300.0))
+        .labelled_by(l.id);
+    ui.end_row();
+    r
+}
+
+/// What a typed number reads as, for the line under the field.
+pub(crate) fn preview(input: &str, region: &str) -> Option<Result<String, String>> {
+    if input.trim().is_empty() {
+        return None;
+    }
+    Some(match number::normalize(input, Some(region)) {
+        Ok(n) => Ok(n.international()),
+        Err(e) => Err(e.to_string()),
+    })
+}
+
+impl LoginForm {
+    /// Fills the form from the saved login the first time a state arrives.
+    pub fn prefill(&mut self, state: &AppState) {
+        if self.prefilled {
+            return;
+        }
+        self.prefilled = true;
+        self.region = state.settings.region.clone();
+        self.host_server = state.settings.host_server;
+        if let Some(p) = &state.profile {
+            self.server = p.server.clone();
+            self.number = p.number.clone();
+            self.display_name = p.display_name.clone();
+            if let Some(ip) = p.device_ip {
+                self.device_ip = ip.to_string();
+                self.ip_edited = true;
+            }
+            if let Some(r) = &p.region {
+                self.region = r.clone();
+            }
+        }
+        if self.region.is_empty() {
+            self.region = "DE".into();
+        }
+    }
+
+    fn credentials(&self) -> Credentials {
+        Credentials {
+            server: self.server.clone(),
+            number: self.number.clone(),
+            display_name: self.display_name.clone(),
+            password: self.password.clone(),
+            region: self.region.clone(),
+            device_ip: self.device_ip.trim().parse::<IpAddr>().ok(),
+            host_server: self.host_server,
+        }
+    }
+
+    /// Problems the form can see itself, before asking the server.
+    pub fn check(&self, register: bool) -> Result<(), (Field, String)> {
+        if !self.host_server && self.server.trim().is_empty() {
+            return Err((Field::Server, "Enter the server address, or host a server on this computer.".into()));
+        }
+        if let Err(e) = number::normalize(&self.number, Some(&self.region)) {
+            return Err((Field::Number, format!("Phone number: {e}")));
+        }
+        if register && self.display_name.trim().is_empty() {
+            return Err((Field::DisplayName, "Enter the name others see when you call.".into()));
+        }
+        if self.password.chars().count() < 8 {
+            return Err((Field::Password, "The password must be at least 8 characters long.".into()));
+        }
+        Ok(())
+    }
+
+    pub fn show(&mut self, ui: &mut egui::Ui, state: &AppState, core: &AppHandle) {
+        if !self.ip_edited
+            && let Some(ip) = state.detected_ip
+        {
+            self.device_ip = ip.to_string();
+        }
+        let busy = matches!(state.login, LoginStatus::Busy(_));
+        if busy {
+            self.local_error = None;
+        }
+        egui::CentralPanel::default().show(ui, |ui| {
+            egui::ScrollArea::vertical().show(ui, |ui| {
+                ui.vertical_centered(|ui| {
+                    ui.add_space(12.0);
+                    ui.heading(RichText::new("Sidecall").size(28.0));
+                    ui.label("Video and files beside your phone call.");
+                    ui.add_space(12.0);
+                });
+                ui.add_enabled_ui(!busy, |ui| self.form(ui, state, core));
+                ui.add_space(8.0);
+                match (&state.login, &self.local_error) {
+                    (_, Some((_, msg))) => {
+                        ui.colored_label(ERROR, msg);
+                    }
+                    (LoginStatus::Busy(what), _) => {
+                        ui.horizontal(|ui| {
+                            ui.spinner();
+                            ui.label(what);
+                        });
+                    }
+                    (LoginStatus::Failed { message, .. }, _) => {
+                        ui.colored_label(ERROR, message);
+                    }
+                    (LoginStatus::Idle, _) => {}
+                }
+                if let Some(n) = &state.notice {
+                    ui.colored_label(ERROR, n);
+                }
+            });
+        });
+    }
+
+    fn form(&mut self, ui: &mut egui::Ui, state: &AppState, core: &AppHandle) {
+        ui.checkbox(&mut self.host_server, "Host a server on this computer")
+            .on_hover_text("Runs the registry inside this app and listens on your network, so others can use this computer as their server.");
+        let failed_field = match (&self.local_error, &state.login) {
+            (Some((f, _)), _) => Some(*f),
+            (None, LoginStatus::Failed { field, .. }) => *field,
+            _ => None,
+        };
+        // A mark beside the field the error is about.
+        let mark = |ui: &mut egui::Ui, f: Field| {
+            if failed_field == Some(f) {
+                ui.label("");
+                ui.colored_label(ERROR, "▲ see below");
+                ui.end_row();
+            }
+        };
+        egui::Grid::new("login-grid").num_columns(2).spacing([12.0, 8.0]).show(ui, |ui| {
+            if self.host_server {
+                ui.label("Server");
+                ui.label(format!("This computer (port {})", state.settings.host_port));
+                ui.end_row();
+            } else {
+                let r = grid_field(ui, "Server address", &mut self.server, "e.g. 192.168.1.10:7480", false);
+                mark(ui, Field::Server);
+                if r.lost_focus() && self.detected_for.as_deref() != Some(self.server.as_str()) {
+                    self.detected_for = Some(self.server.clone());
+                    core.send(AppCommand::DetectIp { server: self.server.clone() });
+                }
+            }
+            let l = ui.label("Country");
+            let shown = format!("{} ({})", super::regions::name(&self.region), self.region);
+            egui::ComboBox::from_id_salt("login-region")
+                .selected_text(shown)
+                .show_ui(ui, |ui| {
+                    for (code, n) in super::regions::REGIONS {
+                        ui.selectable_value(&mut self.region, code.to_string(), format!("{n} ({code})"));
+                    }
+                })
+                .response
+                .labelled_by(l.id);
+            ui.end_row();
+            grid_field(ui, "Phone number", &mut self.number, "as you would dial it", false);
+            ui.label("");
+            match preview(&self.number, &self.region) {
+                Some(Ok(n)) => ui.colored_label(OK, n),
+                Some(Err(e)) => ui.colored_label(ERROR, e),
+                None => ui.weak("your number, in any common format"),
+            };
+            ui.end_row();
+            mark(ui, Field::Number);
+            grid_field(ui, "Display name", &mut self.display_name, "the name others see (new accounts)", false);
+            mark(ui, Field::DisplayName);
+            grid_field(ui, "Password", &mut self.password, "at least 8 characters", true);
+            mark(ui, Field::Password);
+            let r = grid_field(ui, "Device IP address", &mut self.device_ip, "detected; edit if needed", false);
+            if r.changed() {
+                self.ip_edited = true;
+            }
+        });
+        if !self.device_ip.trim().is_empty() && self.device_ip.trim().parse::<IpAddr>().is_err() {
+            ui.colored_label(ERROR, "The device IP address is not an IP address.");
+        }
+        ui.add_space(8.0);
+        ui.horizontal(|ui| {
+            if ui.button("Log in").clicked() {
+                self.local_error = self.check(false).err();
+                if self.local_error.is_none() {
+                    core.send(AppCommand::Login(self.credentials()));
+                }
+            }
+            if ui.button("Create account").clicked() {
+                self.local_error = self.check(true).err();
+                if self.local_error.is_none() {
+                    core.send(AppCommand::Register(self.credentials()));
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,179 @@
+//! The desktop window (egui/eframe). It renders the core's [`AppState`] and sends
+//! [`AppCommand`]s; it never blocks and never talks to the network itself.
+
+mod home;
+mod login;
+mod regions;
+mod settings;
+
+use crate::client::app::{self, AppCommand, AppEvent, AppHandle, AppPaths, AppState};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+/// The egui context, once the first frame ran; the core's events wake it.
+type CtxCell = Arc<OnceLock<egui::Context>>;
+
+/// A waker for the core that repaints the window (once it exists).
+pub fn waker(cell: &CtxCell) -> crate::client::Waker {
+    let cell = cell.clone();
+    Arc::new(move || {
+        if let Some(ctx) = cell.get() {
+            ctx.request_repaint();
+        }
+    })
+}
+
+pub struct SidecallApp {
+    core: AppHandle,
+    events: std::sync::mpsc::Receiver<AppEvent>,
+    ctx: CtxCell,
+    /// The last state the core sent; `None` until the first arrives.
+    state: Option<AppState>,
+    login: login::LoginForm,
+    home: home::HomeView,
+    settings: settings::SettingsWindow,
+    focused: Option<bool>,
+}
+
+impl SidecallApp {
+    /// A window talking to a core through these channels.
+    pub fn new(core: AppHandle, events: std::sync::mpsc::Receiver<AppEvent>) -> Self {
+        Self::with_ctx_cell(core, events, Arc::new(OnceLock::new()))
+    }
+
+    fn with_ctx_cell(core: AppHandle, events: std::sync::mpsc::Receiver<AppEvent>, ctx: CtxCell) -> Self {
+        SidecallApp {
+            core,
+            events,
+            ctx,
+            state: None,
+            login: login::LoginForm::default(),
+            home: home::HomeView::default(),
+            settings: settings::SettingsWindow::default(),
+            focused: None,
+        }
+    }
+
+    /// Starts a core for `paths` and a window on it.
+    pub fn start(paths: AppPaths) -> Self {
+        let cell: CtxCell = Arc::new(OnceLock::new());
+        let (core, events) = app::start(paths, waker(&cell));
+        Self::with_ctx_cell(core, events, cell)
+    }
+
+    /// The state the window shows now.
+    pub fn state(&self) -> Option<&AppState> {
+        self.state.as_ref()
+    }
+
+    /// Takes what the core sent since the last frame (never waits).
+    fn drain(&mut self, ctx: &egui::Context) {
+        while let Ok(ev) = self.events.try_recv() {
+            match ev {
+                AppEvent::State(s) => {
+                    self.login.prefill(&s);
+                    self.settings.sync(&s);
+                    self.state = Some(*s);
+                }
+                AppEvent::Ring { .. } => {
+                    ctx.send_viewport_cmd(egui::ViewportCommand::RequestUserAttention(
+                        egui::UserAttentionType::Critical,
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Draws one frame.
+    pub fn show(&mut self, ui: &mut egui::Ui) {
+        let ctx = ui.ctx().clone();
+        let _ = self.ctx.set(ctx.clone());
+        self.drain(&ctx);
+        let focused = ctx.input(|i| i.focused);
+        if self.focused != Some(focused) {
+            self.focused = Some(focused);
+            self.core.send(AppCommand::WindowFocused(focused));
+        }
+        let Some(state) = self.state.as_ref() else {
+            egui::CentralPanel::default().show(ui, |ui| {
+                ui.centered_and_justified(|ui| ui.spinner());
+            });
+            return;
+        };
+        if state.logged_in() {
+            self.home.show(ui, state, &self.core, &mut self.settings);
+            self.settings.show(&ctx, state, &self.core);
+            home::incoming_modal(&ctx, state, &self.core);
+        } else {
+            self.login.show(ui, state, &self.core);
+        }
+    }
+}
+
+impl eframe::App for SidecallApp {
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        self.show(ui);
+    }
+
+    fn on_exit(&mut self, _gl: Option<&eframe::glow::Context>) {
+        self.core.send(AppCommand::Shutdown);
+    }
+}
+
+/// Sets up logging to a daily file in the state folder (and stderr).
+fn init_file_logging(paths: &AppPaths) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let dir = directories::ProjectDirs::from("org", "Sidecall", "sidecall")
+        .and_then(|d| d.state_dir().map(|p| p.to_path_buf()))
+        .unwrap_or_else(|| paths.data_dir.clone())
+        .join("logs");
+    let appender = tracing_appender::rolling::daily(&dir, format!("{}.log", paths.profile));
+    let (file, guard) = tracing_appender::non_blocking(appender);
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,wgpu=warn,naga=warn"));
+    let ok = tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(tracing_subscriber::fmt::layer().with_ansi(false).with_writer(file))
+        .try_init()
+        .is_ok();
+    if ok {
+        tracing::info!("logging to {}", dir.display());
+    }
+    Some(guard)
+}
+
+/// Runs the desktop app until its window closes.
+pub fn run(profile: &str, config_dir: Option<std::path::PathBuf>) -> Result<(), String> {
+    let mut paths = AppPaths::for_profile(profile).map_err(|e| e.to_string())?;
+    if let Some(dir) = config_dir {
+        paths.config_dir = dir;
+    }
+    let _guard = init_file_logging(&paths);
+    let title = if profile == "default" { "Sidecall".to_string() } else { format!("Sidecall — {profile}") };
+    let options = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_title(&title)
+            .with_app_id("org.sidecall.Sidecall")
+            .with_inner_size([760.0, 620.0])
+            .with_min_inner_size([520.0, 460.0]),
+        ..Default::default()
+    };
+    eframe::run_native(&title, options, Box::new(move |_cc| Ok(Box::new(SidecallApp::start(paths)))))
+        .map_err(|e| format!("cannot open the window: {e}"))
+}
+
+/// Formats seconds as `m:ss` or `h:mm:ss`.
+pub(crate) fn duration_text(secs: u64) -> String {
+    if secs >= 3600 {
+        format!("{}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
+    } else {
+        format!("{}:{:02}", secs / 60, secs % 60)
+    }
+}
+
+/// Repaint in a second (for clocks and countdowns while they are shown).
+pub(crate) fn tick(ctx: &egui::Context) {
+    ctx.request_repaint_after(Duration::from_millis(500));
+}
