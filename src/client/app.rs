@@ -116,7 +116,9 @@ pub enum Direction {
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum HistoryOutcome {
     /// Accepted; lasted this many seconds.
-    Completed { seconds: u64 },
+    Completed {
+        seconds: u64,
+    },
     Declined,
     /// Incoming, never answered here.
     Missed,
@@ -124,7 +126,9 @@ pub enum HistoryOutcome {
     NoAnswer,
     Unavailable,
     Cancelled,
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -177,9 +181,14 @@ pub enum LoginStatus {
 pub enum Connection {
     /// Not logged in.
     LoggedOut,
-    Connecting { attempt: u32 },
+    Connecting {
+        attempt: u32,
+    },
     Online,
-    Offline { reason: String, retry_in_ms: u64 },
+    Offline {
+        reason: String,
+        retry_in_ms: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -260,7 +269,7 @@ pub struct AppState {
 }
 
 impl AppState {
-    fn new(settings: AppSettings) -> Self {
+    pub fn new(settings: AppSettings) -> Self {
         AppState {
             profile: None,
             login: LoginStatus::Idle,
@@ -293,14 +302,27 @@ pub enum AppCommand {
     Login(Credentials),
     Logout,
     /// Work out this device's address as seen on the way to `server`.
-    DetectIp { server: String },
-    Dial { target: String, offer: Offer },
-    Answer { session_id: SessionId, accept: bool },
-    End { session_id: SessionId },
+    DetectIp {
+        server: String,
+    },
+    Dial {
+        target: String,
+        offer: Offer,
+    },
+    Answer {
+        session_id: SessionId,
+        accept: bool,
+    },
+    End {
+        session_id: SessionId,
+    },
     SetAccepting(bool),
     SetDoNotDisturb(bool),
     /// Local settings, and the block list (kept by the server).
-    SaveSettings { settings: AppSettings, blocked: Vec<String> },
+    SaveSettings {
+        settings: AppSettings,
+        blocked: Vec<String>,
+    },
     WindowFocused(bool),
     DismissNotice,
     Shutdown,
@@ -310,7 +332,9 @@ pub enum AppCommand {
 pub enum AppEvent {
     State(Box<AppState>),
     /// A new request started ringing: the window should ask for attention.
-    Ring { caller: Party },
+    Ring {
+        caller: Party,
+    },
 }
 
 /// The window's side of the channels.
@@ -482,7 +506,8 @@ impl Core {
             AppCommand::Logout => self.logout().await,
             AppCommand::DetectIp { server } => {
                 // Name resolution may block: keep it off this task's thread.
-                let ip = tokio::task::spawn_blocking(move || api::local_ip_towards(&server)).await.ok().flatten();
+                let ip =
+                    tokio::task::spawn_blocking(move || api::local_ip_towards(&server)).await.ok().flatten();
                 self.state.detected_ip = ip;
             }
             AppCommand::Dial { target, offer } => self.dial(target, offer),
@@ -490,7 +515,10 @@ impl Core {
                 if let Some(c) = &self.client {
                     c.answer(&session_id, accept);
                 }
-                self.stop_ringing_for(&session_id, if accept { None } else { Some(HistoryOutcome::Declined) });
+                self.stop_ringing_for(
+                    &session_id,
+                    if accept { None } else { Some(HistoryOutcome::Declined) },
+                );
             }
             AppCommand::End { session_id } => {
                 if let Some(c) = &self.client {
@@ -715,7 +743,10 @@ impl Core {
             Event::LoggedOut { reason } => {
                 self.state.connection = Connection::LoggedOut;
                 self.state.account = None;
-                self.state.login = LoginStatus::Failed { field: Some(Field::Password), message: format!("{reason}: log in again") };
+                self.state.login = LoginStatus::Failed {
+                    field: Some(Field::Password),
+                    message: format!("{reason}: log in again"),
+                };
                 if let Some(p) = self.state.profile.as_mut() {
                     p.token = None;
                 }
@@ -796,7 +827,12 @@ impl Core {
                         outcome: HistoryOutcome::Completed { seconds: a.since.elapsed().as_secs() },
                     });
                     self.state.last_ended = Some(reason);
-                    if self.state.outgoing.as_ref().is_some_and(|o| o.session_id.as_ref() == Some(&session_id)) {
+                    if self
+                        .state
+                        .outgoing
+                        .as_ref()
+                        .is_some_and(|o| o.session_id.as_ref() == Some(&session_id))
+                    {
                         self.state.outgoing = None;
                     }
                 }
@@ -851,7 +887,9 @@ fn notify_incoming(caller: &Party, offer: Offer) {
     let body = format!("{} offers {offer}. Open Sidecall to accept or decline.", caller.number);
     std::thread::spawn(move || {
         static WARNED: std::sync::Once = std::sync::Once::new();
-        if let Err(e) = notify_rust::Notification::new().appname("Sidecall").summary(&summary).body(&body).show() {
+        if let Err(e) =
+            notify_rust::Notification::new().appname("Sidecall").summary(&summary).body(&body).show()
+        {
             WARNED.call_once(|| tracing::warn!("desktop notifications are unavailable: {e}"));
         }
     });

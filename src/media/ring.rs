@@ -31,7 +31,11 @@ impl Default for Ringer {
 
 impl Ringer {
     pub fn new() -> Self {
-        Ringer { tx: None, volume: Arc::new(AtomicU32::new(0.8f32.to_bits())), ringing: Arc::new(AtomicBool::new(false)) }
+        Ringer {
+            tx: None,
+            volume: Arc::new(AtomicU32::new(0.8f32.to_bits())),
+            ringing: Arc::new(AtomicBool::new(false)),
+        }
     }
 
     /// Whether the ring is meant to be sounding now (true even without an audio device).
@@ -45,7 +49,9 @@ impl Ringer {
         if self.tx.is_none() {
             let (tx, rx) = mpsc::channel();
             let volume = self.volume.clone();
-            let spawned = std::thread::Builder::new().name("sidecall-ring".into()).spawn(move || audio_thread(rx, volume));
+            let spawned = std::thread::Builder::new()
+                .name("sidecall-ring".into())
+                .spawn(move || audio_thread(rx, volume));
             if let Err(e) = spawned {
                 tracing::warn!("cannot start the ring thread: {e}");
                 return;
@@ -93,7 +99,9 @@ fn audio_thread(rx: mpsc::Receiver<Cmd>, volume: Arc<AtomicU32>) {
                         Ok(s) => stream = Some(s),
                         Err(e) => {
                             if !warned {
-                                tracing::warn!("no sound for the ring: {e}; requests still show in the window");
+                                tracing::warn!(
+                                    "no sound for the ring: {e}; requests still show in the window"
+                                );
                                 warned = true;
                             }
                         }

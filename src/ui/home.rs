@@ -27,21 +27,33 @@ impl Default for HomeView {
 fn status(ui: &mut egui::Ui, state: &AppState) {
     let (color, text) = match &state.connection {
         Connection::Online => {
-            let who = state.account.as_ref().map(|a| format!("{} ({})", a.display_name, a.number)).unwrap_or_default();
-            (OK, format!("● Online as {who}"))
+            let who = state
+                .account
+                .as_ref()
+                .map(|a| format!("{} ({})", a.display_name, a.number))
+                .unwrap_or_default();
+            (OK, format!("Online as {who}"))
         }
-        Connection::Connecting { attempt } if *attempt <= 1 => (WAITING, "● Connecting…".to_string()),
-        Connection::Connecting { attempt } => (WAITING, format!("● Reconnecting (attempt {attempt})…")),
+        Connection::Connecting { attempt } if *attempt <= 1 => (WAITING, "Connecting…".to_string()),
+        Connection::Connecting { attempt } => (WAITING, format!("Reconnecting (attempt {attempt})…")),
         Connection::Offline { reason, retry_in_ms } => {
-            (ERROR, format!("● Offline: {reason}. Retrying in {:.0} s.", (*retry_in_ms as f64 / 1000.0).ceil()))
+            (ERROR, format!("Offline: {reason}. Retrying in {:.0} s.", (*retry_in_ms as f64 / 1000.0).ceil()))
         }
-        Connection::LoggedOut => (ERROR, "● Logged out".to_string()),
+        Connection::LoggedOut => (ERROR, "Logged out".to_string()),
     };
+    let (dot, _) = ui.allocate_exact_size(egui::vec2(12.0, 12.0), egui::Sense::hover());
+    ui.painter().circle_filled(dot.center(), 5.0, color);
     ui.colored_label(color, text);
 }
 
 impl HomeView {
-    pub fn show(&mut self, ui: &mut egui::Ui, state: &AppState, core: &AppHandle, settings: &mut SettingsWindow) {
+    pub fn show(
+        &mut self,
+        ui: &mut egui::Ui,
+        state: &AppState,
+        core: &AppHandle,
+        settings: &mut SettingsWindow,
+    ) {
         egui::Panel::top("home-top").show(ui, |ui| {
             ui.add_space(4.0);
             ui.horizontal(|ui| {
@@ -103,7 +115,11 @@ impl HomeView {
         ui.horizontal(|ui| {
             let l = ui.label("Number to call");
             let r = ui
-                .add(egui::TextEdit::singleline(&mut self.dial).hint_text("any format, e.g. 030 1234567").desired_width(240.0))
+                .add(
+                    egui::TextEdit::singleline(&mut self.dial)
+                        .hint_text("any format, e.g. 030 1234567")
+                        .desired_width(240.0),
+                )
                 .labelled_by(l.id);
             if r.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter)) {
                 start = true;
@@ -141,7 +157,9 @@ impl HomeView {
                     OutgoingStatus::Accepted => (OK, format!("{who} accepted")),
                     OutgoingStatus::Declined => (ERROR, format!("{who} declined")),
                     OutgoingStatus::NoAnswer => (ERROR, format!("{who} did not answer (timed out)")),
-                    OutgoingStatus::Unavailable => (ERROR, format!("{who} is not available for data sessions")),
+                    OutgoingStatus::Unavailable => {
+                        (ERROR, format!("{who} is not available for data sessions"))
+                    }
                     OutgoingStatus::InvalidNumber(reason) => (ERROR, format!("Invalid number: {reason}")),
                     OutgoingStatus::Cancelled => (ERROR, "Cancelled".to_string()),
                     OutgoingStatus::Failed(msg) => (ERROR, format!("Could not start: {msg}")),
@@ -204,12 +222,20 @@ fn session_panel(ui: &mut egui::Ui, state: &AppState, active: &crate::client::ap
             cols[0].group(|ui| {
                 ui.set_min_height(120.0);
                 ui.strong("Files");
-                ui.weak(if active.offer.files { "Drop files here to send them (coming soon)." } else { "Not offered." });
+                ui.weak(if active.offer.files {
+                    "Drop files here to send them (coming soon)."
+                } else {
+                    "Not offered."
+                });
             });
             cols[1].group(|ui| {
                 ui.set_min_height(120.0);
                 ui.strong("Video");
-                ui.weak(if active.offer.video { "The other camera appears here (coming soon)." } else { "Not offered." });
+                ui.weak(if active.offer.video {
+                    "The other camera appears here (coming soon)."
+                } else {
+                    "Not offered."
+                });
             });
         });
     });
@@ -225,15 +251,17 @@ fn history(ui: &mut egui::Ui, entries: &[HistoryEntry]) {
         for e in entries.iter().take(100) {
             ui.label(time_text(e.at));
             ui.label(match e.direction {
-                Direction::Incoming => "↙ in",
-                Direction::Outgoing => "↗ out",
+                Direction::Incoming => "incoming",
+                Direction::Outgoing => "outgoing",
             });
             match &e.name {
                 Some(n) => ui.label(format!("{n} ({})", e.number)),
                 None => ui.label(&e.number),
             };
             let (color, text) = match &e.outcome {
-                HistoryOutcome::Completed { seconds } => (OK, format!("session, {}", duration_text(*seconds))),
+                HistoryOutcome::Completed { seconds } => {
+                    (OK, format!("session, {}", duration_text(*seconds)))
+                }
                 HistoryOutcome::Declined => (ERROR, "declined".into()),
                 HistoryOutcome::Missed => (ERROR, "missed".into()),
                 HistoryOutcome::NoAnswer => (ERROR, "no answer".into()),

@@ -61,7 +61,8 @@ impl LoginForm {
         }
         self.prefilled = true;
         self.region = state.settings.region.clone();
-        self.host_server = state.settings.host_server;
+        // A first run with nothing set up hosts its own server: one command, a working app.
+        self.host_server = state.settings.host_server || state.profile.is_none();
         if let Some(p) = &state.profile {
             self.server = p.server.clone();
             self.number = p.number.clone();
@@ -94,7 +95,10 @@ impl LoginForm {
     /// Problems the form can see itself, before asking the server.
     pub fn check(&self, register: bool) -> Result<(), (Field, String)> {
         if !self.host_server && self.server.trim().is_empty() {
-            return Err((Field::Server, "Enter the server address, or host a server on this computer.".into()));
+            return Err((
+                Field::Server,
+                "Enter the server address, or host a server on this computer.".into(),
+            ));
         }
         if let Err(e) = number::normalize(&self.number, Some(&self.region)) {
             return Err((Field::Number, format!("Phone number: {e}")));
@@ -126,28 +130,42 @@ impl LoginForm {
                     ui.label("Video and files beside your phone call.");
                     ui.add_space(12.0);
                 });
-                ui.add_enabled_ui(!busy, |ui| self.form(ui, state, core));
-                ui.add_space(8.0);
-                match (&state.login, &self.local_error) {
-                    (_, Some((_, msg))) => {
-                        ui.colored_label(ERROR, msg);
-                    }
-                    (LoginStatus::Busy(what), _) => {
-                        ui.horizontal(|ui| {
-                            ui.spinner();
-                            ui.label(what);
+                let width = 480.0f32.min(ui.available_width());
+                let pad = ((ui.available_width() - width) / 2.0).max(0.0);
+                ui.horizontal(|ui| {
+                    ui.add_space(pad);
+                    ui.vertical(|ui| {
+                        ui.set_max_width(width);
+                        egui::Frame::group(ui.style()).inner_margin(16.0).show(ui, |ui| {
+                            ui.add_enabled_ui(!busy, |ui| self.form(ui, state, core));
+                            ui.add_space(8.0);
+                            self.messages(ui, state);
                         });
-                    }
-                    (LoginStatus::Failed { message, .. }, _) => {
-                        ui.colored_label(ERROR, message);
-                    }
-                    (LoginStatus::Idle, _) => {}
-                }
-                if let Some(n) = &state.notice {
-                    ui.colored_label(ERROR, n);
-                }
+                    });
+                });
             });
         });
+    }
+
+    fn messages(&self, ui: &mut egui::Ui, state: &AppState) {
+        match (&state.login, &self.local_error) {
+            (_, Some((_, msg))) => {
+                ui.colored_label(ERROR, msg);
+            }
+            (LoginStatus::Busy(what), _) => {
+                ui.horizontal(|ui| {
+                    ui.spinner();
+                    ui.label(what);
+                });
+            }
+            (LoginStatus::Failed { message, .. }, _) => {
+                ui.colored_label(ERROR, message);
+            }
+            (LoginStatus::Idle, _) => {}
+        }
+        if let Some(n) = &state.notice {
+            ui.colored_label(ERROR, n);
+        }
     }
 
     fn form(&mut self, ui: &mut egui::Ui, state: &AppState, core: &AppHandle) {
@@ -162,7 +180,7 @@ impl LoginForm {
         let mark = |ui: &mut egui::Ui, f: Field| {
             if failed_field == Some(f) {
                 ui.label("");
-                ui.colored_label(ERROR, "▲ see below");
+                ui.colored_label(ERROR, "see the message below");
                 ui.end_row();
             }
         };
@@ -200,11 +218,18 @@ impl LoginForm {
             };
             ui.end_row();
             mark(ui, Field::Number);
-            grid_field(ui, "Display name", &mut self.display_name, "the name others see (new accounts)", false);
+            grid_field(
+                ui,
+                "Display name",
+                &mut self.display_name,
+                "the name others see (new accounts)",
+                false,
+            );
             mark(ui, Field::DisplayName);
             grid_field(ui, "Password", &mut self.password, "at least 8 characters", true);
             mark(ui, Field::Password);
-            let r = grid_field(ui, "Device IP address", &mut self.device_ip, "detected; edit if needed", false);
+            let r =
+                grid_field(ui, "Device IP address", &mut self.device_ip, "detected; edit if needed", false);
             if r.changed() {
                 self.ip_edited = true;
             }

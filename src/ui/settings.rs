@@ -41,7 +41,8 @@ impl SettingsWindow {
             super::regions::picker(ui, "settings-region", "Country for national numbers", &mut draft.region);
             ui.horizontal(|ui| {
                 let l = ui.label("Ring volume");
-                ui.add(egui::Slider::new(&mut draft.ring_volume, 0.0..=1.0).show_value(false)).labelled_by(l.id);
+                ui.add(egui::Slider::new(&mut draft.ring_volume, 0.0..=1.0).show_value(false))
+                    .labelled_by(l.id);
                 ui.checkbox(&mut draft.ring_muted, "Mute the ring");
             });
             ui.add_space(6.0);

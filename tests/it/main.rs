@@ -7,3 +7,4 @@ mod handshake;
 mod heartbeat;
 mod restart;
 mod store;
+mod ui;

@@ -1,0 +1,413 @@
+//! The desktop window, driven through its accessibility tree (labels and roles) with
+//! egui_kittest: each screen against a scripted core, then two whole apps against the real
+//! server.
+
+use crate::fixture::*;
+use egui::accesskit::Role;
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+use sidecall::client::app::{
+    self, Active, AppCommand, AppEvent, AppHandle, AppPaths, AppSettings, AppState, Connection, Direction,
+    HistoryEntry, HistoryOutcome, Ringing,
+};
+use sidecall::protocol::{Offer, Party, PeerInfo, Role as SessionRole, SessionId};
+use sidecall::ui::SidecallApp;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc as tmpsc;
+
+/// A window on a scripted core: the test plays the core's part.
+struct Scripted {
+    harness: Harness<'static, SidecallApp>,
+    commands: tmpsc::UnboundedReceiver<AppCommand>,
+    events: mpsc::Sender<AppEvent>,
+}
+
+impl Scripted {
+    fn new(state: AppState) -> Self {
+        let (cmd_tx, commands) = tmpsc::unbounded_channel();
+        let (events, ev_rx) = mpsc::channel();
+        let app = SidecallApp::new(AppHandle::from_sender(cmd_tx), ev_rx);
+        let harness = Harness::builder()
+            .with_size([800.0, 700.0])
+            .build_ui_state(|ui, app: &mut SidecallApp| app.show(ui), app);
+        let mut s = Scripted { harness, commands, events };
+        s.set(state);
+        s
+    }
+
+    fn set(&mut self, state: AppState) {
+        self.events.send(AppEvent::State(Box::new(state))).expect("window alive");
+        self.harness.run_steps(3);
+    }
+
+    /// Commands the window sent since the last call (focus reports left out).
+    fn sent(&mut self) -> Vec<AppCommand> {
+        let mut out = Vec::new();
+        while let Ok(c) = self.commands.try_recv() {
+            if !matches!(c, AppCommand::WindowFocused(_)) {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    fn type_into(&mut self, label: &str, text: &str) {
+        type_into(&mut self.harness, label, text);
+    }
+
+    fn click(&mut self, label: &str) {
+        self.harness.get_by_label(label).click();
+        self.harness.run_steps(3);
+    }
+
+    fn shows(&self, text: &str) -> bool {
+        self.harness.query_all_by_label_contains(text).next().is_some()
+    }
+}
+
+fn type_into(h: &mut Harness<'_, SidecallApp>, label: &str, text: &str) {
+    let role = [Role::TextInput, Role::PasswordInput, Role::MultilineTextInput]
+        .into_iter()
+        .find(|r| h.query_by_role_and_label(*r, label).is_some())
+        .unwrap_or_else(|| panic!("no text field labelled {label:?}"));
+    h.get_by_role_and_label(role, label).focus();
+    h.run_steps(2);
+    h.get_by_role_and_label(role, label).type_text(text);
+    h.run_steps(2);
+}
+
+fn online(number: &str, name: &str) -> AppState {
+    let mut s = AppState::new(AppSettings::default());
+    s.connection = Connection::Online;
+    s.account = Some(Party { number: number.into(), display_name: name.into() });
+    s
+}
+
+#[test]
+fn login_form_checks_its_fields_before_asking_the_server() {
+    let mut w = Scripted::new(AppState::new(AppSettings::default()));
+    // First run: hosting here is offered and chosen.
+    assert!(w.shows("This computer"));
+    w.click("Host a server on this computer");
+    assert!(w.harness.query_by_role_and_label(Role::TextInput, "Server address").is_some());
+
+    w.click("Log in");
+    assert!(w.shows("Enter the server address"), "empty server is refused");
+    w.type_into("Server address", "127.0.0.1:7480");
+    w.type_into("Phone number", "030 12x");
+    assert!(w.shows("is not a phone number"), "shown while typing");
+    w.click("Log in");
+    assert!(w.shows("Phone number:"));
+    assert!(w.sent().iter().all(|c| !matches!(c, AppCommand::Login(_))), "nothing sent for a bad form");
+
+    // Fix the number: it is shown formatted as typed.
+    w.harness.get_by_role_and_label(Role::TextInput, "Phone number").focus();
+    w.harness.run_steps(1);
+    for _ in 0..3 {
+        w.harness.key_press(egui::Key::Backspace);
+    }
+    w.harness.run_steps(1);
+    w.type_into("Phone number", "123456");
+    assert!(w.shows("+49 30 123456"), "formatted preview");
+    w.click("Create account");
+    assert!(w.shows("Enter the name others see"));
+    w.type_into("Display name", "Alice");
+    w.type_into("Password", "short");
+    w.click("Create account");
+    assert!(w.shows("at least 8 characters"));
+    w.type_into("Password", " but longer");
+    w.type_into("Device IP address", "192.168.1.20");
+    w.click("Create account");
+    let sent = w.sent();
+    let creds = sent
+        .iter()
+        .find_map(|c| match c {
+            AppCommand::Register(c) => Some(c.clone()),
+            _ => None,
+        })
+        .expect("register sent");
+    assert_eq!(creds.server, "127.0.0.1:7480");
+    assert_eq!(creds.number, "030 123456");
+    assert_eq!(creds.display_name, "Alice");
+    assert_eq!(creds.password, "short but longer");
+    assert_eq!(creds.region, "DE");
+    assert_eq!(creds.device_ip, Some("192.168.1.20".parse().expect("ip")));
+    assert!(!creds.host_server);
+
+    // The core's refusal is shown in plain words.
+    let mut s = AppState::new(AppSettings::default());
+    s.login = app::LoginStatus::Failed {
+        field: Some(app::Field::Password),
+        message: "wrong phone number or password".into(),
+    };
+    w.set(s);
+    assert!(w.shows("wrong phone number or password"));
+}
+
+#[test]
+fn dialing_by_hand_in_any_format() {
+    let mut w = Scripted::new(online(ALICE, "Alice"));
+    assert!(w.shows("Online as Alice (+4930123456)"));
+    w.type_into("Number to call", "0151-2345 6789");
+    assert!(w.shows("Calling +49 1512 3456789"), "shown as the number is formatted in its country");
+    w.harness.get_by_label("Video").click();
+    w.click("Start session");
+    let dial = w.sent().into_iter().find_map(|c| match c {
+        AppCommand::Dial { target, offer } => Some((target, offer)),
+        _ => None,
+    });
+    assert_eq!(dial, Some(("0151-2345 6789".to_string(), Offer { files: true, video: true })));
+
+    // The request's progress, then its outcome.
+    let mut s = online(ALICE, "Alice");
+    s.outgoing = Some(app::Outgoing {
+        req_id: 1,
+        target: "0151-2345 6789".into(),
+        offer: Offer::default(),
+        session_id: Some(SessionId("s1".into())),
+        status: app::OutgoingStatus::Ringing,
+    });
+    w.set(s.clone());
+    assert!(w.shows("Waiting for +49 1512 3456789 to accept"));
+    w.click("Cancel");
+    assert!(w.sent().iter().any(|c| matches!(c, AppCommand::End { session_id } if session_id.0 == "s1")));
+    if let Some(o) = s.outgoing.as_mut() {
+        o.status = app::OutgoingStatus::Declined;
+    }
+    w.set(s);
+    assert!(w.shows("declined"));
+
+    // Offline: no dialing, and the reason is shown.
+    let mut s = online(ALICE, "Alice");
+    s.connection = Connection::Offline { reason: "cannot reach http://x".into(), retry_in_ms: 4000 };
+    w.set(s);
+    assert!(w.shows("Offline: cannot reach http://x"));
+    assert!(w.shows("You can start a session when online"));
+}
+
+fn ringing_state() -> AppState {
+    let mut s = online(BOB, "Bob");
+    s.incoming.push(Ringing {
+        session_id: SessionId("s9".into()),
+        caller: Party { number: ALICE.into(), display_name: "Alice".into() },
+        offer: Offer { files: true, video: true },
+        deadline: Instant::now() + Duration::from_secs(30),
+    });
+    s
+}
+
+#[test]
+fn incoming_prompt_accepts_and_declines() {
+    let mut w = Scripted::new(ringing_state());
+    assert!(w.shows("Incoming data session"));
+    assert!(w.shows("Alice"));
+    assert!(w.shows("offers files, video"));
+    assert!(w.shows("Answer within"));
+    w.click("Accept");
+    let answers: Vec<_> = w
+        .sent()
+        .into_iter()
+        .filter_map(|c| match c {
+            AppCommand::Answer { session_id, accept } => Some((session_id.0, accept)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(answers, vec![("s9".to_string(), true)]);
+
+    let mut w = Scripted::new(ringing_state());
+    w.click("Decline");
+    assert!(w.sent().iter().any(|c| matches!(c, AppCommand::Answer { accept: false, .. })));
+    // Once the core says it stopped ringing, the prompt is gone.
+    w.set(online(BOB, "Bob"));
+    assert!(!w.shows("Incoming data session"));
+}
+
+#[test]
+fn availability_toggles_and_session_panel() {
+    let mut w = Scripted::new(online(BOB, "Bob"));
+    w.click("Do not disturb");
+    w.click("Take data sessions");
+    let sent = w.sent();
+    assert!(sent.iter().any(|c| matches!(c, AppCommand::SetDoNotDisturb(true))), "{sent:?}");
+    assert!(sent.iter().any(|c| matches!(c, AppCommand::SetAccepting(false))), "{sent:?}");
+
+    let mut s = online(BOB, "Bob");
+    s.active = Some(Active {
+        session_id: SessionId("s2".into()),
+        role: SessionRole::Callee,
+        peer: PeerInfo {
+            number: ALICE.into(),
+            display_name: "Alice".into(),
+            device_ip: Some("192.168.1.20".parse().expect("ip")),
+            observed_ip: "198.51.100.4".parse().expect("ip"),
+        },
+        offer: Offer { files: true, video: false },
+        since: Instant::now(),
+    });
+    w.set(s);
+    assert!(w.shows("In session with Alice"));
+    assert!(w.shows("198.51.100.4"));
+    w.click("End session");
+    assert!(w.sent().iter().any(|c| matches!(c, AppCommand::End { session_id } if session_id.0 == "s2")));
+}
+
+#[test]
+fn history_lists_every_kind_of_entry() {
+    let mut s = online(BOB, "Bob");
+    let entry = |direction, outcome| HistoryEntry {
+        at: 1_790_000_000,
+        direction,
+        number: ALICE.into(),
+        name: Some("Alice".into()),
+        outcome,
+    };
+    s.history = vec![
+        entry(Direction::Incoming, HistoryOutcome::Missed),
+        entry(Direction::Incoming, HistoryOutcome::Declined),
+        entry(Direction::Outgoing, HistoryOutcome::Completed { seconds: 65 }),
+        entry(Direction::Outgoing, HistoryOutcome::Unavailable),
+    ];
+    let w = Scripted::new(s);
+    for text in ["missed", "declined", "session, 1:05", "unavailable", "Alice (+4930123456)"] {
+        assert!(w.shows(text), "history shows {text:?}");
+    }
+}
+
+#[test]
+fn settings_window_saves_lists() {
+    let mut w = Scripted::new(online(BOB, "Bob"));
+    w.click("Settings");
+    assert!(w.shows("Ring volume"));
+    w.click("Mute the ring");
+    type_into(&mut w.harness, "Blocked numbers (one per line; they see you as unavailable)", "030 123456");
+    type_into(&mut w.harness, "Accept automatically from (one number per line)", "+44 20 7946 0000");
+    w.click("Save");
+    let saved = w.sent().into_iter().find_map(|c| match c {
+        AppCommand::SaveSettings { settings, blocked } => Some((settings, blocked)),
+        _ => None,
+    });
+    let (settings, blocked) = saved.expect("saved");
+    assert!(settings.ring_muted);
+    assert_eq!(settings.auto_accept, vec!["+44 20 7946 0000".to_string()]);
+    assert_eq!(blocked, vec!["030 123456".to_string()]);
+}
+
+// ---- two whole apps against the real server ----
+
+struct Live {
+    h: Harness<'static, SidecallApp>,
+    _dir: tempfile::TempDir,
+}
+
+impl Live {
+    fn start() -> Live {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let paths = AppPaths {
+            config_dir: dir.path().join("config"),
+            data_dir: dir.path().join("data"),
+            profile: "default".into(),
+        };
+        let app = SidecallApp::start(paths);
+        let h = Harness::builder()
+            .with_size([800.0, 700.0])
+            .build_ui_state(|ui, app: &mut SidecallApp| app.show(ui), app);
+        Live { h, _dir: dir }
+    }
+
+    /// Steps the window (in real time) until `text` shows.
+    fn wait_for(&mut self, text: &str) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            self.h.step();
+            if self.h.query_all_by_label_contains(text).next().is_some() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "window never showed {text:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn register(&mut self, server: &str, number: &str, name: &str) {
+        self.wait_for("Host a server on this computer");
+        // Not hosting: this test's server is elsewhere.
+        self.h.get_by_label("Host a server on this computer").click();
+        self.h.run_steps(2);
+        type_into(&mut self.h, "Server address", server);
+        type_into(&mut self.h, "Phone number", number);
+        type_into(&mut self.h, "Display name", name);
+        type_into(&mut self.h, "Password", PASSWORD);
+        self.h.get_by_label("Create account").click();
+        self.wait_for("Online as");
+    }
+
+    fn click(&mut self, label: &str) {
+        self.h.get_by_label(label).click();
+        self.h.run_steps(2);
+    }
+
+    fn state(&self) -> AppState {
+        self.h.state().state().cloned().expect("state")
+    }
+}
+
+/// Runs `f` on a current-thread runtime in a thread of its own, so the test's own thread is
+/// free to drive the windows.
+fn with_server<T>(answer_timeout: Duration, f: impl FnOnce(String) -> T) -> T {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("rt");
+    let server = rt.block_on(TestServer::start_with(|c| c.hub.answer_timeout = answer_timeout));
+    let out = f(server.url.clone());
+    rt.block_on(async move {
+        let mut server = server;
+        server.stop().await;
+    });
+    out
+}
+
+#[test]
+fn two_apps_dial_accept_end_decline_and_miss() {
+    with_server(Duration::from_secs(2), |url| {
+        let mut a = Live::start();
+        let mut b = Live::start();
+        a.register(&url, "030 123456", "Alice");
+        b.register(&url, "+49 151 23456789", "Bob");
+
+        // A dials B, typing B's number another way.
+        type_into(&mut a.h, "Number to call", "0151 2345 6789");
+        a.click("Start session");
+        b.wait_for("Incoming data session");
+        assert!(b.h.query_all_by_label_contains("Alice").next().is_some(), "the prompt names the caller");
+        b.click("Accept");
+        a.wait_for("In session with Bob");
+        b.wait_for("In session with Alice");
+        b.click("End session");
+        a.wait_for("Last session ended: the other side ended it");
+        b.wait_for("Last session ended: you ended it");
+        for w in [&mut a, &mut b] {
+            w.wait_for("session, 0:0");
+            let first = w.state().history.first().cloned().expect("history entry");
+            assert!(matches!(first.outcome, HistoryOutcome::Completed { .. }));
+        }
+
+        // Declined.
+        a.click("Start session");
+        b.wait_for("Incoming data session");
+        b.click("Decline");
+        a.wait_for("+49 1512 3456789 declined");
+        b.wait_for("declined");
+        assert!(b.h.query_all_by_label_contains("Incoming data session").next().is_none());
+
+        // Unanswered: timed out for A, missed for B.
+        a.click("Start session");
+        b.wait_for("Incoming data session");
+        a.wait_for("did not answer");
+        b.wait_for("missed");
+        assert!(
+            b.h.query_all_by_label_contains("Incoming data session").next().is_none(),
+            "the prompt went away"
+        );
+        let missed = b.state().history.first().cloned().expect("entry");
+        assert_eq!((missed.direction, missed.outcome), (Direction::Incoming, HistoryOutcome::Missed));
+        assert_eq!(missed.number, ALICE);
+    });
+}
