@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # Sidecall developer entry point for Debian 12 (and derivatives).
 #
-#   packaging/dev.sh run [ARGS…]   install what is missing, build, run Sidecall
-#   packaging/dev.sh test          install what is missing, run every test
-#   packaging/dev.sh deps          only install the system packages
+#   packaging/dev.sh run [ARGS…]     install what is missing, build, open the Sidecall app
+#   packaging/dev.sh test            install what is missing, run every test
+#   packaging/dev.sh server [ARGS…]  build and run the standalone server
+#   packaging/dev.sh deps            only install the system packages
 #
 # System packages are installed with apt-get (through sudo when not root).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-# What building and testing needs from Debian.
-PACKAGES=(build-essential pkg-config ca-certificates)
+# What building needs from Debian (cpal links ALSA), and what the window needs to run.
+PACKAGES=(build-essential pkg-config ca-certificates libasound2-dev)
+RUN_PACKAGES=(libxkbcommon-x11-0 libgl1 libegl1 libgl1-mesa-dri)
 
 say() { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -28,7 +30,7 @@ as_root() {
 
 install_deps() {
     local missing=()
-    for p in "${PACKAGES[@]}"; do
+    for p in "${PACKAGES[@]}" "$@"; do
         if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
             missing+=("$p")
         fi
@@ -74,20 +76,29 @@ case "$cmd" in
         install_deps
         ;;
     run)
-        install_deps
-        say "building Sidecall (release; the first build takes a few minutes)"
+        install_deps "${RUN_PACKAGES[@]}"
+        say "building Sidecall (release; the first build takes several minutes)"
         cargo build --release --locked --bins
-        say "starting the Sidecall server on its defaults (Ctrl-C stops it)"
+        say "starting Sidecall (a first run offers to host its own server)"
+        exec ./target/release/sidecall "$@"
+        ;;
+    server)
+        install_deps
+        cargo build --release --locked --bin sidecall-server
         exec ./target/release/sidecall-server "$@"
         ;;
     test)
         install_deps
         prepare_postgres
         say "building and running the tests"
-        cargo test --locked --all-targets --no-fail-fast -- "$@"
+        status=0
+        cargo test --locked --all-targets --no-fail-fast -- "$@" || status=$?
+        say "desktop app smoke test under Xvfb"
+        ./packaging/gui-smoke.sh target/debug/sidecall target/gui-smoke.png || status=$?
+        exit $status
         ;;
     *)
-        sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
         exit 2
         ;;
 esac

@@ -128,7 +128,7 @@ impl HomeView {
         let region = &state.settings.region;
         match preview(&self.dial, region) {
             Some(Ok(n)) => ui.colored_label(OK, format!("Calling {n}")),
-            Some(Err(e)) => ui.colored_label(ERROR, e),
+            Some(Err(e)) => super::login::wrapped(ui, ERROR, e),
             None => ui.weak(format!("National numbers are read in {}.", super::regions::name(region))),
         };
         ui.horizontal(|ui| {

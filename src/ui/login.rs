@@ -42,6 +42,15 @@ pub(crate) fn grid_field(
     r
 }
 
+/// A coloured label that wraps within the field column instead of running off the form.
+pub(crate) fn wrapped(ui: &mut egui::Ui, color: Color32, text: String) -> egui::Response {
+    ui.scope(|ui| {
+        ui.set_max_width(300.0);
+        ui.add(egui::Label::new(RichText::new(text).color(color)).wrap())
+    })
+    .inner
+}
+
 /// What a typed number reads as, for the line under the field.
 pub(crate) fn preview(input: &str, region: &str) -> Option<Result<String, String>> {
     if input.trim().is_empty() {
@@ -113,6 +122,17 @@ impl LoginForm {
     }
 
     pub fn show(&mut self, ui: &mut egui::Ui, state: &AppState, core: &AppHandle) {
+        // Detect this device's address once at first, then whenever the server changes.
+        if self.detected_for.is_none() {
+            let towards = if self.host_server || self.server.trim().is_empty() {
+                // The interface a LAN peer would reach (no packet is sent).
+                "192.0.2.1:80".to_string()
+            } else {
+                self.server.clone()
+            };
+            self.detected_for = Some(self.server.clone());
+            core.send(AppCommand::DetectIp { server: towards });
+        }
         if !self.ip_edited
             && let Some(ip) = state.detected_ip
         {
@@ -169,6 +189,16 @@ impl LoginForm {
     }
 
     fn form(&mut self, ui: &mut egui::Ui, state: &AppState, core: &AppHandle) {
+        let before = (self.server.clone(), self.number.clone(), self.display_name.clone(), self.password.clone());
+        self.form_fields(ui, state, core);
+        let after = (self.server.clone(), self.number.clone(), self.display_name.clone(), self.password.clone());
+        if before != after {
+            // The user is fixing things: the old complaint no longer applies.
+            self.local_error = None;
+        }
+    }
+
+    fn form_fields(&mut self, ui: &mut egui::Ui, state: &AppState, core: &AppHandle) {
         ui.checkbox(&mut self.host_server, "Host a server on this computer")
             .on_hover_text("Runs the registry inside this app and listens on your network, so others can use this computer as their server.");
         let failed_field = match (&self.local_error, &state.login) {
@@ -213,7 +243,7 @@ impl LoginForm {
             ui.label("");
             match preview(&self.number, &self.region) {
                 Some(Ok(n)) => ui.colored_label(OK, n),
-                Some(Err(e)) => ui.colored_label(ERROR, e),
+                Some(Err(e)) => wrapped(ui, ERROR, e),
                 None => ui.weak("your number, in any common format"),
             };
             ui.end_row();
