@@ -63,6 +63,12 @@ pub enum Command {
     Dial(DialArgs),
     /// Stay online and answer incoming requests.
     Listen(ListenArgs),
+    /// Play the ring on the default audio output, to check the sound works.
+    SoundCheck {
+        /// How long to play, in seconds.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -218,6 +224,17 @@ pub async fn run(cli: Cli) -> Exit {
         Some(Command::Settings(args)) => settings(&cli, args).await,
         Some(Command::Dial(args)) => dial(&cli, args).await,
         Some(Command::Listen(args)) => listen(&cli, args).await,
+        Some(Command::SoundCheck { seconds }) => {
+            let d = Duration::from_secs_f64(seconds.clamp(0.1, 30.0));
+            match tokio::task::spawn_blocking(move || crate::media::ring::sound_check(d, 0.8)).await {
+                Ok(Ok(device)) => {
+                    println!("played the ring on {device}");
+                    Ok(Exit::Ok)
+                }
+                Ok(Err(e)) => Err(fail(Exit::Error, format!("no sound: {e}"))),
+                Err(e) => Err(fail(Exit::Error, format!("sound check failed: {e}"))),
+            }
+        }
         None => Err(fail(Exit::Usage, "no command given: run `sidecall` without one for the desktop app")),
     };
     match result {

@@ -325,6 +325,10 @@ pub enum AppCommand {
     },
     WindowFocused(bool),
     DismissNotice,
+    /// Play the ring once at this volume and say on which device (or why not).
+    TestRing {
+        volume: f32,
+    },
     Shutdown,
 }
 
@@ -538,6 +542,16 @@ impl Core {
             AppCommand::SaveSettings { settings, blocked } => self.save_settings(settings, blocked),
             AppCommand::WindowFocused(f) => self.focused = f,
             AppCommand::DismissNotice => self.state.notice = None,
+            AppCommand::TestRing { volume } => {
+                let d = std::time::Duration::from_millis(1600);
+                let played =
+                    tokio::task::spawn_blocking(move || crate::media::ring::sound_check(d, volume)).await;
+                self.state.notice = Some(match played {
+                    Ok(Ok(device)) => format!("Played the ring on {device}."),
+                    Ok(Err(e)) => format!("No sound for the ring: {e}. Requests still show in the window."),
+                    Err(e) => format!("The sound check failed: {e}"),
+                });
+            }
             AppCommand::Shutdown => {}
         }
     }

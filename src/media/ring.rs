@@ -119,9 +119,30 @@ fn audio_thread(rx: mpsc::Receiver<Cmd>, volume: Arc<AtomicU32>) {
     }
 }
 
+/// Plays the ring once on the default output for `duration` and names the device: the
+/// "test the ring" of the settings and `sidecall sound-check`.
+pub fn sound_check(duration: std::time::Duration, volume: f32) -> Result<String, String> {
+    let (samples, rate) = decode()?;
+    let volume = Arc::new(AtomicU32::new(volume.clamp(0.0, 1.0).to_bits()));
+    let (stream, name) = open_named(Arc::new(samples), rate, volume)?;
+    stream.play().map_err(|e| format!("cannot play: {e}"))?;
+    std::thread::sleep(duration);
+    drop(stream);
+    Ok(name)
+}
+
 fn open(samples: Arc<Vec<f32>>, rate: u32, volume: Arc<AtomicU32>) -> Result<cpal::Stream, String> {
+    open_named(samples, rate, volume).map(|(s, _)| s)
+}
+
+fn open_named(
+    samples: Arc<Vec<f32>>,
+    rate: u32,
+    volume: Arc<AtomicU32>,
+) -> Result<(cpal::Stream, String), String> {
     let host = cpal::default_host();
     let device = host.default_output_device().ok_or("no audio output device")?;
+    let name = device.to_string();
     let supported = device.default_output_config().map_err(|e| e.to_string())?;
     let config = supported.config();
     let channels = usize::from(config.channels.max(1));
@@ -159,7 +180,10 @@ fn open(samples: Arc<Vec<f32>>, rate: u32, volume: Arc<AtomicU32>) -> Result<cpa
         ),
         other => return Err(format!("unsupported sample format {other:?}")),
     };
-    stream.map_err(|e| e.to_string())
+    match stream {
+        Ok(s) => Ok((s, name)),
+        Err(e) => Err(format!("{name}: {e}")),
+    }
 }
 
 #[cfg(test)]

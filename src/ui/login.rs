@@ -189,9 +189,11 @@ impl LoginForm {
     }
 
     fn form(&mut self, ui: &mut egui::Ui, state: &AppState, core: &AppHandle) {
-        let before = (self.server.clone(), self.number.clone(), self.display_name.clone(), self.password.clone());
+        let before =
+            (self.server.clone(), self.number.clone(), self.display_name.clone(), self.password.clone());
         self.form_fields(ui, state, core);
-        let after = (self.server.clone(), self.number.clone(), self.display_name.clone(), self.password.clone());
+        let after =
+            (self.server.clone(), self.number.clone(), self.display_name.clone(), self.password.clone());
         if before != after {
             // The user is fixing things: the old complaint no longer applies.
             self.local_error = None;

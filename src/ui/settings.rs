@@ -36,7 +36,13 @@ impl SettingsWindow {
         let mut close = false;
         egui::Window::new("Settings").open(&mut open).collapsible(false).resizable(true).show(ctx, |ui| {
             if let Some(p) = &state.profile {
-                ui.label(format!("Server: {}", p.server));
+                ui.horizontal(|ui| {
+                    ui.label(format!("Server: {}", p.server));
+                    if ui.small_button("Use another server (log out)").clicked() {
+                        core.send(AppCommand::Logout);
+                        close = true;
+                    }
+                });
             }
             super::regions::picker(ui, "settings-region", "Country for national numbers", &mut draft.region);
             ui.horizontal(|ui| {
@@ -44,6 +50,9 @@ impl SettingsWindow {
                 ui.add(egui::Slider::new(&mut draft.ring_volume, 0.0..=1.0).show_value(false))
                     .labelled_by(l.id);
                 ui.checkbox(&mut draft.ring_muted, "Mute the ring");
+                if ui.button("Test ring").clicked() {
+                    core.send(AppCommand::TestRing { volume: draft.ring_volume });
+                }
             });
             ui.add_space(6.0);
             let l = ui.label("Accept automatically from (one number per line)");
@@ -57,7 +66,7 @@ impl SettingsWindow {
             }
             ui.horizontal(|ui| {
                 save = ui.button("Save").clicked();
-                close = ui.button("Close").clicked();
+                close |= ui.button("Close").clicked();
             });
         });
         if save {

@@ -177,3 +177,28 @@ fn wrong_password_and_missing_password_are_explained() {
     assert_eq!(code, 1);
     assert!(err.contains("cannot reach the server"), "{err}");
 }
+
+/// The ring really goes through cpal to ALSA: ALSA's `file` plugin stands in for a sound card
+/// (this machine has none) and records what was played.
+#[test]
+fn sound_check_plays_the_ring_through_alsa() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let raw = dir.path().join("ring.raw");
+    let conf = format!(
+        "pcm.!default {{\n  type file\n  slave.pcm \"null\"\n  file \"{}\"\n  format \"raw\"\n}}\n",
+        raw.display()
+    );
+    std::fs::write(dir.path().join(".asoundrc"), conf).expect("asoundrc");
+    let out = Command::new(APP)
+        .env("HOME", dir.path())
+        .args(["sound-check", "--seconds", "0.1"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("played the ring"), "{stdout}");
+    let bytes = std::fs::read(&raw).expect("ALSA recorded the output");
+    let loud = bytes.iter().take(4 << 20).filter(|b| **b != 0).count();
+    assert!(loud > 10_000, "the recording is not silence ({loud} non-zero bytes of {})", bytes.len());
+}
