@@ -11,6 +11,7 @@ pub mod client;
 pub mod media;
 pub mod number;
 pub mod protocol;
+pub mod rtc;
 pub mod server;
 pub mod ui;
 

@@ -6,5 +6,6 @@ mod fixture;
 mod handshake;
 mod heartbeat;
 mod restart;
+mod rtc;
 mod store;
 mod ui;

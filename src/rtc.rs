@@ -1,0 +1,348 @@
+//! The WebRTC peer: one peer connection per accepted session, with the server relaying only
+//! signaling. Everything of the `webrtc` crate the project uses goes through here, so an
+//! upgrade touches this file alone.
+//!
+//! Configuration that matters (measured on webrtc 0.21.1):
+//! - UDP sockets get 4 MiB receive/send buffers (the default ~212 KB drops packets under
+//!   load and SCTP stalls on retransmission timeouts), through our runtime's socket hook.
+//! - Multicast DNS is off: no extra socket per connection; peers exchange IPs anyway.
+//! - The data-channel send buffer is bounded, so a fast sender blocks instead of growing
+//!   memory.
+
+use crate::protocol::{IceServer, Role, SignalData};
+use bytes::BytesMut;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use webrtc::data_channel::{DataChannel, DataChannelEvent, RTCDataChannelInit};
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
+    RTCIceCandidateInit, RTCIceGatheringState, RTCIceServer, RTCPeerConnectionIceEvent,
+    RTCPeerConnectionState, RTCSdpType, RTCSessionDescription, SettingEngineBuilder,
+};
+use webrtc::runtime::{AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, JoinHandle, Runtime};
+
+/// UDP socket buffer size asked of the kernel (it may grant less: see net.core.rmem_max).
+const UDP_BUFFER_BYTES: usize = 4 * 1024 * 1024;
+/// Most bytes one data channel may hold unsent; `send` waits beyond this.
+const SEND_BUFFER_LIMIT: usize = 4 * 1024 * 1024;
+/// Label of the channel files travel on.
+pub const FILES_CHANNEL: &str = "files";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RtcError {
+    #[error("WebRTC: {0}")]
+    Webrtc(#[from] webrtc::error::Error),
+    #[error("the peer connection failed: {0}")]
+    Failed(String),
+    #[error("unexpected signaling: {0}")]
+    Signaling(String),
+}
+
+/// The tokio runtime with bigger UDP buffers.
+#[derive(Debug)]
+struct SidecallRuntime {
+    inner: Arc<dyn Runtime>,
+}
+
+impl Runtime for SidecallRuntime {
+    fn spawn(&self, future: Pin<Box<dyn Future<Output = ()> + Send>>) -> Box<dyn JoinHandle> {
+        self.inner.spawn(future)
+    }
+
+    fn spawn_reactor(
+        &self,
+        reactor_pool_size: usize,
+        future: Pin<Box<dyn Future<Output = ()> + Send>>,
+    ) -> Box<dyn JoinHandle> {
+        self.inner.spawn_reactor(reactor_pool_size, future)
+    }
+
+    fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
+        let sock = socket2::SockRef::from(&socket);
+        for (what, r) in [
+            ("receive", sock.set_recv_buffer_size(UDP_BUFFER_BYTES)),
+            ("send", sock.set_send_buffer_size(UDP_BUFFER_BYTES)),
+        ] {
+            if let Err(e) = r {
+                tracing::debug!("cannot enlarge the UDP {what} buffer: {e}");
+            }
+        }
+        self.inner.wrap_udp_socket(socket)
+    }
+
+    fn wrap_tcp_listener(&self, listener: std::net::TcpListener) -> io::Result<Arc<dyn AsyncTcpListener>> {
+        self.inner.wrap_tcp_listener(listener)
+    }
+
+    fn connect_tcp<'a>(
+        &'a self,
+        remote_addr: SocketAddr,
+    ) -> Pin<Box<dyn Future<Output = io::Result<Arc<dyn AsyncTcpStream>>> + Send + 'a>> {
+        self.inner.connect_tcp(remote_addr)
+    }
+
+    fn resolve_host<'a>(
+        &'a self,
+        host: &'a str,
+    ) -> Pin<Box<dyn Future<Output = io::Result<Vec<SocketAddr>>> + Send + 'a>> {
+        self.inner.resolve_host(host)
+    }
+
+    fn now(&self) -> std::time::Instant {
+        self.inner.now()
+    }
+
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        self.inner.sleep(duration)
+    }
+
+    fn interval(&self, period: Duration) -> Box<dyn webrtc::runtime::AsyncInterval> {
+        self.inner.interval(period)
+    }
+
+    fn block_on(&self, future: Pin<Box<dyn Future<Output = ()> + '_>>) {
+        self.inner.block_on(future)
+    }
+
+    fn yield_now(&self) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        self.inner.yield_now()
+    }
+
+    fn name(&self) -> &'static str {
+        "sidecall-tokio"
+    }
+}
+
+fn runtime() -> Result<Arc<dyn Runtime>, RtcError> {
+    let inner =
+        webrtc::runtime::default_runtime().ok_or_else(|| RtcError::Failed("no async runtime".into()))?;
+    Ok(Arc::new(SidecallRuntime { inner }))
+}
+
+/// What a peer reports.
+#[derive(Debug)]
+pub enum PeerEvent {
+    /// Send this to the other side through the server.
+    Signal(SignalData),
+    /// The files channel is open both ways.
+    ChannelOpen(Channel),
+    Connected,
+    /// The connection failed or closed.
+    Closed(String),
+}
+
+struct Handler {
+    events: mpsc::UnboundedSender<PeerEvent>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        if let Ok(init) = event.candidate.to_json() {
+            let _ = self.events.send(PeerEvent::Signal(SignalData::Candidate {
+                candidate: init.candidate,
+                sdp_mid: init.sdp_mid,
+                sdp_mline_index: init.sdp_mline_index,
+            }));
+        }
+    }
+
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            let _ = self.events.send(PeerEvent::Signal(SignalData::EndOfCandidates));
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        tracing::debug!("peer connection {state}");
+        match state {
+            RTCPeerConnectionState::Connected => {
+                let _ = self.events.send(PeerEvent::Connected);
+            }
+            RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
+                let _ = self.events.send(PeerEvent::Closed(format!("connection {state}")));
+            }
+            _ => {}
+        }
+    }
+
+    async fn on_data_channel(&self, dc: Arc<dyn DataChannel>) {
+        // The answering side learns of the caller's channel here; it opens on its own.
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            if let Some(ch) = Channel::start(dc).await {
+                let _ = events.send(PeerEvent::ChannelOpen(ch));
+            }
+        });
+    }
+}
+
+/// One side of a data session's peer connection.
+pub struct Peer {
+    pc: Arc<dyn PeerConnection>,
+    role: Role,
+}
+
+impl Peer {
+    /// Creates the peer. The caller's side creates the files channel and the offer; its first
+    /// events are the offer and candidates to forward.
+    pub async fn start(
+        role: Role,
+        ice_servers: &[IceServer],
+        allow_loopback: bool,
+    ) -> Result<(Peer, mpsc::UnboundedReceiver<PeerEvent>), RtcError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let servers = ice_servers
+            .iter()
+            .map(|s| RTCIceServer {
+                urls: s.urls.clone(),
+                username: s.username.clone().unwrap_or_default(),
+                credential: s.credential.clone().unwrap_or_default(),
+                ..Default::default()
+            })
+            .collect();
+        let settings = SettingEngineBuilder::new()
+            .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+            .with_include_loopback_candidate(allow_loopback)
+            .with_host_acceptance_min_wait(Some(Duration::ZERO))
+            .build();
+        let pc = PeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().with_ice_servers(servers).build())
+            .with_setting_engine(settings)
+            .with_handler(Arc::new(Handler { events: tx.clone() }))
+            .with_runtime(runtime()?)
+            .with_udp_addrs(vec![if allow_loopback { "127.0.0.1:0" } else { "0.0.0.0:0" }.to_string()])
+            .with_data_channel_send_buffer_limit(SEND_BUFFER_LIMIT)
+            .build()
+            .await?;
+        let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+        if role == Role::Caller {
+            let dc = pc
+                .create_data_channel(
+                    FILES_CHANNEL,
+                    Some(RTCDataChannelInit { ordered: true, ..Default::default() }),
+                )
+                .await?;
+            let events = tx.clone();
+            tokio::spawn(async move {
+                if let Some(ch) = Channel::start(dc).await {
+                    let _ = events.send(PeerEvent::ChannelOpen(ch));
+                }
+            });
+            let offer = pc.create_offer(None).await?;
+            let sdp = offer.sdp.clone();
+            pc.set_local_description(offer).await?;
+            let _ = tx.send(PeerEvent::Signal(SignalData::Offer { sdp }));
+        }
+        Ok((Peer { pc, role }, rx))
+    }
+
+    /// Applies signaling from the other side; an offer is answered through the events.
+    pub async fn signal(
+        &self,
+        data: SignalData,
+        events: &mpsc::UnboundedSender<PeerEvent>,
+    ) -> Result<(), RtcError> {
+        match data {
+            SignalData::Offer { sdp } if self.role == Role::Callee => {
+                self.pc.set_remote_description(RTCSessionDescription::offer(sdp)?).await?;
+                let answer = self.pc.create_answer(None).await?;
+                let sdp = answer.sdp.clone();
+                self.pc.set_local_description(answer).await?;
+                let _ = events.send(PeerEvent::Signal(SignalData::Answer { sdp }));
+            }
+            SignalData::Answer { sdp } if self.role == Role::Caller => {
+                self.pc.set_remote_description(RTCSessionDescription::answer(sdp)?).await?;
+            }
+            SignalData::Candidate { candidate, sdp_mid, sdp_mline_index } => {
+                let init = RTCIceCandidateInit { candidate, sdp_mid, sdp_mline_index, ..Default::default() };
+                self.pc.add_ice_candidate(init).await?;
+            }
+            SignalData::EndOfCandidates => {}
+            other => return Err(RtcError::Signaling(format!("{other:?} does not fit this side"))),
+        }
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        if let Err(e) = self.pc.close().await {
+            tracing::debug!("closing the peer connection: {e}");
+        }
+    }
+}
+
+/// An open data channel: send bytes, receive messages.
+pub struct Channel {
+    dc: Arc<dyn DataChannel>,
+    incoming: mpsc::Receiver<BytesMut>,
+}
+
+impl std::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channel").finish_non_exhaustive()
+    }
+}
+
+impl Channel {
+    /// Waits for the channel to open, then pumps its messages into a bounded queue
+    /// (a slow reader slows the sender down through SCTP's window, never grows memory).
+    async fn start(dc: Arc<dyn DataChannel>) -> Option<Channel> {
+        loop {
+            match dc.poll().await? {
+                DataChannelEvent::OnOpen => break,
+                DataChannelEvent::OnClose => return None,
+                _ => {}
+            }
+        }
+        let (tx, incoming) = mpsc::channel(64);
+        let reader = dc.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = reader.poll().await {
+                match ev {
+                    DataChannelEvent::OnMessage(msg) => {
+                        if tx.send(msg.data).await.is_err() {
+                            break;
+                        }
+                    }
+                    DataChannelEvent::OnClose => break,
+                    _ => {}
+                }
+            }
+        });
+        Some(Channel { dc, incoming })
+    }
+
+    /// Sends one message; waits while the send buffer is full.
+    pub async fn send(&self, data: BytesMut) -> Result<(), RtcError> {
+        Ok(self.dc.send(data).await?)
+    }
+
+    /// The next message; `None` once the channel closed.
+    pub async fn recv(&mut self) -> Option<BytesMut> {
+        self.incoming.recv().await
+    }
+
+    /// Waits until everything sent so far has left the send buffer.
+    pub async fn flush(&self) {
+        for _ in 0..2000 {
+            match self.dc.outstanding_bytes().await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+    }
+
+    pub async fn close(&self) {
+        let _ = self.dc.close().await;
+    }
+}
+
+/// Whether a description is an offer (for logs and checks).
+pub fn is_offer(desc: &RTCSessionDescription) -> bool {
+    desc.sdp_type == RTCSdpType::Offer
+}
