@@ -282,6 +282,19 @@ pub struct Channel {
     incoming: mpsc::Receiver<BytesMut>,
 }
 
+/// The sending half of a [`Channel`]; cheap to clone, usable from several tasks.
+#[derive(Clone)]
+pub struct ChannelTx {
+    dc: Arc<dyn DataChannel>,
+}
+
+impl ChannelTx {
+    /// Sends one message; waits while the send buffer is full.
+    pub async fn send(&self, data: BytesMut) -> Result<(), RtcError> {
+        Ok(self.dc.send(data).await?)
+    }
+}
+
 impl std::fmt::Debug for Channel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Channel").finish_non_exhaustive()
@@ -320,6 +333,11 @@ impl Channel {
     /// Sends one message; waits while the send buffer is full.
     pub async fn send(&self, data: BytesMut) -> Result<(), RtcError> {
         Ok(self.dc.send(data).await?)
+    }
+
+    /// A sender for other tasks (receiving stays here).
+    pub fn sender(&self) -> ChannelTx {
+        ChannelTx { dc: self.dc.clone() }
     }
 
     /// The next message; `None` once the channel closed.

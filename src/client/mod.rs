@@ -5,5 +5,6 @@ pub mod api;
 pub mod app;
 pub mod config;
 pub mod core;
+pub mod transfer;
 
 pub use self::core::{ClientConfig, ClientHandle, Command, Event, StopReason, Waker, spawn};

@@ -8,4 +8,5 @@ mod heartbeat;
 mod restart;
 mod rtc;
 mod store;
+mod transfer;
 mod ui;
