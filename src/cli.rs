@@ -3,6 +3,8 @@
 //! problems on stderr, outcomes in the exit code.
 
 use crate::client::config::{self, Profile};
+use crate::client::session::{self, DataConfig, DataEvent, DataSession};
+use crate::client::transfer::{self, ReceiveConfig, TransferEvent, Way};
 use crate::client::{self, ClientConfig, ClientHandle, Event, api};
 use crate::protocol::{ErrorCode, LoginRequest, Offer, Outcome, RegisterRequest, Role, SessionId};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -158,9 +160,12 @@ pub struct DialArgs {
     #[arg(long)]
     pub region: Option<String>,
     /// End the session this many seconds after it is accepted (default: stay until it ends
-    /// or Ctrl-C).
+    /// or Ctrl-C; with --send, until the files are delivered).
     #[arg(long)]
     pub hangup_after: Option<f64>,
+    /// Send these files once the session is accepted, then hang up.
+    #[arg(long, num_args = 1.., value_name = "FILE")]
+    pub send: Vec<PathBuf>,
     #[command(flatten)]
     pub output: Output,
 }
@@ -185,6 +190,10 @@ pub struct ListenArgs {
     /// End each accepted session after this many seconds.
     #[arg(long)]
     pub hangup_after: Option<f64>,
+    /// Folder for received files (default: ~/Downloads/Sidecall). With --accept all, files
+    /// are received without asking; with ask, each one is asked for.
+    #[arg(long, value_name = "DIR")]
+    pub save_dir: Option<PathBuf>,
     #[command(flatten)]
     pub output: Output,
 }
@@ -370,6 +379,7 @@ struct Online {
     handle: ClientHandle,
     events: mpsc::UnboundedReceiver<Event>,
     number: String,
+    ice_servers: Vec<crate::protocol::IceServer>,
 }
 
 impl Online {
@@ -421,8 +431,8 @@ async fn connect(cli: &Cli, output: &Output) -> Result<Online, Failure> {
         };
         print_event(output, &ev);
         match ev {
-            Event::Online { account, .. } => {
-                return Ok(Online { handle, events, number: account.number });
+            Event::Online { account, ice_servers, .. } => {
+                return Ok(Online { handle, events, number: account.number, ice_servers });
             }
             Event::LoggedOut { reason } => {
                 return Err(fail(Exit::LoginNeeded, format!("{reason}: run `sidecall account login` again")));
@@ -543,13 +553,27 @@ async fn sleep_opt(at: Option<tokio::time::Instant>) {
 }
 
 async fn dial(cli: &Cli, args: &DialArgs) -> Result<Exit, Failure> {
+    for f in &args.send {
+        match std::fs::metadata(f) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => {
+                return Err(fail(Exit::Usage, format!("cannot send {}: not a regular file", f.display())));
+            }
+            Err(e) => return Err(fail(Exit::Usage, format!("cannot send {}: {e}", f.display()))),
+        }
+    }
     let mut online = connect(cli, &args.output).await?;
-    let offer = Offer { files: !args.no_files, video: args.video };
+    let offer = Offer { files: !args.no_files || !args.send.is_empty(), video: args.video };
     let req = online.handle.dial_with(&args.number, offer, args.region.clone(), None);
     let mut session: Option<SessionId> = None;
     let mut accepted = false;
     let mut hangup_at: Option<tokio::time::Instant> = None;
     let mut interrupted = false;
+    let (data_tx, mut data_rx) = mpsc::unbounded_channel();
+    let mut data: Option<DataSession> = None;
+    let mut progress = ProgressPrinter::default();
+    let mut left = args.send.len();
+    let mut undelivered = 0usize;
     let code = loop {
         tokio::select! {
             ev = online.events.recv() => {
@@ -572,11 +596,61 @@ async fn dial(cli: &Cli, args: &DialArgs) -> Result<Exit, Failure> {
                     }
                     Event::SessionStarted { session_id, .. } if Some(&session_id) == session.as_ref() => {
                         hangup_at = args.hangup_after.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)));
+                        let cfg = DataConfig {
+                            role: Role::Caller,
+                            ice_servers: online.ice_servers.clone(),
+                            receive: ReceiveConfig { dir: transfer::default_save_dir(), auto_accept: false },
+                            loopback: session::loopback_from_env(),
+                        };
+                        let d = DataSession::start(online.handle.clone(), session_id, cfg, data_tx.clone());
+                        if !args.send.is_empty() {
+                            d.send_files(args.send.clone());
+                        }
+                        data = Some(d);
+                    }
+                    Event::Signal { session_id, data: s } => {
+                        if let Some(d) = data.as_ref().filter(|d| d.session_id == session_id) {
+                            d.signal(s);
+                        }
                     }
                     Event::SessionEnded { session_id, .. } if Some(&session_id) == session.as_ref() => {
-                        break if accepted { Exit::Ok } else { Exit::Error };
+                        if left > 0 {
+                            eprintln!("the session ended before {left} file(s) were delivered");
+                            break Exit::Error;
+                        }
+                        break if !accepted { Exit::Error } else if undelivered > 0 { Exit::Error } else { Exit::Ok };
                     }
                     Event::LoggedOut { .. } => break Exit::LoginNeeded,
+                    _ => {}
+                }
+            }
+            Some(dev) = data_rx.recv() => {
+                progress.show(&args.output, &dev);
+                match dev {
+                    DataEvent::Transfer(TransferEvent::Incoming { id, name, .. }) => {
+                        eprintln!("declined the peer's file {name}: `sidecall dial` only sends");
+                        if let Some(d) = &data { d.reject_file(id); }
+                    }
+                    DataEvent::Transfer(
+                        TransferEvent::Completed { way: Way::Sending, .. }
+                        | TransferEvent::Failed { way: Way::Sending, .. }
+                        | TransferEvent::Rejected { way: Way::Sending, .. }
+                        | TransferEvent::Cancelled { way: Way::Sending, .. },
+                    ) => {
+                        if !matches!(dev, DataEvent::Transfer(TransferEvent::Completed { .. })) {
+                            undelivered += 1;
+                        }
+                        left = left.saturating_sub(1);
+                        if left == 0 && !args.send.is_empty() && hangup_at.is_none() {
+                            if let Some(id) = &session { online.handle.end(id); }
+                        }
+                    }
+                    DataEvent::Failed(why) if left > 0 => {
+                        eprintln!("the peer-to-peer connection failed: {why}");
+                        if let Some(id) = &session { online.handle.end(id); }
+                        undelivered += left;
+                        left = 0;
+                    }
                     _ => {}
                 }
             }
@@ -594,8 +668,78 @@ async fn dial(cli: &Cli, args: &DialArgs) -> Result<Exit, Failure> {
             }
         }
     };
+    drop(data);
     online.close().await;
     Ok(code)
+}
+
+/// Transfer progress on stderr (or JSON lines on stdout), at most once a second per file.
+#[derive(Default)]
+struct ProgressPrinter {
+    last: std::collections::HashMap<(u32, bool), (std::time::Instant, u64)>,
+}
+
+impl ProgressPrinter {
+    fn show(&mut self, output: &Output, ev: &DataEvent) {
+        if output.json {
+            let line = match ev {
+                DataEvent::ChannelOpen { open_ms } => {
+                    serde_json::json!({"event": "channel_open", "open_ms": open_ms})
+                }
+                DataEvent::Transfer(t) => serde_json::json!({"event": "transfer", "transfer": t}),
+                DataEvent::Failed(why) => serde_json::json!({"event": "data_failed", "reason": why}),
+            };
+            println!("{line}");
+            return;
+        }
+        let mb = |b: u64| b as f64 / 1_000_000.0;
+        match ev {
+            DataEvent::ChannelOpen { open_ms } => eprintln!("peer-to-peer channel open ({open_ms} ms)"),
+            DataEvent::Failed(why) => eprintln!("peer-to-peer connection: {why}"),
+            DataEvent::Transfer(t) => match t {
+                TransferEvent::Preparing { name, size } => {
+                    eprintln!("checking {name} ({:.1} MB)…", mb(*size))
+                }
+                TransferEvent::Offered { name, .. } => eprintln!("offered {name}"),
+                TransferEvent::Incoming { name, size, .. } => {
+                    println!("incoming file {name} ({:.1} MB)", mb(*size))
+                }
+                TransferEvent::Started { id, way, name, offset, .. } => {
+                    self.last.insert((*id, *way == Way::Sending), (std::time::Instant::now(), *offset));
+                    let verb = if *way == Way::Sending { "sending" } else { "receiving" };
+                    if *offset > 0 {
+                        eprintln!("{verb} {name}, resuming at {:.1} MB", mb(*offset));
+                    } else {
+                        eprintln!("{verb} {name}");
+                    }
+                }
+                TransferEvent::Progress { id, way, bytes, size } if *size >= 1_000_000 => {
+                    let key = (*id, *way == Way::Sending);
+                    let now = std::time::Instant::now();
+                    let (t0, b0) = *self.last.get(&key).unwrap_or(&(now, 0));
+                    if now.duration_since(t0) >= Duration::from_secs(1) {
+                        let speed = mb(bytes.saturating_sub(b0)) / now.duration_since(t0).as_secs_f64();
+                        let pct = if *size == 0 { 100.0 } else { *bytes as f64 * 100.0 / *size as f64 };
+                        eprintln!("  {pct:5.1}%  {:.1} of {:.1} MB  {speed:.1} MB/s", mb(*bytes), mb(*size));
+                        self.last.insert(key, (now, *bytes));
+                    }
+                }
+                TransferEvent::Progress { .. } => {}
+                TransferEvent::Completed { way: Way::Sending, name, size, .. } => {
+                    println!("sent {name} ({:.1} MB, verified by the receiver)", mb(*size))
+                }
+                TransferEvent::Completed { name, path, size, .. } => println!(
+                    "received {name} ({:.1} MB, verified) -> {}",
+                    mb(*size),
+                    path.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
+                ),
+                TransferEvent::Failed { name, reason, .. } => println!("failed {name}: {reason}"),
+                TransferEvent::Rejected { name, reason, .. } => println!("rejected {name}: {reason}"),
+                TransferEvent::Cancelled { name, reason, .. } => println!("cancelled {name}: {reason}"),
+                TransferEvent::ChannelClosed => {}
+            },
+        }
+    }
 }
 
 /// Lines typed on the terminal, read on their own thread (stdin blocks).
@@ -612,15 +756,30 @@ fn stdin_lines() -> mpsc::UnboundedReceiver<String> {
     rx
 }
 
+/// Something waiting for a y/n on the terminal.
+enum Ask {
+    Session(SessionId),
+    File(u32),
+}
+
 async fn listen(cli: &Cli, args: &ListenArgs) -> Result<Exit, Failure> {
+    let save_dir = args.save_dir.clone().unwrap_or_else(transfer::default_save_dir);
     let mut online = connect(cli, &args.output).await?;
     if !args.output.json {
-        println!("listening as {} (accept: {:?}); Ctrl-C to stop", online.number, args.accept);
+        println!(
+            "listening as {} (accept: {:?}; files go to {}); Ctrl-C to stop",
+            online.number,
+            args.accept,
+            save_dir.display()
+        );
     }
     let mut lines = if args.accept == AcceptPolicy::Ask { Some(stdin_lines()) } else { None };
-    // Requests waiting for a y/n on the terminal, oldest first.
-    let mut asking: Vec<SessionId> = Vec::new();
+    // Questions waiting for a y/n on the terminal, oldest first.
+    let mut asking: Vec<Ask> = Vec::new();
     let mut hangups: Vec<(tokio::time::Instant, SessionId)> = Vec::new();
+    let (data_tx, mut data_rx) = mpsc::unbounded_channel();
+    let mut data: Option<DataSession> = None;
+    let mut progress = ProgressPrinter::default();
     let code = loop {
         let next_hangup = hangups.iter().map(|(t, _)| *t).min();
         tokio::select! {
@@ -636,33 +795,65 @@ async fn listen(cli: &Cli, args: &ListenArgs) -> Result<Exit, Failure> {
                         }
                         AcceptPolicy::Ask => {
                             eprintln!("accept {session_id}? [y/N]");
-                            asking.push(session_id);
+                            asking.push(Ask::Session(session_id));
                         }
                     },
                     Event::IncomingClosed { session_id, .. } => {
-                        asking.retain(|s| *s != session_id);
+                        asking.retain(|a| !matches!(a, Ask::Session(s) if *s == session_id));
                         if args.once { break Exit::Ok; }
                     }
-                    Event::SessionStarted { session_id, .. } => {
+                    Event::SessionStarted { session_id, role, .. } => {
                         if let Some(s) = args.hangup_after {
-                            hangups.push((tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)), session_id));
+                            hangups.push((tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)), session_id.clone()));
+                        }
+                        let cfg = DataConfig {
+                            role,
+                            ice_servers: online.ice_servers.clone(),
+                            receive: ReceiveConfig { dir: save_dir.clone(), auto_accept: args.accept == AcceptPolicy::All },
+                            loopback: session::loopback_from_env(),
+                        };
+                        data = Some(DataSession::start(online.handle.clone(), session_id, cfg, data_tx.clone()));
+                    }
+                    Event::Signal { session_id, data: s } => {
+                        if let Some(d) = data.as_ref().filter(|d| d.session_id == session_id) {
+                            d.signal(s);
                         }
                     }
                     Event::SessionEnded { session_id, .. } => {
                         hangups.retain(|(_, s)| *s != session_id);
+                        if data.as_ref().is_some_and(|d| d.session_id == session_id) {
+                            data = None;
+                        }
                         if args.once { break Exit::Ok; }
                     }
                     Event::LoggedOut { .. } => break Exit::LoginNeeded,
                     _ => {}
                 }
             }
+            Some(dev) = data_rx.recv() => {
+                progress.show(&args.output, &dev);
+                if let DataEvent::Transfer(TransferEvent::Incoming { id, name, .. }) = &dev
+                    && args.accept == AcceptPolicy::Ask
+                {
+                    eprintln!("receive {name}? [y/N]");
+                    asking.push(Ask::File(*id));
+                }
+            }
             line = async { match lines.as_mut() { Some(l) => l.recv().await, None => std::future::pending().await } } => {
                 let Some(line) = line else { lines = None; continue };
                 if asking.is_empty() { continue; }
-                let id = asking.remove(0);
                 let yes = matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes");
-                online.handle.answer(&id, yes);
-                if !yes && args.once { break Exit::Ok; }
+                match asking.remove(0) {
+                    Ask::Session(id) => {
+                        online.handle.answer(&id, yes);
+                        if !yes && args.once { break Exit::Ok; }
+                    }
+                    Ask::File(id) => {
+                        if let Some(d) = &data {
+                            if yes { d.accept_file(id) } else { d.reject_file(id) }
+                        }
+                    }
+                }
             }
             _ = sleep_opt(next_hangup) => {
                 let now = tokio::time::Instant::now();
@@ -674,6 +865,7 @@ async fn listen(cli: &Cli, args: &ListenArgs) -> Result<Exit, Failure> {
             _ = tokio::signal::ctrl_c() => break Exit::Ok,
         }
     };
+    drop(data);
     online.close().await;
     Ok(code)
 }

@@ -16,7 +16,8 @@ fn main() -> std::process::ExitCode {
         };
     }
     let filter = match cli.verbose {
-        0 => "warn",
+        // The WebRTC stack warns about routine ICE and DTLS details; keep its errors only.
+        0 => "warn,rtc_ice=error,rtc_dtls=error,rtc_sctp=error,webrtc=error",
         1 => "info,sidecall=info",
         _ => "debug,sidecall=debug",
     };

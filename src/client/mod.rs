@@ -5,6 +5,7 @@ pub mod api;
 pub mod app;
 pub mod config;
 pub mod core;
+pub mod session;
 pub mod transfer;
 
 pub use self::core::{ClientConfig, ClientHandle, Command, Event, StopReason, Waker, spawn};

@@ -202,3 +202,174 @@ fn sound_check_plays_the_ring_through_alsa() {
     let loud = bytes.iter().take(4 << 20).filter(|b| **b != 0).count();
     assert!(loud > 10_000, "the recording is not silence ({loud} non-zero bytes of {})", bytes.len());
 }
+
+/// Two registered profiles against a `sidecall-server` process; WebRTC on loopback only.
+struct Pair {
+    _dir: tempfile::TempDir,
+    root: std::path::PathBuf,
+    cfg: std::path::PathBuf,
+    _server: Proc,
+}
+
+impl Pair {
+    fn new() -> Pair {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().to_path_buf();
+        let server = Proc::spawn(
+            Command::new(SERVER)
+                .args(["--listen", "127.0.0.1:0", "--log", "warn", "--data-dir"])
+                .arg(root.join("server")),
+        );
+        let line = server.wait_line("listening on");
+        let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("url").to_string();
+        let cfg = root.join("config");
+        for (p, n, name) in [("a", "030 123456", "Alice"), ("b", "+49 151 23456789", "Bob")] {
+            let (code, out, err) =
+                run(&cfg, p, &["account", "register", "--server", &url, "--number", n, "--name", name]);
+            assert_eq!(code, 0, "{out}{err}");
+        }
+        Pair { _dir: dir, root, cfg, _server: server }
+    }
+
+    fn cmd(&self, profile: &str, args: &[&str]) -> Command {
+        let mut c = app(&self.cfg, profile, args);
+        c.env("SIDECALL_RTC_LOOPBACK", "1");
+        c
+    }
+
+    fn listen(&self, inbox: &Path) -> Proc {
+        let inbox = inbox.to_str().expect("utf-8 path");
+        let p = Proc::spawn(
+            &mut self.cmd("b", &["listen", "--accept", "all", "--once", "--json", "--save-dir", inbox]),
+        );
+        p.wait_line(r#""event":"online""#);
+        p
+    }
+}
+
+fn file_with(path: &Path, len: usize, seed: u32) {
+    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
+    let data: Vec<u8> = (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
+    std::fs::write(path, data).expect("write");
+}
+
+#[test]
+fn files_go_peer_to_peer_through_the_real_server() {
+    let pair = Pair::new();
+    let src = pair.root.join("src");
+    std::fs::create_dir_all(&src).expect("src");
+    let names = [("movie.bin", 6_000_000usize), ("notes.txt", 1234), ("empty.dat", 0)];
+    for (i, (n, len)) in names.iter().enumerate() {
+        file_with(&src.join(n), *len, i as u32 + 1);
+    }
+    let inbox = pair.root.join("inbox");
+    let mut listener = pair.listen(&inbox);
+    let files: Vec<String> = names.iter().map(|(n, _)| src.join(n).display().to_string()).collect();
+    let mut args = vec!["dial", "0151 2345 6789", "--send"];
+    args.extend(files.iter().map(String::as_str));
+    let out = pair.cmd("a", &args).output().expect("dial");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    for (n, _) in names {
+        assert!(stdout.contains(&format!("sent {n}")), "{stdout}");
+        let got = std::fs::read(inbox.join(n)).expect("received file");
+        assert_eq!(got, std::fs::read(src.join(n)).expect("original"), "{n} byte-identical");
+    }
+    listener.wait_line(r#""event":"session_ended""#);
+    assert_eq!(listener.wait_exit(), 0);
+}
+
+#[test]
+fn a_transfer_cut_off_midway_resumes_to_an_identical_file() {
+    let pair = Pair::new();
+    let big = pair.root.join("big.bin");
+    file_with(&big, 60_000_000, 7);
+    let inbox = pair.root.join("inbox");
+    let mut listener = pair.listen(&inbox);
+    let mut dial =
+        Proc::spawn(&mut pair.cmd("a", &["dial", "+4915123456789", "--send", big.to_str().expect("path")]));
+    // Kill the receiving side once bytes are flowing.
+    listener.wait_line(r#""way":"receiving""#);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let part = loop {
+        let part = std::fs::read_dir(&inbox)
+            .ok()
+            .and_then(|d| d.flatten().map(|e| e.path()).find(|p| p.to_string_lossy().ends_with(".part")));
+        if let Some(p) = part.filter(|p| std::fs::metadata(p).map(|m| m.len() > 2_000_000).unwrap_or(false)) {
+            break p;
+        }
+        assert!(std::time::Instant::now() < deadline, "no partial file grew");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = listener.child.kill();
+    let _ = listener.child.wait();
+    assert_eq!(dial.wait_exit(), 1, "the first try is reported undelivered");
+    let kept = std::fs::metadata(&part).expect("partial file kept").len();
+    assert!(kept > 0);
+
+    // Again: the receiver resumes where it stopped.
+    let mut listener = pair.listen(&inbox);
+    let out = pair
+        .cmd("a", &["dial", "+4915123456789", "--send", big.to_str().expect("path")])
+        .output()
+        .expect("dial");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let started = listener.wait_line(r#""event":"started""#);
+    let offset: u64 =
+        serde_json::from_str::<serde_json::Value>(&started).expect("json")["transfer"]["offset"]
+            .as_u64()
+            .expect("offset");
+    assert!(offset > 0 && offset <= kept, "resumed at {offset} of {kept} kept bytes");
+    assert_eq!(
+        std::fs::read(inbox.join("big.bin")).expect("received"),
+        std::fs::read(&big).expect("original")
+    );
+    assert!(!part.exists(), "the partial file became the file");
+    let _ = listener.wait_exit();
+}
+
+#[test]
+fn a_full_disk_fails_the_file_cleanly_on_both_sides() {
+    let pair = Pair::new();
+    let inbox = pair.root.join("small-disk");
+    std::fs::create_dir_all(&inbox).expect("dir");
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(&inbox)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: mounting a 2 MB tmpfs needs root (CI runs as root)");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(inbox.clone());
+    let big = pair.root.join("too-big.bin");
+    file_with(&big, 5_000_000, 3);
+    let mut listener = pair.listen(&inbox);
+    let out = pair
+        .cmd("a", &["dial", "+4915123456789", "--send", big.to_str().expect("path")])
+        .output()
+        .expect("dial");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("failed too-big.bin: the receiver's disk is full"), "{stdout}");
+    let failed = listener.wait_line(r#""event":"failed""#);
+    assert!(failed.contains("disk is full"), "{failed}");
+    let left: Vec<_> = std::fs::read_dir(&inbox).expect("dir").flatten().collect();
+    assert!(left.is_empty(), "nothing half-written is left: {left:?}");
+    let _ = listener.wait_exit();
+}
