@@ -8,6 +8,7 @@ use tokio::sync::mpsc;
 
 /// Connects two peers; returns both open channels and the time from start to open.
 pub async fn connected_pair() -> ((Peer, Channel), (Peer, Channel), Duration) {
+    sidecall::init_logging(&std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()));
     let t0 = Instant::now();
     let (caller, mut a_events) = Peer::start(Role::Caller, &[], true).await.expect("caller peer");
     let (callee, mut b_events) = Peer::start(Role::Callee, &[], true).await.expect("callee peer");
@@ -18,10 +19,10 @@ pub async fn connected_pair() -> ((Peer, Channel), (Peer, Channel), Duration) {
     while a_ch.is_none() || b_ch.is_none() {
         tokio::select! {
             ev = a_events.recv() => match ev.expect("caller events") {
-                PeerEvent::Signal(s) => callee.signal(s, &b_tx).await.expect("callee takes signal"),
-                PeerEvent::ChannelOpen(c) => a_ch = Some(c),
+                PeerEvent::Signal(s) => { eprintln!("caller signal {:?} at {:?}", std::mem::discriminant(&s), t0.elapsed()); callee.signal(s, &b_tx).await.expect("callee takes signal") }
+                PeerEvent::ChannelOpen(c) => { eprintln!("caller channel open after {:?}", t0.elapsed()); a_ch = Some(c) }
                 PeerEvent::Closed(why) => panic!("caller closed: {why}"),
-                PeerEvent::Connected => {}
+                PeerEvent::Connected => eprintln!("caller connected after {:?}", t0.elapsed()),
             },
             ev = b_events.recv() => match ev.expect("callee events") {
                 PeerEvent::Signal(s) => caller.signal(s, &a_tx).await.expect("caller takes signal"),
