@@ -1,0 +1,209 @@
+//! File-transfer benchmark: a real `sidecall-server` and two `sidecall` processes on loopback
+//! (`listen --accept all` and `dial --send`), so the whole path is measured: signaling through
+//! the server, WebRTC, the file written to disk and verified. Prints MB/s, the peak RSS of
+//! each side, accept-to-channel-open time, and a raw TCP loopback copy of the same file to
+//! disk measured in the same run, with the ratio.
+//!
+//!   cargo bench --bench transfer                    # 256 MiB, 7 channel opens
+//!   cargo bench --bench transfer -- --mib 1024
+//!
+//! Under `cargo test` (no `--bench` argument) it runs as a small smoke test.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const SERVER: &str = env!("CARGO_BIN_EXE_sidecall-server");
+const APP: &str = env!("CARGO_BIN_EXE_sidecall");
+
+fn arg(name: &str) -> Option<u64> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok())
+}
+
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<(Instant, String)>,
+}
+
+impl Proc {
+    fn spawn(cmd: &mut Command) -> Proc {
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).stdin(Stdio::null()).spawn().expect("spawn");
+        let out = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send((Instant::now(), l)).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc { child, lines }
+    }
+
+    fn wait_line(&self, needle: &str, timeout: Duration) -> (Instant, String) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok((t, l)) if l.contains(needle) => return (t, l),
+                Ok(_) => {}
+                Err(_) => panic!("no line containing {needle:?} within {timeout:?}"),
+            }
+        }
+    }
+
+    /// Peak resident memory so far, KiB.
+    fn hwm_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn app(cfg: &Path, profile: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(APP);
+    c.env("SIDECALL_CONFIG_DIR", cfg)
+        .env("SIDECALL_PASSWORD", "benchmark password")
+        .env("SIDECALL_RTC_LOOPBACK", "1")
+        .env_remove("RUST_LOG")
+        .args(["--profile", profile])
+        .args(args);
+    c
+}
+
+fn make_file(path: &Path, bytes: u64) {
+    let mut f = std::fs::File::create(path).expect("create");
+    let mut block = vec![0u8; 1 << 20];
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for b in block.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        b.copy_from_slice(&x.to_le_bytes()[..b.len()]);
+    }
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(block.len() as u64) as usize;
+        f.write_all(&block[..n]).expect("write");
+        left -= n as u64;
+        block.rotate_left(7);
+    }
+    f.sync_all().expect("sync");
+}
+
+/// Raw TCP on loopback, read from disk, written to disk and fsynced: the ceiling.
+fn tcp_baseline(src: &Path, dst: &Path) -> f64 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let dst = dst.to_path_buf();
+    let receiver = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&dst).expect("create"));
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = s.read(&mut buf).expect("read");
+            if n == 0 {
+                break;
+            }
+            f.write_all(&buf[..n]).expect("write");
+        }
+        f.into_inner().expect("flush").sync_all().expect("sync");
+    });
+    let t0 = Instant::now();
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    let mut f = std::fs::File::open(src).expect("open");
+    std::io::copy(&mut f, &mut s).expect("copy");
+    drop(s);
+    receiver.join().expect("receiver");
+    let secs = t0.elapsed().as_secs_f64();
+    std::fs::metadata(src).expect("meta").len() as f64 / 1e6 / secs
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let mib = arg("--mib").unwrap_or(if full { 256 } else { 8 });
+    let opens = arg("--opens").unwrap_or(if full { 7 } else { 2 }) as usize;
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = root.path();
+    let cfg = dir.join("config");
+
+    let server = Proc::spawn(Command::new(SERVER).args(["--listen", "127.0.0.1:0", "--log", "warn", "--data-dir"]).arg(dir.join("server")));
+    let (_, banner) = server.wait_line("listening on", Duration::from_secs(10));
+    let url = banner.split_whitespace().find(|w| w.starts_with("http://")).expect("url").to_string();
+    for (p, n) in [("a", "+4930123456"), ("b", "+4915123456789")] {
+        let st = app(&cfg, p, &["account", "register", "--server", &url, "--number", n, "--name", p])
+            .stdout(Stdio::null())
+            .status()
+            .expect("register");
+        assert!(st.success(), "register {p}");
+    }
+    let inbox = dir.join("inbox");
+    let src = dir.join("payload.bin");
+    eprintln!("writing a {mib} MiB test file…");
+    make_file(&src, mib << 20);
+    let tiny = dir.join("tiny.txt");
+    std::fs::write(&tiny, b"x").expect("tiny");
+
+    // Channel open times: several short sessions.
+    let mut open_ms = Vec::new();
+    for _ in 0..opens {
+        let listener = Proc::spawn(&mut app(&cfg, "b", &["listen", "--accept", "all", "--once", "--json", "--save-dir", inbox.to_str().expect("utf-8")]));
+        listener.wait_line("\"event\":\"online\"", Duration::from_secs(10));
+        let dial = Proc::spawn(&mut app(&cfg, "a", &["dial", "+4915123456789", "--json", "--send", tiny.to_str().expect("utf-8")]));
+        let (_, l) = dial.wait_line("channel_open", Duration::from_secs(20));
+        let v: serde_json::Value = serde_json::from_str(&l).expect("json");
+        open_ms.push(v["open_ms"].as_u64().unwrap_or(0));
+        dial.wait_line("session_ended", Duration::from_secs(20));
+    }
+    open_ms.sort_unstable();
+
+    // The big transfer, watched for peak memory on both sides.
+    let listener = Proc::spawn(&mut app(&cfg, "b", &["listen", "--accept", "all", "--once", "--json", "--save-dir", inbox.to_str().expect("utf-8")]));
+    listener.wait_line("\"event\":\"online\"", Duration::from_secs(10));
+    let mut dial = Proc::spawn(&mut app(&cfg, "a", &["dial", "+4915123456789", "--json", "--send", src.to_str().expect("utf-8")]));
+    let (t_started, _) = dial.wait_line("\"event\":\"started\"", Duration::from_secs(60));
+    let (mut hwm_send, mut hwm_recv) = (0, 0);
+    let t_done = loop {
+        hwm_send = hwm_send.max(dial.hwm_kib());
+        hwm_recv = hwm_recv.max(listener.hwm_kib());
+        match dial.lines.recv_timeout(Duration::from_millis(50)) {
+            Ok((t, l)) if l.contains("\"event\":\"completed\"") => break t,
+            Ok((_, l)) if l.contains("\"event\":\"failed\"") => panic!("transfer failed: {l}"),
+            Ok(_) => {}
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(e) => panic!("dial ended early: {e}"),
+        }
+    };
+    hwm_send = hwm_send.max(dial.hwm_kib());
+    hwm_recv = hwm_recv.max(listener.hwm_kib());
+    let _ = dial.child.wait();
+    let secs = t_done.duration_since(t_started).as_secs_f64();
+    let mb = (mib << 20) as f64 / 1e6;
+    let ours = mb / secs;
+    let received = inbox.join("payload.bin");
+    let same = std::fs::metadata(&received).map(|m| m.len()).unwrap_or(0) == mib << 20;
+    assert!(same, "the received file has the wrong size");
+
+    let base = tcp_baseline(&src, &dir.join("tcp-copy.bin"));
+    let p50 = open_ms.get(open_ms.len() / 2).copied().unwrap_or(0);
+    println!("sidecall transfer benchmark ({} mode)", if full { "full" } else { "smoke" });
+    println!("  file                    {mib} MiB, written to disk and SHA-256 verified by the receiver");
+    println!("  throughput              {ours:.0} MB/s ({secs:.2} s offer-accepted to verified)");
+    println!("  raw TCP loopback copy   {base:.0} MB/s (same file, disk to disk, same run)");
+    println!("  ratio to TCP            {:.2}x", ours / base);
+    println!("  peak RSS                sender {:.1} MB, receiver {:.1} MB (goal 64 MB)", hwm_send as f64 / 1024.0, hwm_recv as f64 / 1024.0);
+    println!("  accept-to-channel-open  p50 {p50} ms, all {open_ms:?} (goal 10 ms p50)");
+    drop(server);
+    let _ = PathBuf::new();
+}
