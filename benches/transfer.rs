@@ -30,7 +30,8 @@ struct Proc {
 
 impl Proc {
     fn spawn(cmd: &mut Command) -> Proc {
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).stdin(Stdio::null()).spawn().expect("spawn");
+        let mut child =
+            cmd.stdout(Stdio::piped()).stderr(Stdio::null()).stdin(Stdio::null()).spawn().expect("spawn");
         let out = child.stdout.take().expect("stdout");
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -59,7 +60,11 @@ impl Proc {
     fn hwm_kib(&self) -> u64 {
         std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .ok()
-            .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            })
             .unwrap_or(0)
     }
 }
@@ -138,7 +143,11 @@ fn main() {
     let dir = root.path();
     let cfg = dir.join("config");
 
-    let server = Proc::spawn(Command::new(SERVER).args(["--listen", "127.0.0.1:0", "--log", "warn", "--data-dir"]).arg(dir.join("server")));
+    let server = Proc::spawn(
+        Command::new(SERVER)
+            .args(["--listen", "127.0.0.1:0", "--log", "warn", "--data-dir"])
+            .arg(dir.join("server")),
+    );
     let (_, banner) = server.wait_line("listening on", Duration::from_secs(10));
     let url = banner.split_whitespace().find(|w| w.starts_with("http://")).expect("url").to_string();
     for (p, n) in [("a", "+4930123456"), ("b", "+4915123456789")] {
@@ -158,9 +167,17 @@ fn main() {
     // Channel open times: several short sessions.
     let mut open_ms = Vec::new();
     for _ in 0..opens {
-        let listener = Proc::spawn(&mut app(&cfg, "b", &["listen", "--accept", "all", "--once", "--json", "--save-dir", inbox.to_str().expect("utf-8")]));
+        let listener = Proc::spawn(&mut app(
+            &cfg,
+            "b",
+            &["listen", "--accept", "all", "--once", "--json", "--save-dir", inbox.to_str().expect("utf-8")],
+        ));
         listener.wait_line("\"event\":\"online\"", Duration::from_secs(10));
-        let dial = Proc::spawn(&mut app(&cfg, "a", &["dial", "+4915123456789", "--json", "--send", tiny.to_str().expect("utf-8")]));
+        let dial = Proc::spawn(&mut app(
+            &cfg,
+            "a",
+            &["dial", "+4915123456789", "--json", "--send", tiny.to_str().expect("utf-8")],
+        ));
         let (_, l) = dial.wait_line("channel_open", Duration::from_secs(20));
         let v: serde_json::Value = serde_json::from_str(&l).expect("json");
         open_ms.push(v["open_ms"].as_u64().unwrap_or(0));
@@ -169,9 +186,17 @@ fn main() {
     open_ms.sort_unstable();
 
     // The big transfer, watched for peak memory on both sides.
-    let listener = Proc::spawn(&mut app(&cfg, "b", &["listen", "--accept", "all", "--once", "--json", "--save-dir", inbox.to_str().expect("utf-8")]));
+    let listener = Proc::spawn(&mut app(
+        &cfg,
+        "b",
+        &["listen", "--accept", "all", "--once", "--json", "--save-dir", inbox.to_str().expect("utf-8")],
+    ));
     listener.wait_line("\"event\":\"online\"", Duration::from_secs(10));
-    let mut dial = Proc::spawn(&mut app(&cfg, "a", &["dial", "+4915123456789", "--json", "--send", src.to_str().expect("utf-8")]));
+    let mut dial = Proc::spawn(&mut app(
+        &cfg,
+        "a",
+        &["dial", "+4915123456789", "--json", "--send", src.to_str().expect("utf-8")],
+    ));
     let (t_started, _) = dial.wait_line("\"event\":\"started\"", Duration::from_secs(60));
     let (mut hwm_send, mut hwm_recv) = (0, 0);
     let t_done = loop {
@@ -202,7 +227,11 @@ fn main() {
     println!("  throughput              {ours:.0} MB/s ({secs:.2} s offer-accepted to verified)");
     println!("  raw TCP loopback copy   {base:.0} MB/s (same file, disk to disk, same run)");
     println!("  ratio to TCP            {:.2}x", ours / base);
-    println!("  peak RSS                sender {:.1} MB, receiver {:.1} MB (goal 64 MB)", hwm_send as f64 / 1024.0, hwm_recv as f64 / 1024.0);
+    println!(
+        "  peak RSS                sender {:.1} MB, receiver {:.1} MB (goal 64 MB)",
+        hwm_send as f64 / 1024.0,
+        hwm_recv as f64 / 1024.0
+    );
     println!("  accept-to-channel-open  p50 {p50} ms, all {open_ms:?} (goal 10 ms p50)");
     drop(server);
     let _ = PathBuf::new();

@@ -4,6 +4,8 @@
 //! Nothing here knows about egui, so it is driven the same way by the UI and by tests.
 
 use crate::client::config::{self, Profile};
+use crate::client::session::{DataConfig, DataEvent, DataSession};
+use crate::client::transfer::{self, ReceiveConfig, TransferEvent, Way};
 use crate::client::{self, ClientConfig, ClientHandle, Event, StopReason, Waker, api};
 use crate::media::ring::Ringer;
 use crate::protocol::{
@@ -63,6 +65,10 @@ pub struct AppSettings {
     /// Start the registry server inside the app.
     pub host_server: bool,
     pub host_port: u16,
+    /// Where received files go (default: Downloads/Sidecall).
+    pub save_dir: Option<PathBuf>,
+    /// Receive files the peer sends during a session without asking.
+    pub auto_accept_files: bool,
 }
 
 impl Default for AppSettings {
@@ -74,6 +80,8 @@ impl Default for AppSettings {
             auto_accept: Vec::new(),
             host_server: false,
             host_port: server::DEFAULT_PORT,
+            save_dir: None,
+            auto_accept_files: true,
         }
     }
 }
@@ -237,6 +245,49 @@ pub struct Active {
 }
 
 #[derive(Clone, Debug, PartialEq)]
+pub enum FileStatus {
+    /// Offered by the peer; waiting for Accept / Decline here.
+    Offered,
+    /// Being hashed before it is offered.
+    Preparing,
+    /// Offered to the peer; waiting for their answer.
+    Waiting,
+    Active,
+    Done {
+        path: Option<PathBuf>,
+    },
+    Failed(String),
+    Rejected(String),
+    Cancelled(String),
+}
+
+impl FileStatus {
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            FileStatus::Done { .. }
+                | FileStatus::Failed(_)
+                | FileStatus::Rejected(_)
+                | FileStatus::Cancelled(_)
+        )
+    }
+}
+
+/// One file of the session, either way.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FileRow {
+    pub id: u32,
+    pub way: Way,
+    pub name: String,
+    pub size: u64,
+    pub bytes: u64,
+    /// Bytes per second, recent.
+    pub speed: f64,
+    pub status: FileStatus,
+    pub(crate) last: (Instant, u64),
+}
+
+#[derive(Clone, Debug, PartialEq)]
 pub struct Hosting {
     /// What this app itself connects to.
     pub local_url: String,
@@ -260,6 +311,10 @@ pub struct AppState {
     pub active: Option<Active>,
     /// How the last session ended, for a line in the window.
     pub last_ended: Option<StopReason>,
+    /// Files of the current session, oldest first.
+    pub files: Vec<FileRow>,
+    /// The peer-to-peer channel of the session is open.
+    pub channel_open: bool,
     pub history: Vec<HistoryEntry>,
     pub hosting: Option<Hosting>,
     /// The address of the interface that routes to the server being typed.
@@ -282,6 +337,8 @@ impl AppState {
             incoming: Vec::new(),
             active: None,
             last_ended: None,
+            files: Vec::new(),
+            channel_open: false,
             history: Vec::new(),
             hosting: None,
             detected_ip: None,
@@ -325,6 +382,18 @@ pub enum AppCommand {
     },
     WindowFocused(bool),
     DismissNotice,
+    /// Send these files in the current session.
+    SendFiles(Vec<PathBuf>),
+    /// Open the system's file picker, then send what was picked.
+    PickFiles,
+    AcceptFile(u32),
+    RejectFile(u32),
+    CancelFile {
+        id: u32,
+        way: Way,
+    },
+    /// Show a received file in the file manager.
+    ShowInFolder(PathBuf),
     /// Play the ring once at this volume and say on which device (or why not).
     TestRing {
         volume: f32,
@@ -362,7 +431,17 @@ impl AppHandle {
 
 /// Starts the core on its own thread.
 pub fn start(paths: AppPaths, wake: Waker) -> (AppHandle, std::sync::mpsc::Receiver<AppEvent>) {
+    start_with(paths, wake, crate::client::session::loopback_from_env())
+}
+
+/// [`start`], choosing whether WebRTC uses loopback only.
+pub fn start_with(
+    paths: AppPaths,
+    wake: Waker,
+    loopback: bool,
+) -> (AppHandle, std::sync::mpsc::Receiver<AppEvent>) {
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+    let own_tx = cmd_tx.clone();
     let (ev_tx, ev_rx) = std::sync::mpsc::channel();
     let spawned = std::thread::Builder::new().name("sidecall-core".into()).spawn(move || {
         let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
@@ -372,7 +451,9 @@ pub fn start(paths: AppPaths, wake: Waker) -> (AppHandle, std::sync::mpsc::Recei
                 return;
             }
         };
-        rt.block_on(Core::new(paths, ev_tx, wake).run(cmd_rx));
+        let mut core = Core::new(paths, ev_tx, wake, own_tx);
+        core.loopback = loopback;
+        rt.block_on(core.run(cmd_rx));
     });
     if let Err(e) = spawned {
         tracing::error!("cannot start the core thread: {e}");
@@ -390,10 +471,23 @@ struct Core {
     hosted: Option<RunningServer>,
     ringer: Ringer,
     focused: bool,
+    ice_servers: Vec<crate::protocol::IceServer>,
+    data: Option<DataSession>,
+    data_tx: mpsc::UnboundedSender<DataEvent>,
+    data_rx: mpsc::UnboundedReceiver<DataEvent>,
+    /// Use loopback only for WebRTC (tests, demos on one machine).
+    pub loopback: bool,
+    /// Commands to itself (results of work done in the background).
+    own: mpsc::UnboundedSender<AppCommand>,
 }
 
 impl Core {
-    fn new(paths: AppPaths, events: std::sync::mpsc::Sender<AppEvent>, wake: Waker) -> Self {
+    fn new(
+        paths: AppPaths,
+        events: std::sync::mpsc::Sender<AppEvent>,
+        wake: Waker,
+        own: mpsc::UnboundedSender<AppCommand>,
+    ) -> Self {
         let settings = AppSettings::load(&paths.settings_file());
         let mut state = AppState::new(settings);
         state.history = load_history(&paths.history_file());
@@ -404,6 +498,7 @@ impl Core {
                 None
             }
         });
+        let (data_tx, data_rx) = mpsc::unbounded_channel();
         Core {
             paths,
             events,
@@ -414,6 +509,12 @@ impl Core {
             hosted: None,
             ringer: Ringer::new(),
             focused: true,
+            ice_servers: Vec::new(),
+            data: None,
+            data_tx,
+            data_rx,
+            loopback: crate::client::session::loopback_from_env(),
+            own,
         }
     }
 
@@ -435,6 +536,7 @@ impl Core {
                     Some(ev) => self.client_event(ev),
                     None => self.client_events = None,
                 },
+                Some(dev) = self.data_rx.recv() => self.data_event(dev),
             }
             self.publish();
         }
@@ -542,6 +644,42 @@ impl Core {
             AppCommand::SaveSettings { settings, blocked } => self.save_settings(settings, blocked),
             AppCommand::WindowFocused(f) => self.focused = f,
             AppCommand::DismissNotice => self.state.notice = None,
+            AppCommand::SendFiles(paths) => match &self.data {
+                Some(d) if !paths.is_empty() => d.send_files(paths),
+                Some(_) => {}
+                None => self.state.notice = Some("Files can be sent during a session.".into()),
+            },
+            AppCommand::PickFiles => {
+                let own = self.own.clone();
+                tokio::spawn(async move {
+                    if let Some(files) =
+                        rfd::AsyncFileDialog::new().set_title("Send files").pick_files().await
+                    {
+                        let paths = files.iter().map(|f| f.path().to_path_buf()).collect();
+                        let _ = own.send(AppCommand::SendFiles(paths));
+                    }
+                });
+            }
+            AppCommand::AcceptFile(id) => {
+                if let Some(d) = &self.data {
+                    d.accept_file(id);
+                }
+            }
+            AppCommand::RejectFile(id) => {
+                if let Some(d) = &self.data {
+                    d.reject_file(id);
+                }
+            }
+            AppCommand::CancelFile { id, way } => {
+                if let Some(d) = &self.data {
+                    d.cancel_file(id, way);
+                }
+            }
+            AppCommand::ShowInFolder(path) => {
+                if let Err(e) = show_in_folder(&path) {
+                    self.state.notice = Some(format!("cannot open the folder: {e}"));
+                }
+            }
             AppCommand::TestRing { volume } => {
                 let d = std::time::Duration::from_millis(1600);
                 let played =
@@ -746,7 +884,8 @@ impl Core {
     fn client_event(&mut self, ev: Event) {
         match ev {
             Event::Connecting { attempt } => self.state.connection = Connection::Connecting { attempt },
-            Event::Online { account, settings, .. } => {
+            Event::Online { account, settings, ice_servers, .. } => {
+                self.ice_servers = ice_servers;
                 self.state.connection = Connection::Online;
                 self.state.account = Some(account);
                 self.state.server_settings = settings;
@@ -826,9 +965,33 @@ impl Core {
             Event::SessionStarted { session_id, role, offer, peer } => {
                 self.stop_ringing_for(&session_id, None);
                 self.state.last_ended = None;
+                self.state.files.clear();
+                self.state.channel_open = false;
+                if let Some(c) = &self.client {
+                    let cfg = DataConfig {
+                        role,
+                        ice_servers: self.ice_servers.clone(),
+                        receive: ReceiveConfig {
+                            dir: self
+                                .state
+                                .settings
+                                .save_dir
+                                .clone()
+                                .unwrap_or_else(transfer::default_save_dir),
+                            auto_accept: self.state.settings.auto_accept_files,
+                        },
+                        loopback: self.loopback,
+                    };
+                    self.data =
+                        Some(DataSession::start(c.clone(), session_id.clone(), cfg, self.data_tx.clone()));
+                }
                 self.state.active = Some(Active { session_id, role, peer, offer, since: Instant::now() });
             }
             Event::SessionEnded { session_id, reason } => {
+                if self.data.as_ref().is_some_and(|d| d.session_id == session_id) {
+                    self.data = None;
+                    self.state.channel_open = false;
+                }
                 if let Some(a) = self.state.active.take_if(|a| a.session_id == session_id) {
                     self.record(HistoryEntry {
                         at: now_unix(),
@@ -852,9 +1015,148 @@ impl Core {
                 }
             }
             Event::Error { message, .. } => self.state.notice = Some(message),
-            Event::Signal { .. } | Event::Stopped => {}
+            Event::Signal { session_id, data } => {
+                if let Some(d) = self.data.as_ref().filter(|d| d.session_id == session_id) {
+                    d.signal(data);
+                }
+            }
+            Event::Stopped => {}
         }
     }
+}
+
+impl Core {
+    fn data_event(&mut self, ev: DataEvent) {
+        match ev {
+            DataEvent::ChannelOpen { .. } => self.state.channel_open = true,
+            DataEvent::Failed(why) => {
+                if self.state.active.is_some() {
+                    self.state.notice = Some(format!("The peer-to-peer connection failed: {why}"));
+                }
+            }
+            DataEvent::Transfer(t) => self.transfer_event(t),
+        }
+    }
+
+    fn row(&mut self, id: u32, way: Way) -> Option<&mut FileRow> {
+        self.state.files.iter_mut().rev().find(|r| r.id == id && r.way == way)
+    }
+
+    fn transfer_event(&mut self, t: TransferEvent) {
+        let new_row = |id, way, name: String, size, status| FileRow {
+            id,
+            way,
+            name,
+            size,
+            bytes: 0,
+            speed: 0.0,
+            status,
+            last: (Instant::now(), 0),
+        };
+        match t {
+            TransferEvent::Preparing { name, size } => {
+                self.state.files.push(new_row(0, Way::Sending, name, size, FileStatus::Preparing))
+            }
+            TransferEvent::Offered { id, name, size } => {
+                // The row of the file being prepared gets its id now.
+                match self
+                    .state
+                    .files
+                    .iter_mut()
+                    .find(|r| r.id == 0 && r.status == FileStatus::Preparing && r.name == name)
+                {
+                    Some(r) => {
+                        r.id = id;
+                        r.size = size;
+                        r.status = FileStatus::Waiting;
+                    }
+                    None => self.state.files.push(new_row(id, Way::Sending, name, size, FileStatus::Waiting)),
+                }
+            }
+            TransferEvent::Incoming { id, name, size, .. } => {
+                let status = if self.state.settings.auto_accept_files {
+                    FileStatus::Active
+                } else {
+                    FileStatus::Offered
+                };
+                self.state.files.push(new_row(id, Way::Receiving, name, size, status));
+            }
+            TransferEvent::Started { id, way, offset, .. } => {
+                if let Some(r) = self.row(id, way) {
+                    r.status = FileStatus::Active;
+                    r.bytes = offset;
+                    r.last = (Instant::now(), offset);
+                }
+            }
+            TransferEvent::Progress { id, way, bytes, .. } => {
+                if let Some(r) = self.row(id, way) {
+                    let dt = r.last.0.elapsed().as_secs_f64();
+                    if dt >= 0.5 {
+                        r.speed = bytes.saturating_sub(r.last.1) as f64 / dt;
+                        r.last = (Instant::now(), bytes);
+                    }
+                    r.bytes = bytes;
+                }
+            }
+            TransferEvent::Completed { id, way, path, size, .. } => {
+                if let Some(r) = self.row(id, way) {
+                    r.bytes = size;
+                    r.status = FileStatus::Done { path };
+                }
+            }
+            TransferEvent::Failed { id, way, name, reason } => match self.row(id, way) {
+                Some(r) => r.status = FileStatus::Failed(reason),
+                None => {
+                    let mut row = new_row(id, way, name, 0, FileStatus::Failed(reason));
+                    row.id = id;
+                    self.state.files.push(row);
+                }
+            },
+            TransferEvent::Rejected { id, way, reason, .. } => {
+                if let Some(r) = self.row(id, way) {
+                    r.status = FileStatus::Rejected(reason);
+                }
+            }
+            TransferEvent::Cancelled { id, way, reason, .. } => {
+                if let Some(r) = self.row(id, way) {
+                    r.status = FileStatus::Cancelled(reason);
+                }
+            }
+            TransferEvent::ChannelClosed => {
+                for r in self.state.files.iter_mut().filter(|r| !r.status.is_final()) {
+                    r.status = FileStatus::Failed("the connection closed (a later try resumes)".into());
+                }
+            }
+        }
+    }
+}
+
+/// Opens the folder holding `path` in the file manager (never the file itself).
+fn show_in_folder(path: &Path) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(path);
+    #[cfg(target_os = "macos")]
+    let mut cmd = {
+        let mut c = std::process::Command::new("open");
+        c.arg("-R").arg(path);
+        c
+    };
+    #[cfg(target_os = "windows")]
+    let mut cmd = {
+        let mut c = std::process::Command::new("explorer");
+        c.arg(format!("/select,{}", path.display()));
+        c
+    };
+    #[cfg(not(any(target_os = "macos", target_os = "windows")))]
+    let mut cmd = {
+        let mut c = std::process::Command::new("xdg-open");
+        c.arg(dir);
+        c
+    };
+    let _ = dir;
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    cmd.spawn().map(|_| ())
 }
 
 async fn next_event(rx: &mut Option<mpsc::UnboundedReceiver<Event>>) -> Option<Event> {

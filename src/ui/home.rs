@@ -5,8 +5,10 @@ use super::settings::SettingsWindow;
 use super::{duration_text, tick};
 use crate::client::StopReason;
 use crate::client::app::{
-    AppCommand, AppHandle, AppState, Connection, Direction, HistoryEntry, HistoryOutcome, OutgoingStatus,
+    AppCommand, AppHandle, AppState, Connection, Direction, FileStatus, HistoryEntry, HistoryOutcome,
+    OutgoingStatus,
 };
+use crate::client::transfer::Way;
 use crate::protocol::{Offer, Role};
 use egui::{Color32, RichText};
 
@@ -221,12 +223,7 @@ fn session_panel(ui: &mut egui::Ui, state: &AppState, active: &crate::client::ap
         ui.columns(2, |cols| {
             cols[0].group(|ui| {
                 ui.set_min_height(120.0);
-                ui.strong("Files");
-                ui.weak(if active.offer.files {
-                    "Drop files here to send them (coming soon)."
-                } else {
-                    "Not offered."
-                });
+                files_panel(ui, state, core);
             });
             cols[1].group(|ui| {
                 ui.set_min_height(120.0);
@@ -239,6 +236,137 @@ fn session_panel(ui: &mut egui::Ui, state: &AppState, active: &crate::client::ap
             });
         });
     });
+}
+
+fn bytes_text(b: u64) -> String {
+    match b {
+        b if b >= 1_000_000_000 => format!("{:.2} GB", b as f64 / 1e9),
+        b if b >= 1_000_000 => format!("{:.1} MB", b as f64 / 1e6),
+        b if b >= 1_000 => format!("{:.0} kB", b as f64 / 1e3),
+        b => format!("{b} B"),
+    }
+}
+
+fn files_panel(ui: &mut egui::Ui, state: &AppState, core: &AppHandle) {
+    ui.horizontal(|ui| {
+        ui.strong("Files");
+        if state.channel_open && ui.button("Choose files…").clicked() {
+            core.send(AppCommand::PickFiles);
+        }
+    });
+    if !state.channel_open {
+        ui.horizontal(|ui| {
+            ui.spinner();
+            ui.weak("Connecting peer-to-peer…");
+        });
+    } else if state.files.is_empty() {
+        ui.weak("Drop files anywhere on this window to send them.");
+    }
+    for row in state.files.iter().rev().take(50) {
+        ui.separator();
+        ui.horizontal(|ui| {
+            ui.label(match row.way {
+                Way::Sending => "to",
+                Way::Receiving => "from",
+            });
+            ui.strong(&row.name);
+            ui.weak(bytes_text(row.size));
+        });
+        match &row.status {
+            FileStatus::Offered => {
+                ui.horizontal(|ui| {
+                    ui.label("wants to send you this file");
+                    if ui.button("Accept file").clicked() {
+                        core.send(AppCommand::AcceptFile(row.id));
+                    }
+                    if ui.button("Decline file").clicked() {
+                        core.send(AppCommand::RejectFile(row.id));
+                    }
+                });
+            }
+            FileStatus::Preparing => {
+                ui.weak("checking the file…");
+            }
+            FileStatus::Waiting => {
+                ui.weak("waiting for the other side to accept…");
+            }
+            FileStatus::Active => {
+                let frac = if row.size == 0 { 1.0 } else { row.bytes as f32 / row.size as f32 };
+                let eta = if row.speed > 1.0 {
+                    format!(
+                        " · {} left",
+                        duration_text((row.size.saturating_sub(row.bytes) as f64 / row.speed) as u64)
+                    )
+                } else {
+                    String::new()
+                };
+                let text = format!("{:.0}% · {}/s{eta}", frac * 100.0, bytes_text(row.speed as u64));
+                ui.horizontal(|ui| {
+                    ui.add(egui::ProgressBar::new(frac).text(text).desired_width(200.0));
+                    if ui.small_button("Cancel").clicked() {
+                        core.send(AppCommand::CancelFile { id: row.id, way: row.way });
+                    }
+                });
+            }
+            FileStatus::Done { path } => {
+                ui.horizontal(|ui| {
+                    ui.colored_label(
+                        OK,
+                        match row.way {
+                            Way::Sending => "sent and verified",
+                            Way::Receiving => "received and verified",
+                        },
+                    );
+                    if row.way == Way::Receiving
+                        && let Some(p) = path
+                        && ui.small_button("Show in folder").clicked()
+                    {
+                        core.send(AppCommand::ShowInFolder(p.clone()));
+                    }
+                });
+            }
+            FileStatus::Failed(r) => {
+                super::login::wrapped(ui, ERROR, format!("failed: {r}"));
+            }
+            FileStatus::Rejected(r) => {
+                super::login::wrapped(ui, ERROR, format!("declined: {r}"));
+            }
+            FileStatus::Cancelled(r) => {
+                super::login::wrapped(ui, WAITING, format!("cancelled: {r}"));
+            }
+        }
+    }
+}
+
+/// While files are dragged over the window during a session: an overlay; on drop, send them.
+pub fn file_drop(ctx: &egui::Context, state: &AppState, core: &AppHandle) {
+    let Some(active) = &state.active else { return };
+    let (hovering, dropped) = ctx.input(|i| {
+        let dropped: Vec<std::path::PathBuf> = i
+            .raw
+            .dropped_files
+            .iter()
+            .map(|f| f.path().to_path_buf())
+            .filter(|p| !p.as_os_str().is_empty())
+            .collect();
+        (!i.raw.hovered_files.is_empty(), dropped)
+    });
+    if !dropped.is_empty() {
+        core.send(AppCommand::SendFiles(dropped));
+    }
+    if hovering {
+        let rect = ctx.content_rect();
+        let painter =
+            ctx.layer_painter(egui::LayerId::new(egui::Order::Foreground, egui::Id::unique("drop-overlay")));
+        painter.rect_filled(rect, 0.0, Color32::from_black_alpha(180));
+        painter.text(
+            rect.center(),
+            egui::Align2::CENTER_CENTER,
+            format!("Drop to send to {}", active.peer.display_name),
+            egui::FontId::proportional(28.0),
+            Color32::WHITE,
+        );
+    }
 }
 
 fn history(ui: &mut egui::Ui, entries: &[HistoryEntry]) {

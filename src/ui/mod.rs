@@ -56,8 +56,13 @@ impl SidecallApp {
 
     /// Starts a core for `paths` and a window on it.
     pub fn start(paths: AppPaths) -> Self {
+        Self::start_with(paths, crate::client::session::loopback_from_env())
+    }
+
+    /// [`Self::start`], choosing whether WebRTC uses loopback only (tests on one machine).
+    pub fn start_with(paths: AppPaths, loopback: bool) -> Self {
         let cell: CtxCell = Arc::new(OnceLock::new());
-        let (core, events) = app::start(paths, waker(&cell));
+        let (core, events) = app::start_with(paths, waker(&cell), loopback);
         Self::with_ctx_cell(core, events, cell)
     }
 
@@ -104,6 +109,7 @@ impl SidecallApp {
             self.home.show(ui, state, &self.core, &mut self.settings);
             self.settings.show(&ctx, state, &self.core);
             home::incoming_modal(&ctx, state, &self.core);
+            home::file_drop(&ctx, state, &self.core);
         } else {
             self.login.show(ui, state, &self.core);
         }
@@ -153,7 +159,18 @@ pub fn run(profile: &str, config_dir: Option<std::path::PathBuf>) -> Result<(), 
     }
     let _guard = init_file_logging(&paths);
     let title = if profile == "default" { "Sidecall".to_string() } else { format!("Sidecall — {profile}") };
+    // winit's Wayland backend has no drag-and-drop: on a Wayland session, run through XWayland.
+    let force_x11 = std::env::var_os("WAYLAND_DISPLAY").is_some() && std::env::var_os("DISPLAY").is_some();
+    let event_loop_builder: Option<eframe::EventLoopBuilderHook> = if force_x11 {
+        Some(Box::new(|b| {
+            use winit::platform::x11::EventLoopBuilderExtX11;
+            b.with_x11();
+        }))
+    } else {
+        None
+    };
     let options = eframe::NativeOptions {
+        event_loop_builder,
         viewport: egui::ViewportBuilder::default()
             .with_title(&title)
             .with_app_id("org.sidecall.Sidecall")

@@ -54,6 +54,19 @@ impl SettingsWindow {
                     core.send(AppCommand::TestRing { volume: draft.ring_volume });
                 }
             });
+            ui.checkbox(&mut draft.auto_accept_files, "Receive files during a session without asking");
+            ui.horizontal(|ui| {
+                let l = ui.label("Save received files in");
+                let mut dir = draft.save_dir.as_ref().map(|d| d.display().to_string()).unwrap_or_default();
+                let hint = crate::client::transfer::default_save_dir().display().to_string();
+                if ui
+                    .add(egui::TextEdit::singleline(&mut dir).hint_text(hint).desired_width(240.0))
+                    .labelled_by(l.id)
+                    .changed()
+                {
+                    draft.save_dir = (!dir.trim().is_empty()).then(|| std::path::PathBuf::from(dir.trim()));
+                }
+            });
             ui.add_space(6.0);
             let l = ui.label("Accept automatically from (one number per line)");
             ui.add(egui::TextEdit::multiline(&mut self.auto_accept).desired_rows(3).desired_width(320.0))

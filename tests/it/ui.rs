@@ -302,13 +302,21 @@ struct Live {
 
 impl Live {
     fn start() -> Live {
+        Self::start_with_settings("")
+    }
+
+    /// A whole app whose settings file starts with `settings` (TOML).
+    fn start_with_settings(settings: &str) -> Live {
         let dir = tempfile::tempdir().expect("tempdir");
         let paths = AppPaths {
             config_dir: dir.path().join("config"),
             data_dir: dir.path().join("data"),
             profile: "default".into(),
         };
-        let app = SidecallApp::start(paths);
+        std::fs::create_dir_all(paths.config_dir.join("profiles")).expect("profiles");
+        let settings = settings.replace("$DIR", &dir.path().display().to_string());
+        std::fs::write(paths.config_dir.join("profiles/default.settings.toml"), settings).expect("settings");
+        let app = SidecallApp::start_with(paths, true);
         let h = Harness::builder()
             .with_size([800.0, 700.0])
             .build_ui_state(|ui, app: &mut SidecallApp| app.show(ui), app);
@@ -409,5 +417,49 @@ fn two_apps_dial_accept_end_decline_and_miss() {
         let missed = b.state().history.first().cloned().expect("entry");
         assert_eq!((missed.direction, missed.outcome), (Direction::Incoming, HistoryOutcome::Missed));
         assert_eq!(missed.number, ALICE);
+    });
+}
+
+#[derive(Debug)]
+struct TestDrop(std::path::PathBuf);
+
+impl egui::DroppedFile for TestDrop {
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        std::fs::read(&self.0).map_err(|e| e.to_string())
+    }
+}
+
+#[test]
+fn a_file_dropped_on_the_window_arrives_after_the_receiver_accepts_it() {
+    with_server(Duration::from_secs(30), |url| {
+        let mut a = Live::start();
+        let mut b = Live::start_with_settings("save_dir = \"$DIR/inbox\"\nauto_accept_files = false\n");
+        a.register(&url, "030 123456", "Alice");
+        b.register(&url, "+49 151 23456789", "Bob");
+        type_into(&mut a.h, "Number to call", "0151 23456789");
+        a.click("Start session");
+        b.wait_for("Incoming data session");
+        b.click("Accept");
+        a.wait_for("Drop files anywhere on this window");
+        b.wait_for("Drop files anywhere on this window");
+
+        let src = a._dir.path().join("holiday photo.jpg");
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&src, &data).expect("write");
+        a.h.input_mut().dropped_files.push(std::sync::Arc::new(TestDrop(src.clone())));
+        a.h.step();
+        b.wait_for("wants to send you this file");
+        assert!(b.h.query_all_by_label_contains("holiday photo.jpg").next().is_some());
+        b.click("Accept file");
+        b.wait_for("received and verified");
+        a.wait_for("sent and verified");
+        let got = std::fs::read(b._dir.path().join("inbox").join("holiday photo.jpg")).expect("received");
+        assert_eq!(got, data, "byte-identical");
+        assert!(b.h.query_by_label("Show in folder").is_some());
+        b.click("End session");
+        a.wait_for("Last session ended");
     });
 }
