@@ -373,3 +373,84 @@ fn a_full_disk_fails_the_file_cleanly_on_both_sides() {
     assert!(left.is_empty(), "nothing half-written is left: {left:?}");
     let _ = listener.wait_exit();
 }
+
+/// Resident memory of a process, KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// A 1 GiB file crosses with memory flat on both sides: the send buffer and the receive
+/// queue are bounded, and nothing holds the file in memory.
+#[test]
+fn a_gibibyte_file_moves_without_memory_growth() {
+    let pair = Pair::new();
+    let big = pair.root.join("one-gib.bin");
+    {
+        // Mostly zeros (sparse, quick to make), with marks so that misplaced chunks show.
+        let f = std::fs::File::create(&big).expect("create");
+        f.set_len(1 << 30).expect("size");
+        use std::os::unix::fs::FileExt;
+        for i in 0..1024u64 {
+            f.write_at(&i.to_be_bytes(), i << 20).expect("mark");
+        }
+    }
+    let inbox = pair.root.join("inbox");
+    let mut listener = pair.listen(&inbox);
+    let mut dial = Proc::spawn(
+        &mut pair.cmd("a", &["dial", "+4915123456789", "--json", "--send", big.to_str().expect("path")]),
+    );
+    dial.wait_line(r#""event":"started""#);
+    let (sender, receiver) = (dial.child.id(), listener.child.id());
+    let mut samples: Vec<(u64, u64)> = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(600);
+    let done = loop {
+        samples.push((rss_kib(sender), rss_kib(receiver)));
+        match dial.lines.recv_timeout(Duration::from_millis(250)) {
+            Ok(l) if l.contains(r#""event":"completed""#) => break true,
+            Ok(l) if l.contains(r#""event":"failed""#) => panic!("{l}"),
+            _ => {}
+        }
+        assert!(std::time::Instant::now() < deadline, "1 GiB did not arrive in 10 minutes");
+    };
+    assert!(done);
+    assert_eq!(dial.wait_exit(), 0);
+    let received = inbox.join("one-gib.bin");
+    assert_eq!(std::fs::metadata(&received).expect("received").len(), 1 << 30);
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::open(&received).expect("open");
+        let mut b = [0u8; 8];
+        for i in [0u64, 1, 511, 1023] {
+            f.read_exact_at(&mut b, i << 20).expect("read");
+            assert_eq!(u64::from_be_bytes(b), i, "mark {i} in place");
+        }
+    }
+    // Flat memory: the last quarter of the transfer uses no more than the second quarter
+    // plus slack, and neither side comes near the size of the file.
+    let n = samples.len().max(4);
+    let quarter = |k: usize| {
+        samples[(n * k / 4).min(samples.len() - 1)..(n * (k + 1) / 4).min(samples.len())]
+            .iter()
+            .fold((0, 0), |m, s| (m.0.max(s.0), m.1.max(s.1)))
+    };
+    let (early, late) = (quarter(1), quarter(3));
+    let peak = samples.iter().fold((0, 0), |m, s| (m.0.max(s.0), m.1.max(s.1)));
+    eprintln!(
+        "RSS KiB: second quarter {early:?}, last quarter {late:?}, peak {peak:?} ({} samples)",
+        samples.len()
+    );
+    assert!(
+        late.0 <= early.0 + 32 * 1024 && late.1 <= early.1 + 32 * 1024,
+        "memory grew: {early:?} -> {late:?}"
+    );
+    assert!(peak.0 < 256 * 1024 && peak.1 < 256 * 1024, "peak RSS {peak:?} KiB (debug build)");
+    let _ = std::fs::remove_file(&received);
+    let _ = listener.wait_exit();
+}
