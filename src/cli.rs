@@ -166,6 +166,10 @@ pub struct DialArgs {
     /// Send these files once the session is accepted, then hang up.
     #[arg(long, num_args = 1.., value_name = "FILE")]
     pub send: Vec<PathBuf>,
+    /// Receive the files the other side sends into this folder (otherwise they are declined);
+    /// with --send, hang up once both directions are done.
+    #[arg(long, value_name = "DIR")]
+    pub save_dir: Option<PathBuf>,
     #[command(flatten)]
     pub output: Output,
 }
@@ -194,6 +198,9 @@ pub struct ListenArgs {
     /// are received without asking; with ask, each one is asked for.
     #[arg(long, value_name = "DIR")]
     pub save_dir: Option<PathBuf>,
+    /// Send these files to every caller once the session's channel is open.
+    #[arg(long, num_args = 1.., value_name = "FILE")]
+    pub send: Vec<PathBuf>,
     #[command(flatten)]
     pub output: Output,
 }
@@ -574,6 +581,8 @@ async fn dial(cli: &Cli, args: &DialArgs) -> Result<Exit, Failure> {
     let mut progress = ProgressPrinter::default();
     let mut left = args.send.len();
     let mut undelivered = 0usize;
+    // Files the peer is sending us that are not finished yet.
+    let mut receiving = 0usize;
     let code = loop {
         tokio::select! {
             ev = online.events.recv() => {
@@ -599,7 +608,10 @@ async fn dial(cli: &Cli, args: &DialArgs) -> Result<Exit, Failure> {
                         let cfg = DataConfig {
                             role: Role::Caller,
                             ice_servers: online.ice_servers.clone(),
-                            receive: ReceiveConfig { dir: transfer::default_save_dir(), auto_accept: false },
+                            receive: ReceiveConfig {
+                                dir: args.save_dir.clone().unwrap_or_else(transfer::default_save_dir),
+                                auto_accept: args.save_dir.is_some(),
+                            },
                             loopback: session::loopback_from_env(),
                         };
                         let d = DataSession::start(online.handle.clone(), session_id, cfg, data_tx.clone());
@@ -628,8 +640,22 @@ async fn dial(cli: &Cli, args: &DialArgs) -> Result<Exit, Failure> {
                 progress.show(&args.output, &dev);
                 match dev {
                     DataEvent::Transfer(TransferEvent::Incoming { id, name, .. }) => {
-                        eprintln!("declined the peer's file {name}: `sidecall dial` only sends");
-                        if let Some(d) = &data { d.reject_file(id); }
+                        if args.save_dir.is_some() {
+                            receiving += 1;
+                        } else {
+                            eprintln!("declined the peer's file {name}: give --save-dir to receive files");
+                            if let Some(d) = &data { d.reject_file(id); }
+                        }
+                    }
+                    DataEvent::Transfer(
+                        TransferEvent::Completed { way: Way::Receiving, .. }
+                        | TransferEvent::Failed { way: Way::Receiving, .. }
+                        | TransferEvent::Cancelled { way: Way::Receiving, .. },
+                    ) => {
+                        receiving = receiving.saturating_sub(1);
+                        if receiving == 0 && left == 0 && !args.send.is_empty() && hangup_at.is_none() {
+                            if let Some(id) = &session { online.handle.end(id); }
+                        }
                     }
                     DataEvent::Transfer(
                         TransferEvent::Completed { way: Way::Sending, .. }
@@ -641,7 +667,7 @@ async fn dial(cli: &Cli, args: &DialArgs) -> Result<Exit, Failure> {
                             undelivered += 1;
                         }
                         left = left.saturating_sub(1);
-                        if left == 0 && !args.send.is_empty() && hangup_at.is_none() {
+                        if left == 0 && receiving == 0 && !args.send.is_empty() && hangup_at.is_none() {
                             if let Some(id) = &session { online.handle.end(id); }
                         }
                     }
@@ -812,7 +838,11 @@ async fn listen(cli: &Cli, args: &ListenArgs) -> Result<Exit, Failure> {
                             receive: ReceiveConfig { dir: save_dir.clone(), auto_accept: args.accept == AcceptPolicy::All },
                             loopback: session::loopback_from_env(),
                         };
-                        data = Some(DataSession::start(online.handle.clone(), session_id, cfg, data_tx.clone()));
+                        let d = DataSession::start(online.handle.clone(), session_id, cfg, data_tx.clone());
+                        if !args.send.is_empty() {
+                            d.send_files(args.send.clone());
+                        }
+                        data = Some(d);
                     }
                     Event::Signal { session_id, data: s } => {
                         if let Some(d) = data.as_ref().filter(|d| d.session_id == session_id) {

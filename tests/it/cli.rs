@@ -270,9 +270,29 @@ fn files_go_peer_to_peer_through_the_real_server() {
         file_with(&src.join(n), *len, i as u32 + 1);
     }
     let inbox = pair.root.join("inbox");
-    let mut listener = pair.listen(&inbox);
+    // Bob sends two files back while Alice's arrive.
+    let back = [("reply.txt", 2000usize), ("scan.png", 300_000)];
+    for (i, (n, len)) in back.iter().enumerate() {
+        file_with(&src.join(n), *len, i as u32 + 10);
+    }
+    let back_paths: Vec<String> = back.iter().map(|(n, _)| src.join(n).display().to_string()).collect();
+    let mut largs = vec![
+        "listen",
+        "--accept",
+        "all",
+        "--once",
+        "--json",
+        "--save-dir",
+        inbox.to_str().expect("utf-8"),
+        "--send",
+    ];
+    largs.extend(back_paths.iter().map(String::as_str));
+    let mut listener = Proc::spawn(&mut pair.cmd("b", &largs));
+    listener.wait_line(r#""event":"online""#);
+    let alice_inbox = pair.root.join("alice-inbox");
     let files: Vec<String> = names.iter().map(|(n, _)| src.join(n).display().to_string()).collect();
-    let mut args = vec!["dial", "0151 2345 6789", "--send"];
+    let mut args =
+        vec!["dial", "0151 2345 6789", "--save-dir", alice_inbox.to_str().expect("utf-8"), "--send"];
     args.extend(files.iter().map(String::as_str));
     let out = pair.cmd("a", &args).output().expect("dial");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -281,6 +301,11 @@ fn files_go_peer_to_peer_through_the_real_server() {
         assert!(stdout.contains(&format!("sent {n}")), "{stdout}");
         let got = std::fs::read(inbox.join(n)).expect("received file");
         assert_eq!(got, std::fs::read(src.join(n)).expect("original"), "{n} byte-identical");
+    }
+    for (n, _) in back {
+        assert!(stdout.contains(&format!("received {n}")), "{stdout}");
+        let got = std::fs::read(alice_inbox.join(n)).expect("file sent back");
+        assert_eq!(got, std::fs::read(src.join(n)).expect("original"), "{n} byte-identical the other way");
     }
     listener.wait_line(r#""event":"session_ended""#);
     assert_eq!(listener.wait_exit(), 0);

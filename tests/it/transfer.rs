@@ -31,6 +31,15 @@ impl Side {
         }
     }
 
+    /// The id of the next file the peer offers.
+    async fn offered(&mut self) -> u32 {
+        self.until("offer", |e| match e {
+            TransferEvent::Incoming { id, .. } => Some(*id),
+            _ => None,
+        })
+        .await
+    }
+
     async fn completed(&mut self, way: Way) -> (String, Option<PathBuf>) {
         self.until("completed", |e| match e {
             TransferEvent::Completed { way: w, name, path, .. } if *w == way => {
@@ -111,12 +120,7 @@ async fn receiver_rejects_and_either_side_cancels() {
     let src = root.path().join("src");
     let f = make_file(&src, "unwanted.bin", 10_000, 3);
     a.cmds.send(TransferCmd::Send(vec![f.clone()])).expect("send");
-    let id = b
-        .until("offer", |e| match e {
-            TransferEvent::Incoming { id, .. } => Some(*id),
-            _ => None,
-        })
-        .await;
+    let id = b.offered().await;
     b.cmds.send(TransferCmd::Reject(id)).expect("reject");
     a.until("rejected", |e| matches!(e, TransferEvent::Rejected { way: Way::Sending, .. }).then_some(()))
         .await;
@@ -125,12 +129,7 @@ async fn receiver_rejects_and_either_side_cancels() {
     // Receiver cancels mid-transfer: a large file, cancelled once bytes flow.
     let big = make_file(&src, "large.bin", 40 * 1024 * 1024, 4);
     a.cmds.send(TransferCmd::Send(vec![big.clone()])).expect("send");
-    let id = b
-        .until("offer", |e| match e {
-            TransferEvent::Incoming { id, .. } => Some(*id),
-            _ => None,
-        })
-        .await;
+    let id = b.offered().await;
     b.cmds.send(TransferCmd::Accept(id)).expect("accept");
     b.until("progress", |e| matches!(e, TransferEvent::Progress { way: Way::Receiving, .. }).then_some(()))
         .await;
@@ -145,12 +144,7 @@ async fn receiver_rejects_and_either_side_cancels() {
 
     // Sender cancels mid-transfer.
     a.cmds.send(TransferCmd::Send(vec![big.clone()])).expect("send");
-    let id = b
-        .until("offer", |e| match e {
-            TransferEvent::Incoming { id, .. } => Some(*id),
-            _ => None,
-        })
-        .await;
+    let id = b.offered().await;
     b.cmds.send(TransferCmd::Accept(id)).expect("accept");
     let aid = a
         .until("started", |e| match e {
