@@ -231,6 +231,8 @@ impl Peer {
             .with_host_acceptance_min_wait(Some(Duration::ZERO))
             .with_srflx_acceptance_min_wait(Some(Duration::ZERO))
             .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
+            // A 4 MiB SCTP window (default 1 MiB) keeps more data in flight.
+            .with_sctp_max_receive_buffer_size(4 * 1024 * 1024)
             // Check candidate pairs every 10 ms instead of every 200 ms, for the same
             // 1.4 s budget: the connection comes up as soon as a pair answers.
             .with_ice_connection_attempts(Some(Duration::from_millis(10)), Some(140))
@@ -242,6 +244,8 @@ impl Peer {
             .with_runtime(runtime()?)
             .with_udp_addrs(vec![if allow_loopback { "127.0.0.1:0" } else { "0.0.0.0:0" }.to_string()])
             .with_data_channel_send_buffer_limit(SEND_BUFFER_LIMIT)
+            // The driver on a thread of its own instead of hopping between tokio workers.
+            .with_dedicated_reactor_pool_size(1)
             .build()
             .await?;
         let pc: Arc<dyn PeerConnection> = Arc::new(pc);

@@ -19,8 +19,9 @@ const KIND_CONTROL: u8 = 1;
 /// A chunk: file id (u32 BE), offset (u64 BE), bytes.
 const KIND_CHUNK: u8 = 2;
 const CHUNK_HEADER: usize = 1 + 4 + 8;
-/// Bytes of file per chunk message (the whole message stays within 16 KiB).
-pub const CHUNK_BYTES: usize = 16 * 1024 - CHUNK_HEADER;
+/// Bytes of file per chunk message (the whole message stays within SCTP's default 64 KiB
+/// max-message-size, which every WebRTC stack accepts).
+pub const CHUNK_BYTES: usize = 64 * 1024 - CHUNK_HEADER;
 /// Longest file name kept, in bytes.
 const MAX_NAME_BYTES: usize = 200;
 

@@ -76,7 +76,7 @@ async fn postgres_store() {
         "PostgreSQL at 127.0.0.1:5432 (database test); set SIDECALL_TEST_POSTGRES=skip where there is none",
     );
     let db = format!("sidecall_test_{}", std::process::id());
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {db}")).execute(&admin).await.expect("drop");
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).execute(&admin).await.expect("drop");
     sqlx::query(&format!("CREATE DATABASE {db}")).execute(&admin).await.expect("create db");
     let store = SqlStore::connect(&format!("{base}/{db}")).await.expect("connect");
     exercise(&store).await;
@@ -85,5 +85,5 @@ async fn postgres_store() {
         SqlStore::connect(&format!("{base}/{db}")).await.expect("reconnect, migrations idempotent");
     assert_eq!(reopened.user_count().await.expect("count"), 1);
     reopened.close().await;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {db}")).execute(&admin).await.expect("drop");
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).execute(&admin).await.expect("drop");
 }
