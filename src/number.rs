@@ -104,6 +104,26 @@ pub fn normalize(input: &str, region: Option<&str>) -> Result<E164, NumberError>
     Ok(E164(parsed.format().mode(phonenumber::Mode::E164).to_string()))
 }
 
+/// Normalises a number as a phone or call monitor reports it: international (`+…`, `00…`),
+/// national (with the region's trunk prefix, e.g. `030…` in Germany) or **local** (without
+/// area code, e.g. `123456`), the last read in `area_code` (e.g. `30` or `030`).
+pub fn normalize_dialed(input: &str, region: &str, area_code: Option<&str>) -> Result<E164, NumberError> {
+    let digits: String = input.chars().filter(|c| c.is_ascii_digit() || *c == '+').collect();
+    let id = parse_region(region)?;
+    let prefix = phonenumber::metadata::DATABASE
+        .by_id(format!("{id:?}").as_str())
+        .and_then(|m| m.national_prefix().map(str::to_string))
+        .unwrap_or_default();
+    let international = digits.starts_with('+') || digits.starts_with("00");
+    let national = !prefix.is_empty() && digits.starts_with(&prefix);
+    match area_code.map(|a| a.trim().trim_start_matches(prefix.as_str())) {
+        Some(area) if !international && !national && !area.is_empty() && !digits.is_empty() => {
+            normalize(&format!("{prefix}{area}{digits}"), Some(region))
+        }
+        _ => normalize(input, Some(region)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,6 +152,16 @@ mod tests {
         assert!(matches!(normalize("+49 1", None), Err(NumberError::Invalid { .. })));
         assert!(matches!(normalize("123", Some("ZZ")), Err(NumberError::UnknownRegion(_))));
         assert!(matches!(normalize(&"1".repeat(100), Some("DE")), Err(NumberError::TooLong(_))));
+    }
+
+    #[test]
+    fn dialed_numbers_with_area_code() {
+        let n = |s: &str| normalize_dialed(s, "DE", Some("030")).map(|e| e.0);
+        assert_eq!(n("123456"), Ok("+4930123456".into()), "local");
+        assert_eq!(n("030123456"), Ok("+4930123456".into()), "national");
+        assert_eq!(n("004930123456"), Ok("+4930123456".into()), "international");
+        assert_eq!(n("015123456789"), Ok("+4915123456789".into()), "mobile");
+        assert_eq!(normalize_dialed("123456", "DE", Some("30")).map(|e| e.0), Ok("+4930123456".into()));
     }
 
     #[test]
