@@ -37,9 +37,14 @@ async fn event(
         tracing::warn!(from = %peer.ip(), "action URL from an address that is not the configured phone: refused");
         return (StatusCode::FORBIDDEN, "not the configured phone\n");
     }
-    let remote = q.get("remote").or_else(|| q.get("number")).map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    let remote =
+        q.get("remote").or_else(|| q.get("number")).map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
     let current = |bump: bool| {
-        let n = if bump { st.counter.fetch_add(1, Ordering::Relaxed) + 1 } else { st.counter.load(Ordering::Relaxed) };
+        let n = if bump {
+            st.counter.fetch_add(1, Ordering::Relaxed) + 1
+        } else {
+            st.counter.load(Ordering::Relaxed)
+        };
         format!("phone:{n}")
     };
     let ev = match kind.as_str() {
@@ -50,7 +55,12 @@ async fn event(
         "incoming" => CallEvent::Incoming { call_ref: current(true), caller: remote },
         "connected" => CallEvent::Connected { call_ref: current(false) },
         "disconnected" => CallEvent::Ended { call_ref: current(false) },
-        _ => return (StatusCode::NOT_FOUND, "use /phone/outgoing, /phone/connected, /phone/disconnected or /phone/incoming\n"),
+        _ => {
+            return (
+                StatusCode::NOT_FOUND,
+                "use /phone/outgoing, /phone/connected, /phone/disconnected or /phone/incoming\n",
+            );
+        }
     };
     st.out.call(ev);
     (StatusCode::OK, "ok\n")

@@ -75,14 +75,17 @@ impl Tracker {
                 if !self.calls.insert(linked) {
                     return None;
                 }
-                let caller = msg.get("CallerIDNum").filter(|n| !n.is_empty() && *n != "<unknown>").map(str::to_string);
+                let caller =
+                    msg.get("CallerIDNum").filter(|n| !n.is_empty() && *n != "<unknown>").map(str::to_string);
                 Some(CallEvent::Incoming { call_ref, caller })
             }
             "DialEnd" if self.calls.contains(&linked) && msg.get("DialStatus") == Some("ANSWER") => {
-                (!self.connected.insert(linked, true).unwrap_or(false)).then_some(CallEvent::Connected { call_ref })
+                (!self.connected.insert(linked, true).unwrap_or(false))
+                    .then_some(CallEvent::Connected { call_ref })
             }
             "Newstate" if self.calls.contains(&linked) && msg.get("ChannelStateDesc") == Some("Up") => {
-                (!self.connected.insert(linked, true).unwrap_or(false)).then_some(CallEvent::Connected { call_ref })
+                (!self.connected.insert(linked, true).unwrap_or(false))
+                    .then_some(CallEvent::Connected { call_ref })
             }
             "Hangup" if self.calls.contains(&linked) && (is_ours(channel, ext) || channel.is_empty()) => {
                 self.calls.remove(&linked);
@@ -95,7 +98,10 @@ impl Tracker {
 }
 
 /// Reads one message (up to the empty line). `None`: the connection closed.
-async fn read_message<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R, buf: &mut Vec<u8>) -> std::io::Result<Option<Vec<String>>> {
+async fn read_message<R: tokio::io::AsyncBufRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Option<Vec<String>>> {
     let mut lines = Vec::new();
     loop {
         match read_line(r, buf).await {
@@ -148,7 +154,9 @@ async fn session(cfg: &AmiConfig, out: &Emitter, attempt: &mut u32) -> Result<St
     let mut buf = Vec::new();
     match read_line(&mut reader, &mut buf).await {
         Ok(Some(banner)) if banner.starts_with("Asterisk Call Manager") => {}
-        Ok(Some(other)) => return Err(Fatal(format!("{} is not an Asterisk manager port (said {other:?})", cfg.addr))),
+        Ok(Some(other)) => {
+            return Err(Fatal(format!("{} is not an Asterisk manager port (said {other:?})", cfg.addr)));
+        }
         _ => return Ok("the manager closed the connection before its banner".into()),
     }
     let login = format!(
@@ -177,7 +185,9 @@ async fn session(cfg: &AmiConfig, out: &Emitter, attempt: &mut u32) -> Result<St
                 }
                 (Some("Error"), _) => {
                     let why = msg.get("Message").unwrap_or("refused");
-                    return Err(Fatal(format!("AMI login failed: {why}. Check the user name and secret in manager.conf")));
+                    return Err(Fatal(format!(
+                        "AMI login failed: {why}. Check the user name and secret in manager.conf"
+                    )));
                 }
                 _ => {}
             }
@@ -202,8 +212,13 @@ mod tests {
     #[test]
     fn an_outgoing_call_from_201() {
         let mut t = Tracker::default();
-        let begin = msg("Event: DialBegin\nChannel: PJSIP/201-00000001\nLinkedid: 1700.1\nDestCallerIDNum: 015123456789\nDialString: trunk/015123456789");
-        assert_eq!(t.event(&begin, "201"), Some(CallEvent::Outgoing { call_ref: "ami:1700.1".into(), number: "015123456789".into() }));
+        let begin = msg(
+            "Event: DialBegin\nChannel: PJSIP/201-00000001\nLinkedid: 1700.1\nDestCallerIDNum: 015123456789\nDialString: trunk/015123456789",
+        );
+        assert_eq!(
+            t.event(&begin, "201"),
+            Some(CallEvent::Outgoing { call_ref: "ami:1700.1".into(), number: "015123456789".into() })
+        );
         assert_eq!(t.event(&begin, "201"), None, "a second leg is the same call");
         let end = msg("Event: DialEnd\nChannel: PJSIP/201-00000001\nLinkedid: 1700.1\nDialStatus: ANSWER");
         assert_eq!(t.event(&end, "201"), Some(CallEvent::Connected { call_ref: "ami:1700.1".into() }));

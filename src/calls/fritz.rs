@@ -46,7 +46,8 @@ pub fn parse_line(line: &str) -> Result<CallEvent, ParseError> {
         return Err(ParseError::BadConnectionId(conn.to_string()));
     }
     let call_ref = format!("fritz:{conn}");
-    let need = |n: usize, what: &'static str| if f.len() >= n { Ok(()) } else { Err(ParseError::Truncated(what)) };
+    let need =
+        |n: usize, what: &'static str| if f.len() >= n { Ok(()) } else { Err(ParseError::Truncated(what)) };
     match f[1] {
         "CALL" => {
             need(6, "CALL")?;
@@ -91,10 +92,15 @@ pub async fn run(addr: String, out: Emitter) {
                                     return;
                                 }
                             }
-                            Err(e) => tracing::warn!("call monitor: ignored a line ({e}): {:?}", line.chars().take(120).collect::<String>()),
+                            Err(e) => tracing::warn!(
+                                "call monitor: ignored a line ({e}): {:?}",
+                                line.chars().take(120).collect::<String>()
+                            ),
                         },
                         Ok(None) => break "the box closed the connection".to_string(),
-                        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => tracing::warn!("call monitor: {e}"),
+                        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                            tracing::warn!("call monitor: {e}")
+                        }
                         Err(e) => break format!("connection lost: {e}"),
                     }
                 }
@@ -128,8 +134,14 @@ mod tests {
             Ok(CallEvent::Incoming { call_ref: "fritz:2".into(), caller: None }),
             "anonymous"
         );
-        assert_eq!(parse_line("25.11.26 18:02:15;CONNECT;0;11;015123456789;"), Ok(CallEvent::Connected { call_ref: "fritz:0".into() }));
-        assert_eq!(parse_line("25.11.26 18:03:40;DISCONNECT;0;85;"), Ok(CallEvent::Ended { call_ref: "fritz:0".into() }));
+        assert_eq!(
+            parse_line("25.11.26 18:02:15;CONNECT;0;11;015123456789;"),
+            Ok(CallEvent::Connected { call_ref: "fritz:0".into() })
+        );
+        assert_eq!(
+            parse_line("25.11.26 18:03:40;DISCONNECT;0;85;"),
+            Ok(CallEvent::Ended { call_ref: "fritz:0".into() })
+        );
     }
 
     #[test]
@@ -137,7 +149,10 @@ mod tests {
         assert_eq!(parse_line(""), Err(ParseError::NoTimestamp));
         assert_eq!(parse_line("hello;CALL;0;1;2;3;"), Err(ParseError::NoTimestamp));
         assert_eq!(parse_line("25.11.26 18:02:11;CALL;0;11;"), Err(ParseError::Truncated("CALL")));
-        assert_eq!(parse_line("25.11.26 18:02:11;CALL;x;11;1;2;"), Err(ParseError::BadConnectionId("x".into())));
+        assert_eq!(
+            parse_line("25.11.26 18:02:11;CALL;x;11;1;2;"),
+            Err(ParseError::BadConnectionId("x".into()))
+        );
         assert!(matches!(parse_line("25.11.26 18:02:11;HOLD;0;"), Err(ParseError::UnknownEvent(_))));
         assert_eq!(parse_line("ÿÿ.11.26 18:02:11;CALL;0;1;2;3;"), Err(ParseError::NoTimestamp));
     }

@@ -37,11 +37,21 @@ impl Source {
 #[serde(tag = "call", rename_all = "snake_case")]
 pub enum CallEvent {
     /// This user dialed `number` (as dialed: local, national or international).
-    Outgoing { call_ref: String, number: String },
+    Outgoing {
+        call_ref: String,
+        number: String,
+    },
     /// Someone calls this user (`None`: anonymous).
-    Incoming { call_ref: String, caller: Option<String> },
-    Connected { call_ref: String },
-    Ended { call_ref: String },
+    Incoming {
+        call_ref: String,
+        caller: Option<String>,
+    },
+    Connected {
+        call_ref: String,
+    },
+    Ended {
+        call_ref: String,
+    },
 }
 
 impl CallEvent {
@@ -62,11 +72,18 @@ pub enum WatcherStatus {
     Connecting,
     Connected,
     /// Lost or refused; trying again in `retry_in_ms`.
-    Retrying { reason: String, retry_in_ms: u64 },
+    Retrying {
+        reason: String,
+        retry_in_ms: u64,
+    },
     /// Stopped for good until the settings change (e.g. wrong AMI password).
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
     /// Listening for requests (action URLs, tel: links).
-    Listening { at: String },
+    Listening {
+        at: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -114,7 +131,9 @@ pub(crate) async fn connect_keepalive(addr: &str) -> std::io::Result<tokio::net:
     let stream = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer in 5 s"))??;
-    let ka = socket2::TcpKeepalive::new().with_time(Duration::from_secs(30)).with_interval(Duration::from_secs(10));
+    let ka = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(30))
+        .with_interval(Duration::from_secs(10));
     if let Err(e) = socket2::SockRef::from(&stream).set_tcp_keepalive(&ka) {
         tracing::debug!("cannot set TCP keepalive: {e}");
     }
@@ -124,14 +143,21 @@ pub(crate) async fn connect_keepalive(addr: &str) -> std::io::Result<tokio::net:
 
 /// Reads one `\n`-terminated line of at most [`MAX_LINE`] bytes. `Ok(None)`: the peer closed.
 /// An overlong line is skipped whole and reported as `Err(InvalidData)`.
-pub(crate) async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R, buf: &mut Vec<u8>) -> std::io::Result<Option<String>> {
+pub(crate) async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Option<String>> {
     use tokio::io::AsyncBufReadExt;
     buf.clear();
     let mut overlong = false;
     loop {
         let available = r.fill_buf().await?;
         if available.is_empty() {
-            return Ok(if buf.is_empty() && !overlong { None } else { Some(String::from_utf8_lossy(buf).into_owned()) });
+            return Ok(if buf.is_empty() && !overlong {
+                None
+            } else {
+                Some(String::from_utf8_lossy(buf).into_owned())
+            });
         }
         match available.iter().position(|b| *b == b'\n') {
             Some(i) => {
@@ -140,7 +166,10 @@ pub(crate) async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R, buf
                 }
                 r.consume(i + 1);
                 if overlong || buf.len() > MAX_LINE {
-                    return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "overlong line skipped"));
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "overlong line skipped",
+                    ));
                 }
                 if buf.last() == Some(&b'\r') {
                     buf.pop();

@@ -32,7 +32,8 @@ pub fn parse_tel(uri: &str) -> Result<String, TelError> {
     while i < bytes.len() {
         if bytes[i] == b'%'
             && i + 2 < bytes.len()
-            && let Some(v) = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok())
+            && let Some(v) =
+                std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok())
         {
             out.push(v as char);
             i += 3;
@@ -63,7 +64,11 @@ pub async fn forward(path: &Path, number: &str) -> std::io::Result<()> {
     s.write_all(line.as_bytes()).await?;
     let mut reply = String::new();
     BufReader::new(s).read_line(&mut reply).await?;
-    if reply.trim() == "OK" { Ok(()) } else { Err(std::io::Error::other(format!("the running instance said {reply:?}"))) }
+    if reply.trim() == "OK" {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!("the running instance said {reply:?}")))
+    }
 }
 
 /// Accepts numbers from later launches until the receiver goes away.
@@ -78,7 +83,12 @@ pub async fn serve(path: PathBuf, out: Emitter) {
     let listener = match tokio::net::UnixListener::bind(&path) {
         Ok(l) => l,
         Err(e) => {
-            out.status(WatcherStatus::Failed { reason: format!("cannot listen on {}: {e} (another Sidecall of this profile runs?)", path.display()) });
+            out.status(WatcherStatus::Failed {
+                reason: format!(
+                    "cannot listen on {}: {e} (another Sidecall of this profile runs?)",
+                    path.display()
+                ),
+            });
             return;
         }
     };
