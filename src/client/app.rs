@@ -69,6 +69,70 @@ pub struct AppSettings {
     pub save_dir: Option<PathBuf>,
     /// Receive files the peer sends during a session without asking.
     pub auto_accept_files: bool,
+    /// What to do when the phone places a call the watchers report.
+    pub on_call: OnCall,
+    /// End the data session when the phone call ends.
+    pub end_with_call: bool,
+    /// Area code local numbers are read in (call monitors report numbers as dialed).
+    pub area_code: String,
+    pub fritz: FritzSettings,
+    pub ami: AmiSettings,
+    pub phone: PhoneSettings,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnCall {
+    /// Request the session at once.
+    #[default]
+    Automatic,
+    /// Ask in the window first.
+    Ask,
+    Off,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FritzSettings {
+    pub enabled: bool,
+    /// `fritz.box` or `192.168.178.1` (port 1012 unless given).
+    pub host: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AmiSettings {
+    pub enabled: bool,
+    /// `pbx.local` (port 5038 unless given).
+    pub host: String,
+    pub username: String,
+    pub secret: String,
+    pub extension: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PhoneSettings {
+    pub enabled: bool,
+    /// Where the action URLs are served.
+    pub listen: String,
+    /// Only this address may call them.
+    pub phone_ip: String,
+}
+
+impl Default for PhoneSettings {
+    fn default() -> Self {
+        PhoneSettings { enabled: false, listen: "0.0.0.0:7481".into(), phone_ip: String::new() }
+    }
+}
+
+fn with_port(host: &str, port: u16) -> String {
+    let h = host.trim();
+    if h.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+        h.to_string()
+    } else {
+        format!("{h}:{port}")
+    }
 }
 
 impl Default for AppSettings {
@@ -82,6 +146,12 @@ impl Default for AppSettings {
             host_port: server::DEFAULT_PORT,
             save_dir: None,
             auto_accept_files: true,
+            on_call: OnCall::Automatic,
+            end_with_call: true,
+            area_code: String::new(),
+            fritz: FritzSettings::default(),
+            ami: AmiSettings::default(),
+            phone: PhoneSettings::default(),
         }
     }
 }
@@ -225,6 +295,8 @@ pub struct Outgoing {
     pub offer: Offer,
     pub session_id: Option<SessionId>,
     pub status: OutgoingStatus,
+    /// The phone call that started it, if a watcher did.
+    pub call_ref: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -242,6 +314,7 @@ pub struct Active {
     pub peer: PeerInfo,
     pub offer: Offer,
     pub since: Instant,
+    pub call_ref: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -315,6 +388,10 @@ pub struct AppState {
     pub files: Vec<FileRow>,
     /// The peer-to-peer channel of the session is open.
     pub channel_open: bool,
+    /// How each call watcher is doing.
+    pub watchers: Vec<(crate::calls::Source, crate::calls::WatcherStatus)>,
+    /// The phone dialed this number; start a session? (`on_call = ask`): (call_ref, E.164).
+    pub call_prompt: Option<(String, String)>,
     pub history: Vec<HistoryEntry>,
     pub hosting: Option<Hosting>,
     /// The address of the interface that routes to the server being typed.
@@ -339,6 +416,8 @@ impl AppState {
             last_ended: None,
             files: Vec::new(),
             channel_open: false,
+            watchers: Vec::new(),
+            call_prompt: None,
             history: Vec::new(),
             hosting: None,
             detected_ip: None,
@@ -394,6 +473,10 @@ pub enum AppCommand {
     },
     /// Show a received file in the file manager.
     ShowInFolder(PathBuf),
+    /// Answer the call prompt: start the session for the phone call, or not.
+    CallPrompt(bool),
+    /// A number handed over by a `tel:` link (a later launch or this one's own argument).
+    TelLink(String),
     /// Play the ring once at this volume and say on which device (or why not).
     TestRing {
         volume: f32,
@@ -479,6 +562,8 @@ struct Core {
     pub loopback: bool,
     /// Commands to itself (results of work done in the background).
     own: mpsc::UnboundedSender<AppCommand>,
+    watcher_tasks: Vec<tokio::task::AbortHandle>,
+    watcher_rx: Option<mpsc::UnboundedReceiver<crate::calls::WatcherEvent>>,
 }
 
 impl Core {
@@ -515,6 +600,8 @@ impl Core {
             data_rx,
             loopback: crate::client::session::loopback_from_env(),
             own,
+            watcher_tasks: Vec::new(),
+            watcher_rx: None,
         }
     }
 
@@ -525,6 +612,7 @@ impl Core {
 
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<AppCommand>) {
         self.resume().await;
+        self.start_watchers();
         self.publish();
         loop {
             tokio::select! {
@@ -537,10 +625,15 @@ impl Core {
                     None => self.client_events = None,
                 },
                 Some(dev) = self.data_rx.recv() => self.data_event(dev),
+                Some(wev) = next_watcher(&mut self.watcher_rx) => self.watcher_event(wev),
             }
             self.publish();
         }
         self.ringer.stop();
+        for w in self.watcher_tasks.drain(..) {
+            w.abort();
+        }
+        let _ = std::fs::remove_file(crate::calls::tel::socket_path(&self.paths.profile));
         if let Some(c) = self.client.take() {
             c.shutdown();
         }
@@ -675,6 +768,19 @@ impl Core {
                     d.cancel_file(id, way);
                 }
             }
+            AppCommand::CallPrompt(yes) => {
+                if let Some((call_ref, number)) = self.state.call_prompt.take()
+                    && yes
+                {
+                    self.dial_for_call(number, Offer { files: true, video: false }, Some(call_ref));
+                }
+            }
+            AppCommand::TelLink(number) => {
+                self.watcher_event(crate::calls::WatcherEvent::Call(
+                    crate::calls::Source::Tel,
+                    crate::calls::CallEvent::Outgoing { call_ref: "tel:launch".into(), number },
+                ));
+            }
             AppCommand::ShowInFolder(path) => {
                 if let Err(e) = show_in_folder(&path) {
                     self.state.notice = Some(format!("cannot open the folder: {e}"));
@@ -715,7 +821,12 @@ impl Core {
         } else if !bad.is_empty() {
             self.state.notice = Some(format!("not added to auto-accept: {}", bad.join("; ")));
         }
+        let watchers_changed = (&settings.fritz, &settings.ami, &settings.phone)
+            != (&self.state.settings.fritz, &self.state.settings.ami, &self.state.settings.phone);
         self.state.settings = settings;
+        if watchers_changed {
+            self.start_watchers();
+        }
         let blocked: Vec<String> = blocked.into_iter().filter(|n| !n.trim().is_empty()).collect();
         if blocked != self.state.blocked
             && let Some(c) = &self.client
@@ -829,14 +940,131 @@ impl Core {
     }
 
     fn dial(&mut self, target: String, offer: Offer) {
+        self.dial_for_call(target, offer, None);
+    }
+
+    fn dial_for_call(&mut self, target: String, offer: Offer, call_ref: Option<String>) {
         let Some(c) = &self.client else { return };
         if self.state.outgoing.as_ref().is_some_and(|o| !o.status.is_final()) {
             self.state.notice = Some("a request is already ringing: cancel it first".into());
             return;
         }
-        let req_id = c.dial_with(&target, offer, Some(self.state.settings.region.clone()), None);
-        self.state.outgoing =
-            Some(Outgoing { req_id, target, offer, session_id: None, status: OutgoingStatus::Dialing });
+        let req_id = c.dial_with(&target, offer, Some(self.state.settings.region.clone()), call_ref.clone());
+        self.state.outgoing = Some(Outgoing {
+            req_id,
+            target,
+            offer,
+            session_id: None,
+            status: OutgoingStatus::Dialing,
+            call_ref,
+        });
+    }
+
+    /// (Re)starts the call watchers the settings ask for.
+    fn start_watchers(&mut self) {
+        use crate::calls::{self, Emitter, Source};
+        for w in self.watcher_tasks.drain(..) {
+            w.abort();
+        }
+        self.state.watchers.clear();
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.watcher_rx = Some(rx);
+        let s = self.state.settings.clone();
+        let spawn = |tasks: &mut Vec<tokio::task::AbortHandle>,
+                     f: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>| {
+            tasks.push(tokio::spawn(f).abort_handle());
+        };
+        if s.fritz.enabled && !s.fritz.host.trim().is_empty() {
+            let em = Emitter::new(Source::Fritz, tx.clone());
+            spawn(&mut self.watcher_tasks, Box::pin(calls::fritz::run(with_port(&s.fritz.host, 1012), em)));
+        }
+        if s.ami.enabled && !s.ami.host.trim().is_empty() {
+            let cfg = calls::ami::AmiConfig {
+                addr: with_port(&s.ami.host, 5038),
+                username: s.ami.username.clone(),
+                secret: s.ami.secret.clone(),
+                extension: s.ami.extension.trim().to_string(),
+            };
+            spawn(
+                &mut self.watcher_tasks,
+                Box::pin(calls::ami::run(cfg, Emitter::new(Source::Ami, tx.clone()))),
+            );
+        }
+        if s.phone.enabled {
+            match (s.phone.listen.trim().parse::<SocketAddr>(), s.phone.phone_ip.trim().parse::<IpAddr>()) {
+                (Ok(listen), Ok(phone)) => {
+                    let em = Emitter::new(Source::Phone, tx.clone());
+                    spawn(&mut self.watcher_tasks, Box::pin(calls::action_url::run(listen, phone, em)));
+                }
+                _ => self.state.watchers.push((
+                    Source::Phone,
+                    calls::WatcherStatus::Failed {
+                        reason: "set the listen address and the phone's IP address".into(),
+                    },
+                )),
+            }
+        }
+        let path = calls::tel::socket_path(&self.paths.profile);
+        spawn(&mut self.watcher_tasks, Box::pin(calls::tel::serve(path, Emitter::new(Source::Tel, tx))));
+    }
+
+    fn watcher_event(&mut self, ev: crate::calls::WatcherEvent) {
+        use crate::calls::{CallEvent, WatcherEvent};
+        match ev {
+            WatcherEvent::Status(src, st) => match self.state.watchers.iter_mut().find(|(s, _)| *s == src) {
+                Some(slot) => slot.1 = st,
+                None => self.state.watchers.push((src, st)),
+            },
+            WatcherEvent::Call(_, CallEvent::Outgoing { call_ref, number }) => {
+                self.phone_dialed(call_ref, &number)
+            }
+            WatcherEvent::Call(_, CallEvent::Ended { call_ref }) => {
+                if self.state.call_prompt.as_ref().is_some_and(|(r, _)| *r == call_ref) {
+                    self.state.call_prompt = None;
+                }
+                if !self.state.settings.end_with_call {
+                    return;
+                }
+                let Some(c) = self.client.clone() else { return };
+                if let Some(a) =
+                    self.state.active.as_ref().filter(|a| a.call_ref.as_deref() == Some(call_ref.as_str()))
+                {
+                    tracing::info!(%call_ref, "the phone call ended: ending the session");
+                    c.end(&a.session_id);
+                } else if let Some(o) = self
+                    .state
+                    .outgoing
+                    .as_ref()
+                    .filter(|o| o.call_ref.as_deref() == Some(call_ref.as_str()) && !o.status.is_final())
+                    && let Some(id) = &o.session_id
+                {
+                    c.end(id);
+                }
+            }
+            WatcherEvent::Call(..) => {}
+        }
+    }
+
+    /// The phone placed a call to `raw` (as dialed).
+    fn phone_dialed(&mut self, call_ref: String, raw: &str) {
+        let s = &self.state.settings;
+        let area = (!s.area_code.trim().is_empty()).then_some(s.area_code.as_str());
+        let number = match crate::number::normalize_dialed(raw, &s.region, area) {
+            Ok(n) => n.to_string(),
+            Err(e) => {
+                self.state.notice = Some(format!("The phone dialed {raw}, which Sidecall cannot use: {e}"));
+                return;
+            }
+        };
+        match s.on_call {
+            OnCall::Off => tracing::info!(%number, "the phone dialed; automatic sessions are off"),
+            OnCall::Ask => self.state.call_prompt = Some((call_ref, number)),
+            OnCall::Automatic => {
+                if self.state.active.is_none() {
+                    self.dial_for_call(number, Offer { files: true, video: false }, Some(call_ref));
+                }
+            }
+        }
     }
 
     fn record(&mut self, entry: HistoryEntry) {
@@ -985,7 +1213,14 @@ impl Core {
                     self.data =
                         Some(DataSession::start(c.clone(), session_id.clone(), cfg, self.data_tx.clone()));
                 }
-                self.state.active = Some(Active { session_id, role, peer, offer, since: Instant::now() });
+                let call_ref = self
+                    .state
+                    .outgoing
+                    .as_ref()
+                    .filter(|o| o.session_id.as_ref() == Some(&session_id))
+                    .and_then(|o| o.call_ref.clone());
+                self.state.active =
+                    Some(Active { session_id, role, peer, offer, since: Instant::now(), call_ref });
             }
             Event::SessionEnded { session_id, reason } => {
                 if self.data.as_ref().is_some_and(|d| d.session_id == session_id) {
@@ -1157,6 +1392,15 @@ fn show_in_folder(path: &Path) -> std::io::Result<()> {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
     cmd.spawn().map(|_| ())
+}
+
+async fn next_watcher(
+    rx: &mut Option<mpsc::UnboundedReceiver<crate::calls::WatcherEvent>>,
+) -> Option<crate::calls::WatcherEvent> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn next_event(rx: &mut Option<mpsc::UnboundedReceiver<Event>>) -> Option<Event> {

@@ -285,3 +285,70 @@ fn parsers_survive_random_input() {
         let _ = sidecall::number::normalize_dialed(&text, "DE", Some("30"));
     }
 }
+
+/// The whole point: the phone dials, the app requests the session by itself with the right
+/// E.164 number, and when the phone hangs up the session ends.
+#[test]
+fn a_phone_call_on_the_fritzbox_starts_and_ends_the_session() {
+    use crate::fixture::{BOB, TestServer};
+    use sidecall::client::StopReason;
+    use sidecall::client::app::{self, AppCommand, AppEvent, AppPaths, Credentials};
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+    let server = rt.block_on(TestServer::start());
+    let box_ = rt.block_on(TcpListener::bind("127.0.0.1:0")).expect("bind");
+    let box_addr = box_.local_addr().expect("addr");
+    let mut bob = rt.block_on(server.user(BOB, "Bob"));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let paths = AppPaths {
+        config_dir: dir.path().join("config"),
+        data_dir: dir.path().join("data"),
+        profile: "alice".into(),
+    };
+    std::fs::create_dir_all(paths.config_dir.join("profiles")).expect("dir");
+    std::fs::write(
+        paths.config_dir.join("profiles/alice.settings.toml"),
+        format!("region = \"DE\"\narea_code = \"030\"\non_call = \"automatic\"\nend_with_call = true\n[fritz]\nenabled = true\nhost = \"{box_addr}\"\n"),
+    )
+    .expect("settings");
+    let (core, events) = app::start_with(paths, std::sync::Arc::new(|| {}), true);
+    let wait_state = |what: &str, pred: &dyn Fn(&app::AppState) -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            match events.recv_timeout(Duration::from_millis(50)) {
+                Ok(AppEvent::State(s)) if pred(&s) => return *s,
+                _ => assert!(std::time::Instant::now() < deadline, "app never reached: {what}"),
+            }
+        }
+    };
+    core.send(AppCommand::Register(Credentials {
+        server: server.url.clone(),
+        number: "030 123456".into(),
+        display_name: "Alice".into(),
+        password: crate::fixture::PASSWORD.into(),
+        region: "DE".into(),
+        device_ip: None,
+        host_server: false,
+    }));
+    wait_state("online", &|s| s.connection == app::Connection::Online);
+
+    rt.block_on(async {
+        let (mut s, _) = box_.accept().await.expect("the watcher connects to the box");
+        // Alice picks up her phone and dials Bob's mobile, as a call monitor reports it.
+        s.write_all(b"25.11.26 18:02:11;CALL;7;11;4930123456;015123456789;SIP0;\r\n").await.expect("write");
+        let (sid, caller, _) = bob.incoming().await;
+        assert_eq!(caller.number, crate::fixture::ALICE);
+        bob.handle.answer(&sid, true);
+        bob.started().await;
+        // The phone call ends: so does the session.
+        s.write_all(b"25.11.26 18:04:00;DISCONNECT;7;109;\r\n").await.expect("write");
+        let (ended, reason) = bob.ended().await;
+        assert_eq!((ended, reason), (sid, StopReason::PeerEnded));
+    });
+    let st = wait_state("watcher shown connected", &|s| {
+        s.watchers.iter().any(|(src, st)| *src == Source::Fritz && *st == WatcherStatus::Connected)
+    });
+    assert!(st.active.is_none());
+    core.send(AppCommand::Shutdown);
+    drop(rt);
+}

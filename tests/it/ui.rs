@@ -167,6 +167,7 @@ fn dialing_by_hand_in_any_format() {
         offer: Offer::default(),
         session_id: Some(SessionId("s1".into())),
         status: app::OutgoingStatus::Ringing,
+        call_ref: None,
     });
     w.set(s.clone());
     assert!(w.shows("Waiting for +49 1512 3456789 to accept"));
@@ -244,6 +245,7 @@ fn availability_toggles_and_session_panel() {
         },
         offer: Offer { files: true, video: false },
         since: Instant::now(),
+        call_ref: None,
     });
     w.set(s);
     assert!(w.shows("In session with Alice"));
