@@ -4,9 +4,36 @@ use clap::Parser;
 use sidecall::cli::{Cli, Exit};
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    // `sidecall tel:+49…` (how the desktop opens tel: links): not a subcommand.
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let tel = args.iter().position(|a| {
+        let s = a.to_string_lossy().to_ascii_lowercase();
+        s.starts_with("tel:") || s.starts_with("callto:")
+    });
+    let tel = tel.map(|i| args.remove(i).to_string_lossy().into_owned());
+    let cli = Cli::parse_from(args);
+    let mut pending_tel = None;
+    if let Some(uri) = tel {
+        let number = match sidecall::calls::tel::parse_tel(&uri) {
+            Ok(n) => n,
+            Err(e) => {
+                eprintln!("sidecall: {e}");
+                return std::process::ExitCode::from(Exit::Usage as u8);
+            }
+        };
+        let path = sidecall::calls::tel::socket_path(&cli.profile);
+        let handed = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map(|rt| rt.block_on(sidecall::calls::tel::forward(&path, &number)));
+        if let Ok(Ok(())) = handed {
+            println!("handed {number} to the running Sidecall");
+            return std::process::ExitCode::SUCCESS;
+        }
+        pending_tel = Some(number);
+    }
     if cli.command.is_none() {
-        return match sidecall::ui::run(&cli.profile, cli.config_dir.clone()) {
+        return match sidecall::ui::run(&cli.profile, cli.config_dir.clone(), pending_tel) {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("sidecall: {e}");

@@ -564,6 +564,8 @@ struct Core {
     own: mpsc::UnboundedSender<AppCommand>,
     watcher_tasks: Vec<tokio::task::AbortHandle>,
     watcher_rx: Option<mpsc::UnboundedReceiver<crate::calls::WatcherEvent>>,
+    /// A call to request as soon as the connection is up: (call_ref, E.164).
+    pending_call: Option<(String, String)>,
 }
 
 impl Core {
@@ -602,6 +604,7 @@ impl Core {
             own,
             watcher_tasks: Vec::new(),
             watcher_rx: None,
+            pending_call: None,
         }
     }
 
@@ -1059,6 +1062,10 @@ impl Core {
         match s.on_call {
             OnCall::Off => tracing::info!(%number, "the phone dialed; automatic sessions are off"),
             OnCall::Ask => self.state.call_prompt = Some((call_ref, number)),
+            OnCall::Automatic if self.state.connection != Connection::Online => {
+                // Just started (a tel: link opened the app): dial once online.
+                self.pending_call = Some((call_ref, number));
+            }
             OnCall::Automatic => {
                 if self.state.active.is_none() {
                     self.dial_for_call(number, Offer { files: true, video: false }, Some(call_ref));
@@ -1117,6 +1124,9 @@ impl Core {
                 self.state.connection = Connection::Online;
                 self.state.account = Some(account);
                 self.state.server_settings = settings;
+                if let Some((call_ref, number)) = self.pending_call.take() {
+                    self.dial_for_call(number, Offer { files: true, video: false }, Some(call_ref));
+                }
             }
             Event::Offline { reason, retry_in_ms } => {
                 self.state.connection = Connection::Offline { reason, retry_in_ms }

@@ -152,7 +152,7 @@ fn init_file_logging(paths: &AppPaths) -> Option<tracing_appender::non_blocking:
 }
 
 /// Runs the desktop app until its window closes.
-pub fn run(profile: &str, config_dir: Option<std::path::PathBuf>) -> Result<(), String> {
+pub fn run(profile: &str, config_dir: Option<std::path::PathBuf>, tel: Option<String>) -> Result<(), String> {
     let mut paths = AppPaths::for_profile(profile).map_err(|e| e.to_string())?;
     if let Some(dir) = config_dir {
         paths.config_dir = dir;
@@ -178,8 +178,18 @@ pub fn run(profile: &str, config_dir: Option<std::path::PathBuf>) -> Result<(), 
             .with_min_inner_size([520.0, 460.0]),
         ..Default::default()
     };
-    eframe::run_native(&title, options, Box::new(move |_cc| Ok(Box::new(SidecallApp::start(paths)))))
-        .map_err(|e| format!("cannot open the window: {e}"))
+    eframe::run_native(
+        &title,
+        options,
+        Box::new(move |_cc| {
+            let app = SidecallApp::start(paths);
+            if let Some(number) = tel {
+                app.core.send(AppCommand::TelLink(number));
+            }
+            Ok(Box::new(app))
+        }),
+    )
+    .map_err(|e| format!("cannot open the window: {e}"))
 }
 
 /// Formats seconds as `m:ss` or `h:mm:ss`.

@@ -479,3 +479,55 @@ fn a_gibibyte_file_moves_without_memory_growth() {
     let _ = std::fs::remove_file(&received);
     let _ = listener.wait_exit();
 }
+
+/// The desktop opens `sidecall tel:…` for a tel: link; with Sidecall already running, the
+/// number goes to that instance and the second launch ends at once.
+#[test]
+fn a_tel_link_launch_hands_the_number_to_the_running_instance() {
+    use sidecall::calls::{self, CallEvent, Emitter, Source, WatcherEvent};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    let sock = dir.path().join("sidecall").join("sidecall-work.sock");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let _guard = rt.enter();
+    let server = rt.spawn(calls::tel::serve(sock.clone(), Emitter::new(Source::Tel, tx)));
+    rt.block_on(async {
+        while !sock.exists() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    let mut cmd = Command::new(APP);
+    cmd.env("XDG_RUNTIME_DIR", dir.path())
+        .args(["--profile", "work", "tel:+49-151-2345%206789"])
+        .stdin(Stdio::null());
+    let out = rt
+        .block_on(async { tokio::task::spawn_blocking(move || cmd.output()).await })
+        .expect("join")
+        .expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("handed +49-151-2345 6789 to the running Sidecall")
+    );
+    let ev = rt
+        .block_on(async { tokio::time::timeout(Duration::from_secs(5), rx.recv()).await })
+        .expect("in time");
+    let number = ev.and_then(|e| match e {
+        WatcherEvent::Call(_, CallEvent::Outgoing { number, .. }) => Some(number),
+        _ => None,
+    });
+    let number = match number {
+        Some(n) => n,
+        None => {
+            // The first event may be the status; the call follows.
+            let ev = rt
+                .block_on(async { tokio::time::timeout(Duration::from_secs(5), rx.recv()).await })
+                .expect("in time");
+            match ev {
+                Some(WatcherEvent::Call(_, CallEvent::Outgoing { number, .. })) => number,
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    assert_eq!(number, "+49-151-2345 6789");
+    server.abort();
+}
