@@ -122,6 +122,31 @@ async fn read_message<R: tokio::io::AsyncBufRead + Unpin>(
     }
 }
 
+/// Connects and logs in once (for "test connection").
+pub async fn probe(cfg: &AmiConfig) -> Result<(), String> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let out = Emitter::new(super::Source::Ami, tx);
+    let mut attempt = 0;
+    let sess = session(cfg, &out, &mut attempt);
+    tokio::pin!(sess);
+    let connected = async {
+        while let Some(ev) = rx.recv().await {
+            if matches!(ev, super::WatcherEvent::Status(_, WatcherStatus::Connected)) {
+                return;
+            }
+        }
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        _ = connected => Ok(()),
+        r = &mut sess => Err(match r {
+            Ok(reason) => reason,
+            Err(Fatal(reason)) => reason,
+        }),
+        _ = tokio::time::sleep(std::time::Duration::from_secs(8)) => Err("no answer from the manager in 8 s".into()),
+    }
+}
+
 /// Logs in and follows the extension's calls, reconnecting with backoff; a refused login
 /// stops the watcher with a clear status (retrying would only lock the account).
 pub async fn run(cfg: AmiConfig, out: Emitter) {

@@ -70,6 +70,13 @@ pub fn parse_line(line: &str) -> Result<CallEvent, ParseError> {
     }
 }
 
+/// Tries the call monitor once (for "test connection").
+pub async fn probe(addr: &str) -> Result<(), String> {
+    connect_keepalive(addr).await.map(|_| ()).map_err(|e| {
+        format!("cannot connect to {addr}: {e}. Is the call monitor on? Dial #96*5* on a phone on the box.")
+    })
+}
+
 /// Follows the call monitor at `addr` (`host:1012`) until the receiver goes away, reconnecting
 /// with backoff when the box drops the socket or refuses the port (it does after a reboot).
 pub async fn run(addr: String, out: Emitter) {

@@ -477,6 +477,11 @@ pub enum AppCommand {
     CallPrompt(bool),
     /// A number handed over by a `tel:` link (a later launch or this one's own argument).
     TelLink(String),
+    /// Try a watcher's connection with these settings once and say how it went.
+    TestWatcher {
+        source: crate::calls::Source,
+        settings: Box<AppSettings>,
+    },
     /// Play the ring once at this volume and say on which device (or why not).
     TestRing {
         volume: f32,
@@ -770,6 +775,26 @@ impl Core {
                 if let Some(d) = &self.data {
                     d.cancel_file(id, way);
                 }
+            }
+            AppCommand::TestWatcher { source, settings } => {
+                use crate::calls::{self, Source};
+                let result = match source {
+                    Source::Fritz => calls::fritz::probe(&with_port(&settings.fritz.host, 1012)).await,
+                    Source::Ami => {
+                        let cfg = calls::ami::AmiConfig {
+                            addr: with_port(&settings.ami.host, 5038),
+                            username: settings.ami.username.clone(),
+                            secret: settings.ami.secret.clone(),
+                            extension: settings.ami.extension.clone(),
+                        };
+                        calls::ami::probe(&cfg).await
+                    }
+                    Source::Phone | Source::Tel => Ok(()),
+                };
+                self.state.notice = Some(match result {
+                    Ok(()) => format!("{}: connection works.", source.label()),
+                    Err(e) => format!("{}: {e}", source.label()),
+                });
             }
             AppCommand::CallPrompt(yes) => {
                 if let Some((call_ref, number)) = self.state.call_prompt.take()

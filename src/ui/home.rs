@@ -411,6 +411,25 @@ fn time_text(unix: u64) -> String {
     }
 }
 
+/// "Your phone is calling …: start a session?" (when the setting asks first).
+pub fn call_prompt(ctx: &egui::Context, state: &AppState, core: &AppHandle) {
+    let Some((_, number)) = &state.call_prompt else { return };
+    egui::Modal::new(egui::Id::unique("call-prompt")).show(ctx, |ui| {
+        ui.set_width(340.0);
+        ui.heading("Your phone is calling");
+        ui.label(RichText::new(number).size(20.0).strong());
+        ui.label("Start a data session beside this call?");
+        ui.horizontal(|ui| {
+            if ui.button("Start data session").clicked() {
+                core.send(AppCommand::CallPrompt(true));
+            }
+            if ui.button("Not now").clicked() {
+                core.send(AppCommand::CallPrompt(false));
+            }
+        });
+    });
+}
+
 /// The prompt for the oldest request ringing here: who, what, how long, Accept / Decline.
 pub fn incoming_modal(ctx: &egui::Context, state: &AppState, core: &AppHandle) {
     let Some(r) = state.incoming.first() else { return };

@@ -110,6 +110,7 @@ impl SidecallApp {
             self.settings.show(&ctx, state, &self.core);
             home::incoming_modal(&ctx, state, &self.core);
             home::file_drop(&ctx, state, &self.core);
+            home::call_prompt(&ctx, state, &self.core);
         } else {
             self.login.show(ui, state, &self.core);
         }

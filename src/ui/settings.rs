@@ -1,7 +1,8 @@
 //! The settings window: country, ring, auto-accept and block lists.
 
 use super::login::ERROR;
-use crate::client::app::{AppCommand, AppHandle, AppSettings, AppState};
+use crate::calls::{Source, WatcherStatus};
+use crate::client::app::{AppCommand, AppHandle, AppSettings, AppState, OnCall};
 
 #[derive(Default)]
 pub struct SettingsWindow {
@@ -35,45 +36,56 @@ impl SettingsWindow {
         let mut save = false;
         let mut close = false;
         egui::Window::new("Settings").open(&mut open).collapsible(false).resizable(true).show(ctx, |ui| {
-            if let Some(p) = &state.profile {
+            let max_h = (ctx.content_rect().height() - 160.0).max(200.0);
+            egui::ScrollArea::vertical().max_height(max_h).show(ui, |ui| {
+                if let Some(p) = &state.profile {
+                    ui.horizontal(|ui| {
+                        ui.label(format!("Server: {}", p.server));
+                        if ui.small_button("Use another server (log out)").clicked() {
+                            core.send(AppCommand::Logout);
+                            close = true;
+                        }
+                    });
+                }
+                super::regions::picker(
+                    ui,
+                    "settings-region",
+                    "Country for national numbers",
+                    &mut draft.region,
+                );
                 ui.horizontal(|ui| {
-                    ui.label(format!("Server: {}", p.server));
-                    if ui.small_button("Use another server (log out)").clicked() {
-                        core.send(AppCommand::Logout);
-                        close = true;
+                    let l = ui.label("Ring volume");
+                    ui.add(egui::Slider::new(&mut draft.ring_volume, 0.0..=1.0).show_value(false))
+                        .labelled_by(l.id);
+                    ui.checkbox(&mut draft.ring_muted, "Mute the ring");
+                    if ui.button("Test ring").clicked() {
+                        core.send(AppCommand::TestRing { volume: draft.ring_volume });
                     }
                 });
-            }
-            super::regions::picker(ui, "settings-region", "Country for national numbers", &mut draft.region);
-            ui.horizontal(|ui| {
-                let l = ui.label("Ring volume");
-                ui.add(egui::Slider::new(&mut draft.ring_volume, 0.0..=1.0).show_value(false))
+                ui.checkbox(&mut draft.auto_accept_files, "Receive files during a session without asking");
+                ui.horizontal(|ui| {
+                    let l = ui.label("Save received files in");
+                    let mut dir =
+                        draft.save_dir.as_ref().map(|d| d.display().to_string()).unwrap_or_default();
+                    let hint = crate::client::transfer::default_save_dir().display().to_string();
+                    if ui
+                        .add(egui::TextEdit::singleline(&mut dir).hint_text(hint).desired_width(240.0))
+                        .labelled_by(l.id)
+                        .changed()
+                    {
+                        draft.save_dir =
+                            (!dir.trim().is_empty()).then(|| std::path::PathBuf::from(dir.trim()));
+                    }
+                });
+                ui.add_space(6.0);
+                let l = ui.label("Accept automatically from (one number per line)");
+                ui.add(egui::TextEdit::multiline(&mut self.auto_accept).desired_rows(3).desired_width(320.0))
                     .labelled_by(l.id);
-                ui.checkbox(&mut draft.ring_muted, "Mute the ring");
-                if ui.button("Test ring").clicked() {
-                    core.send(AppCommand::TestRing { volume: draft.ring_volume });
-                }
+                let l = ui.label("Blocked numbers (one per line; they see you as unavailable)");
+                ui.add(egui::TextEdit::multiline(&mut self.blocked).desired_rows(3).desired_width(320.0))
+                    .labelled_by(l.id);
+                ui.collapsing("Phone calls", |ui| phone_settings(ui, draft, state, core));
             });
-            ui.checkbox(&mut draft.auto_accept_files, "Receive files during a session without asking");
-            ui.horizontal(|ui| {
-                let l = ui.label("Save received files in");
-                let mut dir = draft.save_dir.as_ref().map(|d| d.display().to_string()).unwrap_or_default();
-                let hint = crate::client::transfer::default_save_dir().display().to_string();
-                if ui
-                    .add(egui::TextEdit::singleline(&mut dir).hint_text(hint).desired_width(240.0))
-                    .labelled_by(l.id)
-                    .changed()
-                {
-                    draft.save_dir = (!dir.trim().is_empty()).then(|| std::path::PathBuf::from(dir.trim()));
-                }
-            });
-            ui.add_space(6.0);
-            let l = ui.label("Accept automatically from (one number per line)");
-            ui.add(egui::TextEdit::multiline(&mut self.auto_accept).desired_rows(3).desired_width(320.0))
-                .labelled_by(l.id);
-            let l = ui.label("Blocked numbers (one per line; they see you as unavailable)");
-            ui.add(egui::TextEdit::multiline(&mut self.blocked).desired_rows(3).desired_width(320.0))
-                .labelled_by(l.id);
             if let Some(n) = &state.notice {
                 ui.colored_label(ERROR, n);
             }
@@ -93,6 +105,71 @@ impl SettingsWindow {
             self.seen = None;
         }
     }
+}
+
+fn status_line(ui: &mut egui::Ui, state: &AppState, source: Source) {
+    let st = state.watchers.iter().find(|(s, _)| *s == source).map(|(_, st)| st);
+    let (ok, text) = match st {
+        None => (false, "off".to_string()),
+        Some(WatcherStatus::Connecting) => (false, "connecting…".into()),
+        Some(WatcherStatus::Connected) => (true, "connected".into()),
+        Some(WatcherStatus::Listening { at }) => (true, format!("listening on {at}")),
+        Some(WatcherStatus::Retrying { reason, retry_in_ms }) => {
+            (false, format!("{reason}; retrying in {} s", retry_in_ms / 1000))
+        }
+        Some(WatcherStatus::Failed { reason }) => (false, reason.clone()),
+    };
+    let color = if ok { super::login::OK } else { ERROR };
+    super::login::wrapped(ui, color, format!("Status: {text}"));
+}
+
+fn labelled(ui: &mut egui::Ui, label: &str, value: &mut String, hint: &str, password: bool) {
+    ui.horizontal(|ui| {
+        let l = ui.label(label);
+        ui.add(egui::TextEdit::singleline(value).hint_text(hint).password(password).desired_width(200.0))
+            .labelled_by(l.id);
+    });
+}
+
+fn phone_settings(ui: &mut egui::Ui, draft: &mut AppSettings, state: &AppState, core: &AppHandle) {
+    ui.label("When your phone places a call:");
+    ui.horizontal(|ui| {
+        ui.radio_value(&mut draft.on_call, OnCall::Automatic, "Start a session automatically");
+        ui.radio_value(&mut draft.on_call, OnCall::Ask, "Ask first");
+        ui.radio_value(&mut draft.on_call, OnCall::Off, "Do nothing");
+    });
+    ui.checkbox(&mut draft.end_with_call, "End the session when the phone call ends");
+    labelled(ui, "Area code", &mut draft.area_code, "e.g. 030 (for local numbers)", false);
+    ui.separator();
+    ui.checkbox(&mut draft.fritz.enabled, "AVM FRITZ!Box call monitor");
+    labelled(ui, "FRITZ!Box address", &mut draft.fritz.host, "fritz.box or 192.168.178.1", false);
+    ui.horizontal(|ui| {
+        if ui.button("Test FRITZ!Box").clicked() {
+            core.send(AppCommand::TestWatcher { source: Source::Fritz, settings: Box::new(draft.clone()) });
+        }
+        ui.weak("Turn the call monitor on by dialing #96*5* once.");
+    });
+    status_line(ui, state, Source::Fritz);
+    ui.separator();
+    ui.checkbox(&mut draft.ami.enabled, "Asterisk (AMI)");
+    labelled(ui, "Asterisk address", &mut draft.ami.host, "pbx.local (port 5038)", false);
+    labelled(ui, "AMI user", &mut draft.ami.username, "from manager.conf", false);
+    labelled(ui, "AMI secret", &mut draft.ami.secret, "", true);
+    labelled(ui, "Your extension", &mut draft.ami.extension, "e.g. 201", false);
+    if ui.button("Test Asterisk").clicked() {
+        core.send(AppCommand::TestWatcher { source: Source::Ami, settings: Box::new(draft.clone()) });
+    }
+    status_line(ui, state, Source::Ami);
+    ui.separator();
+    ui.checkbox(&mut draft.phone.enabled, "Desk phone action URLs (Snom, Yealink, Grandstream …)");
+    labelled(ui, "Listen on", &mut draft.phone.listen, "0.0.0.0:7481", false);
+    labelled(ui, "Phone IP address", &mut draft.phone.phone_ip, "only this phone is heard", false);
+    let port = draft.phone.listen.rsplit(':').next().unwrap_or("7481").to_string();
+    ui.weak(format!(
+        "In the phone's action URL settings: outgoing http://THIS-COMPUTER:{port}/phone/outgoing?remote=$remote, \
+         connected …/phone/connected, disconnected …/phone/disconnected"
+    ));
+    status_line(ui, state, Source::Phone);
 }
 
 fn lines(text: &str) -> Vec<String> {

@@ -465,3 +465,46 @@ fn a_file_dropped_on_the_window_arrives_after_the_receiver_accepts_it() {
         a.wait_for("Last session ended");
     });
 }
+
+#[test]
+fn phone_call_prompt_and_watcher_settings() {
+    let mut s = online(ALICE, "Alice");
+    s.call_prompt = Some(("fritz:3".into(), "+4915123456789".into()));
+    s.watchers = vec![(
+        sidecall::calls::Source::Fritz,
+        sidecall::calls::WatcherStatus::Retrying {
+            reason: "cannot connect to fritz.box:1012".into(),
+            retry_in_ms: 4000,
+        },
+    )];
+    let mut w = Scripted::new(s.clone());
+    assert!(w.shows("Your phone is calling"));
+    assert!(w.shows("+4915123456789"));
+    w.click("Start data session");
+    assert!(w.sent().iter().any(|c| matches!(c, AppCommand::CallPrompt(true))));
+
+    s.call_prompt = None;
+    w.set(s);
+    w.click("Settings");
+    w.click("Phone calls");
+    assert!(w.shows("Status: cannot connect to fritz.box:1012; retrying in 4 s"));
+    w.click("AVM FRITZ!Box call monitor");
+    type_into(&mut w.harness, "FRITZ!Box address", "192.168.178.1");
+    type_into(&mut w.harness, "Area code", "030");
+    w.click("Ask first");
+    w.click("Test FRITZ!Box");
+    let tested = w.sent().into_iter().find_map(|c| match c {
+        AppCommand::TestWatcher { settings, .. } => Some(settings),
+        _ => None,
+    });
+    assert_eq!(tested.expect("test sent").fritz.host, "192.168.178.1");
+    w.click("Save");
+    let saved = w.sent().into_iter().find_map(|c| match c {
+        AppCommand::SaveSettings { settings, .. } => Some(settings),
+        _ => None,
+    });
+    let saved = saved.expect("saved");
+    assert!(saved.fritz.enabled);
+    assert_eq!(saved.area_code, "030");
+    assert_eq!(saved.on_call, app::OnCall::Ask);
+}
