@@ -695,6 +695,7 @@ async fn dial(cli: &Cli, args: &DialArgs) -> Result<Exit, Failure> {
         }
     };
     drop(data);
+    drain_data_events(&mut data_rx, &mut progress, &args.output).await;
     online.close().await;
     Ok(code)
 }
@@ -896,6 +897,18 @@ async fn listen(cli: &Cli, args: &ListenArgs) -> Result<Exit, Failure> {
         }
     };
     drop(data);
+    drain_data_events(&mut data_rx, &mut progress, &args.output).await;
     online.close().await;
     Ok(code)
+}
+
+/// Reports what the transfer engine still had to say (a failure that raced the hang-up).
+async fn drain_data_events(
+    rx: &mut mpsc::UnboundedReceiver<DataEvent>,
+    progress: &mut ProgressPrinter,
+    output: &Output,
+) {
+    while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await {
+        progress.show(output, &ev);
+    }
 }
