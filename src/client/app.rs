@@ -1063,7 +1063,11 @@ impl Core {
                     .state
                     .outgoing
                     .as_ref()
-                    .filter(|o| o.call_ref.as_deref() == Some(call_ref.as_str()) && !o.status.is_final())
+                    .filter(|o| {
+                        o.call_ref.as_deref() == Some(call_ref.as_str())
+                            // Still ringing, or accepted with the start not yet seen here.
+                            && matches!(o.status, OutgoingStatus::Dialing | OutgoingStatus::Ringing | OutgoingStatus::Accepted)
+                    })
                     && let Some(id) = &o.session_id
                 {
                     c.end(id);
