@@ -605,20 +605,11 @@ async fn dial(cli: &Cli, args: &DialArgs) -> Result<Exit, Failure> {
                     }
                     Event::SessionStarted { session_id, .. } if Some(&session_id) == session.as_ref() => {
                         hangup_at = args.hangup_after.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)));
-                        let cfg = DataConfig {
-                            role: Role::Caller,
-                            ice_servers: online.ice_servers.clone(),
-                            receive: ReceiveConfig {
-                                dir: args.save_dir.clone().unwrap_or_else(transfer::default_save_dir),
-                                auto_accept: args.save_dir.is_some(),
-                            },
-                            loopback: session::loopback_from_env(),
+                        let receive = ReceiveConfig {
+                            dir: args.save_dir.clone().unwrap_or_else(transfer::default_save_dir),
+                            auto_accept: args.save_dir.is_some(),
                         };
-                        let d = DataSession::start(online.handle.clone(), session_id, cfg, data_tx.clone());
-                        if !args.send.is_empty() {
-                            d.send_files(args.send.clone());
-                        }
-                        data = Some(d);
+                        data = Some(start_data(&online, session_id, Role::Caller, receive, &args.send, &data_tx));
                     }
                     Event::Signal { session_id, data: s } => {
                         if let Some(d) = data.as_ref().filter(|d| d.session_id == session_id) {
@@ -833,17 +824,8 @@ async fn listen(cli: &Cli, args: &ListenArgs) -> Result<Exit, Failure> {
                         if let Some(s) = args.hangup_after {
                             hangups.push((tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)), session_id.clone()));
                         }
-                        let cfg = DataConfig {
-                            role,
-                            ice_servers: online.ice_servers.clone(),
-                            receive: ReceiveConfig { dir: save_dir.clone(), auto_accept: args.accept == AcceptPolicy::All },
-                            loopback: session::loopback_from_env(),
-                        };
-                        let d = DataSession::start(online.handle.clone(), session_id, cfg, data_tx.clone());
-                        if !args.send.is_empty() {
-                            d.send_files(args.send.clone());
-                        }
-                        data = Some(d);
+                        let receive = ReceiveConfig { dir: save_dir.clone(), auto_accept: args.accept == AcceptPolicy::All };
+                        data = Some(start_data(&online, session_id, role, receive, &args.send, &data_tx));
                     }
                     Event::Signal { session_id, data: s } => {
                         if let Some(d) = data.as_ref().filter(|d| d.session_id == session_id) {
@@ -900,6 +882,28 @@ async fn listen(cli: &Cli, args: &ListenArgs) -> Result<Exit, Failure> {
     drain_data_events(&mut data_rx, &mut progress, &args.output).await;
     online.close().await;
     Ok(code)
+}
+
+/// Starts the peer-to-peer side of an accepted session and offers `send`.
+fn start_data(
+    online: &Online,
+    session_id: SessionId,
+    role: Role,
+    receive: ReceiveConfig,
+    send: &[PathBuf],
+    tx: &mpsc::UnboundedSender<DataEvent>,
+) -> DataSession {
+    let cfg = DataConfig {
+        role,
+        ice_servers: online.ice_servers.clone(),
+        receive,
+        loopback: session::loopback_from_env(),
+    };
+    let d = DataSession::start(online.handle.clone(), session_id, cfg, tx.clone());
+    if !send.is_empty() {
+        d.send_files(send.to_vec());
+    }
+    d
 }
 
 /// Reports what the transfer engine still had to say (a failure that raced the hang-up).
