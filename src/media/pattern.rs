@@ -1,0 +1,179 @@
+//! The built-in test picture: moving colour bars and a sliding square, with the frame number
+//! and the capture time drawn as digits for people and encoded as black/white blocks for
+//! machines (they survive H.264, so the receiving side can check that frames advance and
+//! measure latency). Used when there is no camera, and in tests and benchmarks.
+
+/// A picture in I420 (Y plane, then quarter-size U and V), tightly packed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct I420 {
+    pub width: usize,
+    pub height: usize,
+    pub y: Vec<u8>,
+    pub u: Vec<u8>,
+    pub v: Vec<u8>,
+}
+
+impl I420 {
+    pub fn new(width: usize, height: usize) -> Self {
+        let (cw, ch) = (width.div_ceil(2), height.div_ceil(2));
+        I420 { width, height, y: vec![16; width * height], u: vec![128; cw * ch], v: vec![128; cw * ch] }
+    }
+}
+
+/// Bits in each mark band: 32 of frame counter, 32 of capture time (ms, low bits).
+const MARK_BITS: usize = 64;
+const BAND: usize = 16;
+
+#[derive(Clone, Debug)]
+pub struct TestPattern {
+    pub width: usize,
+    pub height: usize,
+}
+
+/// (Y, U, V) of the classic bars: white, yellow, cyan, green, magenta, red, blue.
+const BARS: [(u8, u8, u8); 7] =
+    [(235, 128, 128), (210, 16, 146), (170, 166, 16), (145, 54, 34), (106, 202, 222), (81, 90, 240), (41, 240, 110)];
+
+/// 3×5 digits, then ':' and '.', one row per nibble (bit 2 = left).
+const FONT: [[u8; 5]; 12] = [
+    [7, 5, 5, 5, 7],
+    [2, 6, 2, 2, 7],
+    [7, 1, 7, 4, 7],
+    [7, 1, 7, 1, 7],
+    [5, 5, 7, 1, 1],
+    [7, 4, 7, 1, 7],
+    [7, 4, 7, 5, 7],
+    [7, 1, 1, 1, 1],
+    [7, 5, 7, 5, 7],
+    [7, 5, 7, 1, 7],
+    [0, 2, 0, 2, 0],
+    [0, 0, 0, 0, 2],
+];
+
+impl TestPattern {
+    /// A pattern of at least 320×240 (the marks need the width).
+    pub fn new(width: usize, height: usize) -> Self {
+        TestPattern { width: width.max(320) & !1, height: height.max(240) & !1 }
+    }
+
+    /// Frame `n`, captured at `capture_ms` (milliseconds, any epoch).
+    pub fn frame(&self, n: u64, capture_ms: u64) -> I420 {
+        let (w, h) = (self.width, self.height);
+        let mut f = I420::new(w, h);
+        let shift = (n as usize * 4) % w;
+        let cw = w / 2;
+        for row in (BAND * 2)..h {
+            for x in 0..w {
+                let bar = ((x + shift) * BARS.len() / w) % BARS.len();
+                f.y[row * w + x] = BARS[bar].0;
+                if row % 2 == 0 && x % 2 == 0 {
+                    f.u[(row / 2) * cw + x / 2] = BARS[bar].1;
+                    f.v[(row / 2) * cw + x / 2] = BARS[bar].2;
+                }
+            }
+        }
+        // A square that slides diagonally: motion the encoder must follow.
+        let side = h / 6;
+        let (sx, sy) = ((n as usize * 7) % (w - side), BAND * 2 + (n as usize * 3) % (h - side - BAND * 2));
+        for row in sy..sy + side {
+            for x in sx..sx + side {
+                f.y[row * w + x] = 16;
+            }
+        }
+        self.marks(&mut f, n as u32, capture_ms as u32);
+        let clock = format!("{n:06} {:02}:{:02}.{:03}", capture_ms / 60_000 % 60, capture_ms / 1000 % 60, capture_ms % 1000);
+        self.text(&mut f, &clock, 8, h - 5 * 4 - 8, 4);
+        f
+    }
+
+    fn marks(&self, f: &mut I420, counter: u32, ms: u32) {
+        let bits = (u64::from(counter) << 32) | u64::from(ms);
+        let cell = f.width / MARK_BITS;
+        for i in 0..MARK_BITS {
+            let on = bits >> (63 - i) & 1 == 1;
+            for row in 0..BAND * 2 {
+                // Second band: the complement, so a misread cell is detected.
+                let lit = if row < BAND { on } else { !on };
+                for x in i * cell..(i + 1) * cell {
+                    f.y[row * f.width + x] = if lit { 235 } else { 16 };
+                }
+            }
+        }
+    }
+
+    fn text(&self, f: &mut I420, s: &str, x0: usize, y0: usize, scale: usize) {
+        let mut x = x0;
+        for c in s.chars() {
+            let glyph = match c {
+                '0'..='9' => Some(FONT[c as usize - '0' as usize]),
+                ':' => Some(FONT[10]),
+                '.' => Some(FONT[11]),
+                _ => None,
+            };
+            if let Some(g) = glyph {
+                for (gy, row) in g.iter().enumerate() {
+                    for gx in 0..3 {
+                        if row >> (2 - gx) & 1 == 1 {
+                            for dy in 0..scale {
+                                for dx in 0..scale {
+                                    let (px, py) = (x + gx * scale + dx, y0 + gy * scale + dy);
+                                    if px < f.width && py < f.height {
+                                        f.y[py * f.width + px] = 235;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            x += 4 * scale;
+        }
+    }
+}
+
+/// Reads the frame counter and capture time (ms, low 32 bits) back from a picture's Y plane.
+/// `None` if the marks are not there or not readable.
+pub fn read_marks(y: &[u8], stride: usize, width: usize, height: usize) -> Option<(u32, u32)> {
+    if width < 320 || height < BAND * 2 || y.len() < stride * BAND * 2 {
+        return None;
+    }
+    let cell = width / MARK_BITS;
+    let mean = |row0: usize, i: usize| {
+        let (x0, x1) = (i * cell + cell / 4, (i + 1) * cell - cell / 4);
+        let mut sum = 0u32;
+        let mut n = 0u32;
+        for row in row0 + 4..row0 + BAND - 4 {
+            for x in x0..x1.max(x0 + 1) {
+                sum += u32::from(*y.get(row * stride + x)?);
+                n += 1;
+            }
+        }
+        Some(sum / n.max(1))
+    };
+    let mut bits = 0u64;
+    for i in 0..MARK_BITS {
+        let (a, b) = (mean(0, i)? > 128, mean(BAND, i)? > 128);
+        if a == b {
+            return None;
+        }
+        bits = bits << 1 | u64::from(a);
+    }
+    Some(((bits >> 32) as u32, bits as u32))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marks_round_trip_and_frames_differ() {
+        let p = TestPattern::new(640, 480);
+        let a = p.frame(41, 123_456_789);
+        let b = p.frame(42, 123_456_822);
+        assert_eq!(read_marks(&a.y, a.width, a.width, a.height), Some((41, 123_456_789)));
+        assert_eq!(read_marks(&b.y, b.width, b.width, b.height), Some((42, 123_456_822)));
+        assert_ne!(a.y, b.y, "the picture moves");
+        let blank = I420::new(640, 480);
+        assert_eq!(read_marks(&blank.y, 640, 640, 480), None);
+    }
+}
