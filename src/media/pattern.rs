@@ -31,8 +31,15 @@ pub struct TestPattern {
 }
 
 /// (Y, U, V) of the classic bars: white, yellow, cyan, green, magenta, red, blue.
-const BARS: [(u8, u8, u8); 7] =
-    [(235, 128, 128), (210, 16, 146), (170, 166, 16), (145, 54, 34), (106, 202, 222), (81, 90, 240), (41, 240, 110)];
+const BARS: [(u8, u8, u8); 7] = [
+    (235, 128, 128),
+    (210, 16, 146),
+    (170, 166, 16),
+    (145, 54, 34),
+    (106, 202, 222),
+    (81, 90, 240),
+    (41, 240, 110),
+];
 
 /// 3×5 digits, then ':' and '.', one row per nibble (bit 2 = left).
 const FONT: [[u8; 5]; 12] = [
@@ -81,7 +88,12 @@ impl TestPattern {
             }
         }
         self.marks(&mut f, n as u32, capture_ms as u32);
-        let clock = format!("{n:06} {:02}:{:02}.{:03}", capture_ms / 60_000 % 60, capture_ms / 1000 % 60, capture_ms % 1000);
+        let clock = format!(
+            "{n:06} {:02}:{:02}.{:03}",
+            capture_ms / 60_000 % 60,
+            capture_ms / 1000 % 60,
+            capture_ms % 1000
+        );
         self.text(&mut f, &clock, 8, h - 5 * 4 - 8, 4);
         f
     }
