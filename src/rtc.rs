@@ -22,7 +22,7 @@ use webrtc::data_channel::{DataChannel, DataChannelEvent, RTCDataChannelInit};
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
     RTCIceCandidateInit, RTCIceGatheringState, RTCIceServer, RTCPeerConnectionIceEvent,
-    RTCPeerConnectionState, RTCSdpType, RTCSessionDescription, SettingEngineBuilder,
+    RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
 };
 use webrtc::runtime::{AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, JoinHandle, Runtime};
 
@@ -391,22 +391,7 @@ impl Channel {
         self.incoming.recv().await
     }
 
-    /// Waits until everything sent so far has left the send buffer.
-    pub async fn flush(&self) {
-        for _ in 0..2000 {
-            match self.dc.outstanding_bytes().await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => tokio::time::sleep(Duration::from_millis(5)).await,
-            }
-        }
-    }
-
     pub async fn close(&self) {
         let _ = self.dc.close().await;
     }
-}
-
-/// Whether a description is an offer (for logs and checks).
-pub fn is_offer(desc: &RTCSessionDescription) -> bool {
-    desc.sdp_type == RTCSdpType::Offer
 }

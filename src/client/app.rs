@@ -554,6 +554,8 @@ struct Core {
     events: std::sync::mpsc::Sender<AppEvent>,
     wake: Waker,
     state: AppState,
+    /// What the window was last sent.
+    published: Option<AppState>,
     client: Option<ClientHandle>,
     client_events: Option<mpsc::UnboundedReceiver<Event>>,
     hosted: Option<RunningServer>,
@@ -596,6 +598,7 @@ impl Core {
             events,
             wake,
             state,
+            published: None,
             client: None,
             client_events: None,
             hosted: None,
@@ -613,8 +616,15 @@ impl Core {
         }
     }
 
-    fn publish(&self) {
-        let _ = self.events.send(AppEvent::State(Box::new(self.state.clone())));
+    /// Sends the state to the window if it changed (signaling and other events that change
+    /// nothing visible cost neither a copy nor a repaint).
+    fn publish(&mut self) {
+        if self.published.as_ref() == Some(&self.state) {
+            return;
+        }
+        let snapshot = self.state.clone();
+        let _ = self.events.send(AppEvent::State(Box::new(snapshot.clone())));
+        self.published = Some(snapshot);
         (self.wake)();
     }
 
@@ -1381,9 +1391,7 @@ impl Core {
             TransferEvent::Failed { id, way, name, reason } => match self.row(id, way) {
                 Some(r) => r.status = FileStatus::Failed(reason),
                 None => {
-                    let mut row = new_row(id, way, name, 0, FileStatus::Failed(reason));
-                    row.id = id;
-                    self.state.files.push(row);
+                    self.state.files.push(new_row(id, way, name, 0, FileStatus::Failed(reason)));
                 }
             },
             TransferEvent::Rejected { id, way, reason, .. } => {
@@ -1426,7 +1434,6 @@ fn show_in_folder(path: &Path) -> std::io::Result<()> {
         c.arg(dir);
         c
     };
-    let _ = dir;
     cmd.stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());

@@ -704,11 +704,6 @@ impl Hub {
     pub fn online_devices(&self) -> usize {
         self.inner.lock().devices.len()
     }
-
-    /// Numbers of the users online now.
-    pub fn online_numbers(&self) -> Vec<String> {
-        self.inner.lock().by_number.keys().cloned().collect()
-    }
 }
 
 /// The region of an E.164 number, for reading the national numbers its owner dials.

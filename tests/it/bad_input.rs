@@ -36,14 +36,7 @@ async fn garbage_before_and_after_login_gets_typed_errors() {
     assert_eq!(raw.expect_error().await, ErrorCode::BadMessage);
     raw.ws.send(Message::binary(vec![0u8, 1, 2, 3])).await.expect("send");
     assert_eq!(raw.expect_error().await, ErrorCode::BinaryNotSupported);
-    raw.send(&ClientMsg::AccessRequest {
-        req_id: 1,
-        target: BOB.into(),
-        offer: Offer::default(),
-        region: None,
-        call_ref: None,
-    })
-    .await;
+    raw.send(&access(1, BOB)).await;
     assert_eq!(raw.expect_error().await, ErrorCode::NotAuthenticated);
 
     // The same connection can still log in properly.
@@ -137,14 +130,7 @@ async fn floods_are_rate_limited_then_closed() {
     // Access requests have their own, tighter limit.
     let mut raw = RawWs::login(&server, &server.login(ALICE, None).await).await;
     for i in 0..30 {
-        raw.send(&ClientMsg::AccessRequest {
-            req_id: i,
-            target: "+49 40 9876543".into(),
-            offer: Offer::default(),
-            region: None,
-            call_ref: None,
-        })
-        .await;
+        raw.send(&access(i, "+49 40 9876543")).await;
     }
     let mut outcomes = 0;
     let mut limited = false;

@@ -225,6 +225,17 @@ impl TestClient {
     }
 }
 
+/// An access request for `target` with nothing offered.
+pub fn access(req_id: u64, target: &str) -> ClientMsg {
+    ClientMsg::AccessRequest {
+        req_id,
+        target: target.into(),
+        offer: Offer::default(),
+        region: None,
+        call_ref: None,
+    }
+}
+
 /// A bare WebSocket speaking the protocol by hand, for bad input.
 pub struct RawWs {
     pub ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,

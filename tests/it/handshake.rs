@@ -314,15 +314,7 @@ async fn nothing_about_the_callee_reaches_the_caller_before_accept() {
     let bob_token = server.account(BOB, "Bobby Secretname").await;
     let mut bob = server.client(&bob_token, Some(secret_ip.parse().expect("ip"))).await;
     let mut alice = RawWs::login(&server, &alice_token).await;
-    alice
-        .send(&ClientMsg::AccessRequest {
-            req_id: 1,
-            target: BOB.into(),
-            offer: Offer::default(),
-            region: None,
-            call_ref: None,
-        })
-        .await;
+    alice.send(&access(1, BOB)).await;
     let sid = match alice.next().await {
         Frame::Msg(ServerMsg::AccessPending { session_id, .. }) => session_id,
         other => panic!("expected pending, got {other:?}"),
@@ -377,15 +369,7 @@ async fn ringing_stops_when_the_caller_goes_offline() {
     let alice_token = server.account(ALICE, "Alice").await;
     let mut bob = server.user(BOB, "Bob").await;
     let mut alice = RawWs::login(&server, &alice_token).await;
-    alice
-        .send(&ClientMsg::AccessRequest {
-            req_id: 9,
-            target: BOB.into(),
-            offer: Offer::default(),
-            region: None,
-            call_ref: None,
-        })
-        .await;
+    alice.send(&access(9, BOB)).await;
     let (sid, ..) = bob.incoming().await;
     drop(alice);
     let reason = bob.closed(&sid).await;
