@@ -12,8 +12,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # What building needs from Debian (cpal links ALSA), and what the window needs to run.
+# libclang-dev: nokhwa (camera) generates its V4L2 bindings with bindgen.
 # nasm: OpenH264's SIMD code (without it the encoder silently runs ~3x slower).
-PACKAGES=(build-essential pkg-config ca-certificates libasound2-dev nasm)
+PACKAGES=(build-essential pkg-config ca-certificates libasound2-dev nasm libclang-dev)
 RUN_PACKAGES=(libxkbcommon-x11-0 libgl1 libegl1 libgl1-mesa-dri)
 
 say() { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }

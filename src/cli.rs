@@ -3,9 +3,12 @@
 //! problems on stderr, outcomes in the exit code.
 
 use crate::client::config::{self, Profile};
-use crate::client::session::{self, DataConfig, DataEvent, DataSession};
+use crate::client::session::{
+    self, DataConfig, DataEvent, DataSession, VideoDisplay, VideoEvent, VideoStats,
+};
 use crate::client::transfer::{self, ReceiveConfig, TransferEvent, Way};
 use crate::client::{self, ClientConfig, ClientHandle, Event, api};
+use crate::media::video::{Size, VideoParams, VideoSource};
 use crate::protocol::{ErrorCode, LoginRequest, Offer, Outcome, RegisterRequest, Role, SessionId};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::io::{BufRead, IsTerminal};
@@ -65,6 +68,12 @@ pub enum Command {
     Dial(DialArgs),
     /// Stay online and answer incoming requests.
     Listen(ListenArgs),
+    /// List the cameras video can be sent from.
+    Cameras {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Play the ring on the default audio output, to check the sound works.
     SoundCheck {
         /// How long to play, in seconds.
@@ -150,9 +159,6 @@ pub struct Output {
 pub struct DialArgs {
     /// The number you are calling, in any common format.
     pub number: String,
-    /// Offer video.
-    #[arg(long)]
-    pub video: bool,
     /// Do not offer files.
     #[arg(long)]
     pub no_files: bool,
@@ -171,7 +177,45 @@ pub struct DialArgs {
     #[arg(long, value_name = "DIR")]
     pub save_dir: Option<PathBuf>,
     #[command(flatten)]
+    pub video: VideoArgs,
+    #[command(flatten)]
     pub output: Output,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct VideoArgs {
+    /// Send video (and offer it when dialing): test-pattern, camera (the first one) or
+    /// camera:N (see `sidecall cameras`).
+    #[arg(long, value_name = "SOURCE", num_args = 0..=1, default_missing_value = "camera")]
+    pub video: Option<VideoSource>,
+    /// Size of the pictures sent.
+    #[arg(long, value_name = "WxH", default_value = "1280x720")]
+    pub video_size: Size,
+    /// Pictures per second sent.
+    #[arg(long, value_name = "FPS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=60))]
+    pub video_fps: u32,
+    /// Video bitrate in kbit/s (default: from size and frame rate).
+    #[arg(long, value_name = "KBPS", value_parser = clap::value_parser!(u32).range(50..=20000))]
+    pub video_bitrate: Option<u32>,
+    /// Print video figures every second and when the session ends: pictures received,
+    /// decoded, dropped, frames per second, latency, bitrate.
+    #[arg(long)]
+    pub video_stats: bool,
+    /// Lose the video packets arriving this many seconds into the session (shows keyframe
+    /// recovery).
+    #[arg(long, value_name = "SECONDS", hide = true)]
+    pub simulate_video_loss: Option<f64>,
+}
+
+impl VideoArgs {
+    fn params(&self) -> Option<VideoParams> {
+        self.video.clone().map(|source| VideoParams {
+            source,
+            size: self.video_size,
+            fps: self.video_fps,
+            bitrate: self.video_bitrate.unwrap_or(0) * 1000,
+        })
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -201,6 +245,8 @@ pub struct ListenArgs {
     /// Send these files to every caller once the session's channel is open.
     #[arg(long, num_args = 1.., value_name = "FILE")]
     pub send: Vec<PathBuf>,
+    #[command(flatten)]
+    pub video: VideoArgs,
     #[command(flatten)]
     pub output: Output,
 }
@@ -240,6 +286,7 @@ pub async fn run(cli: Cli) -> Exit {
         Some(Command::Settings(args)) => settings(&cli, args).await,
         Some(Command::Dial(args)) => dial(&cli, args).await,
         Some(Command::Listen(args)) => listen(&cli, args).await,
+        Some(Command::Cameras { json }) => cameras(*json).await,
         Some(Command::SoundCheck { seconds }) => {
             let d = Duration::from_secs_f64(seconds.clamp(0.1, 30.0));
             match tokio::task::spawn_blocking(move || crate::media::ring::sound_check(d, 0.8)).await {
@@ -559,6 +606,97 @@ async fn sleep_opt(at: Option<tokio::time::Instant>) {
     }
 }
 
+async fn cameras(json: bool) -> Result<Exit, Failure> {
+    let found = tokio::task::spawn_blocking(crate::media::camera::list)
+        .await
+        .map_err(|e| fail(Exit::Error, format!("listing cameras failed: {e}")))?
+        .map_err(|e| fail(Exit::Error, e))?;
+    if json {
+        println!("{}", serde_json::to_string(&found).unwrap_or_default());
+    } else if found.is_empty() {
+        eprintln!("{}", crate::media::camera::NO_CAMERA);
+        eprintln!("(`--video test-pattern` sends the built-in test picture instead)");
+    } else {
+        for c in &found {
+            println!("camera:{}  {}  {}", c.index, c.name, c.description);
+        }
+    }
+    Ok(Exit::Ok)
+}
+
+/// Video figures on stdout, once a second and at the end of a session.
+#[derive(Default)]
+struct VideoStatsPrinter {
+    last: Option<(std::time::Instant, u64, u64)>,
+}
+
+impl VideoStatsPrinter {
+    fn show(&mut self, output: &Output, stats: &VideoStats, last: bool) {
+        let now = std::time::Instant::now();
+        let (bytes_in, bytes_out) =
+            (stats.receiving.bytes, stats.sending.as_ref().map(|s| s.bytes_sent).unwrap_or(0));
+        let (rate_in, rate_out) = match self.last {
+            Some((t, i, o)) if now > t => {
+                let s = (now - t).as_secs_f64();
+                (bytes_in.saturating_sub(i) as f64 * 8.0 / s, bytes_out.saturating_sub(o) as f64 * 8.0 / s)
+            }
+            _ => (0.0, 0.0),
+        };
+        self.last = Some((now, bytes_in, bytes_out));
+        if output.json {
+            let line = serde_json::json!({
+                "event": "video_stats",
+                "final": last,
+                "receiving": stats.receiving,
+                "sending": stats.sending,
+                "bitrate_in_bps": rate_in.round(),
+                "bitrate_out_bps": rate_out.round(),
+            });
+            println!("{line}");
+            return;
+        }
+        let r = &stats.receiving;
+        let ms = |v: Option<f64>| v.map(|v| format!("{v:.0} ms")).unwrap_or_else(|| "-".into());
+        let mut line = format!(
+            "video{} in: {}x{} {:.1} fps, {} received, {} decoded, {} dropped, latency p50 {} p95 {}, {:.2} Mbit/s, keyframe requests {}",
+            if last { " (session)" } else { "" },
+            r.width,
+            r.height,
+            r.fps,
+            r.frames_received,
+            r.frames_decoded,
+            r.frames_dropped,
+            ms(r.latency_p50_ms),
+            ms(r.latency_p95_ms),
+            rate_in / 1e6,
+            r.keyframe_requests_sent,
+        );
+        if let Some(s) = &stats.sending {
+            line += &format!(
+                " | out: {}x{} {} sent, {} dropped, {:.2} Mbit/s, encode {:.1} ms, keyframes {} ({} asked)",
+                s.width,
+                s.height,
+                s.frames_sent,
+                s.frames_dropped,
+                rate_out / 1e6,
+                s.encode_ms,
+                s.keyframes_sent,
+                s.keyframe_requests
+            );
+        }
+        println!("{line}");
+    }
+}
+
+async fn tick_opt(t: Option<&mut tokio::time::Interval>) {
+    match t {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 async fn dial(cli: &Cli, args: &DialArgs) -> Result<Exit, Failure> {
     for f in &args.send {
         match std::fs::metadata(f) {
@@ -570,7 +708,7 @@ async fn dial(cli: &Cli, args: &DialArgs) -> Result<Exit, Failure> {
         }
     }
     let mut online = connect(cli, &args.output).await?;
-    let offer = Offer { files: !args.no_files || !args.send.is_empty(), video: args.video };
+    let offer = Offer { files: !args.no_files || !args.send.is_empty(), video: args.video.video.is_some() };
     let req = online.handle.dial_with(&args.number, offer, args.region.clone(), None);
     let mut session: Option<SessionId> = None;
     let mut accepted = false;
@@ -583,6 +721,9 @@ async fn dial(cli: &Cli, args: &DialArgs) -> Result<Exit, Failure> {
     let mut undelivered = 0usize;
     // Files the peer is sending us that are not finished yet.
     let mut receiving = 0usize;
+    let mut stats_tick = args.video.video_stats.then(|| tokio::time::interval(Duration::from_secs(1)));
+    let mut video_printer = VideoStatsPrinter::default();
+    let mut loss_at: Option<tokio::time::Instant> = None;
     let code = loop {
         tokio::select! {
             ev = online.events.recv() => {
@@ -609,7 +750,8 @@ async fn dial(cli: &Cli, args: &DialArgs) -> Result<Exit, Failure> {
                             dir: args.save_dir.clone().unwrap_or_else(transfer::default_save_dir),
                             auto_accept: args.save_dir.is_some(),
                         };
-                        data = Some(start_data(&online, session_id, Role::Caller, receive, &args.send, &data_tx));
+                        data = Some(start_data(&online, session_id, Role::Caller, receive, &args.send, &args.video, &data_tx));
+                        loss_at = args.video.simulate_video_loss.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)));
                     }
                     Event::Signal { session_id, data: s } => {
                         if let Some(d) = data.as_ref().filter(|d| d.session_id == session_id) {
@@ -617,6 +759,9 @@ async fn dial(cli: &Cli, args: &DialArgs) -> Result<Exit, Failure> {
                         }
                     }
                     Event::SessionEnded { session_id, .. } if Some(&session_id) == session.as_ref() => {
+                        if let (Some(d), true) = (&data, args.video.video_stats) {
+                            video_printer.show(&args.output, &d.video_stats(), true);
+                        }
                         if left > 0 {
                             eprintln!("the session ended before {left} file(s) were delivered");
                             break Exit::Error;
@@ -675,6 +820,13 @@ async fn dial(cli: &Cli, args: &DialArgs) -> Result<Exit, Failure> {
                 hangup_at = None;
                 if let Some(id) = &session { online.handle.end(id); }
             }
+            _ = sleep_opt(loss_at) => {
+                loss_at = None;
+                if let Some(d) = &data { d.simulate_video_loss(8); }
+            }
+            _ = tick_opt(stats_tick.as_mut()) => {
+                if let Some(d) = &data { video_printer.show(&args.output, &d.video_stats(), false); }
+            }
             _ = tokio::signal::ctrl_c(), if !interrupted => {
                 interrupted = true;
                 match &session {
@@ -706,6 +858,13 @@ impl ProgressPrinter {
                 }
                 DataEvent::Transfer(t) => serde_json::json!({"event": "transfer", "transfer": t}),
                 DataEvent::Failed(why) => serde_json::json!({"event": "data_failed", "reason": why}),
+                DataEvent::Video(v) => {
+                    let mut line = serde_json::to_value(v).unwrap_or_default();
+                    if let Some(o) = line.as_object_mut() {
+                        o.insert("event".into(), "video".into());
+                    }
+                    line
+                }
             };
             println!("{line}");
             return;
@@ -714,6 +873,18 @@ impl ProgressPrinter {
         match ev {
             DataEvent::ChannelOpen { open_ms } => eprintln!("peer-to-peer channel open ({open_ms} ms)"),
             DataEvent::Failed(why) => eprintln!("peer-to-peer connection: {why}"),
+            DataEvent::Video(v) => match v {
+                VideoEvent::SendingStarted { what } => eprintln!("sending video: {what}"),
+                VideoEvent::SendingStopped => eprintln!("stopped sending video"),
+                VideoEvent::SendingFailed { reason } => {
+                    eprintln!("no video sent: {reason}");
+                    if reason.contains("camera") {
+                        eprintln!("(`--video test-pattern` sends the built-in test picture instead)");
+                    }
+                }
+                VideoEvent::RemoteStarted => eprintln!("the other side's video started"),
+                VideoEvent::RemoteStopped => eprintln!("the other side's video stopped"),
+            },
             DataEvent::Transfer(t) => match t {
                 TransferEvent::Preparing { name, size } => {
                     eprintln!("checking {name} ({:.1} MB)…", mb(*size))
@@ -798,6 +969,9 @@ async fn listen(cli: &Cli, args: &ListenArgs) -> Result<Exit, Failure> {
     let (data_tx, mut data_rx) = mpsc::unbounded_channel();
     let mut data: Option<DataSession> = None;
     let mut progress = ProgressPrinter::default();
+    let mut stats_tick = args.video.video_stats.then(|| tokio::time::interval(Duration::from_secs(1)));
+    let mut video_printer = VideoStatsPrinter::default();
+    let mut loss_at: Option<tokio::time::Instant> = None;
     let code = loop {
         let next_hangup = hangups.iter().map(|(t, _)| *t).min();
         tokio::select! {
@@ -825,7 +999,8 @@ async fn listen(cli: &Cli, args: &ListenArgs) -> Result<Exit, Failure> {
                             hangups.push((tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)), session_id.clone()));
                         }
                         let receive = ReceiveConfig { dir: save_dir.clone(), auto_accept: args.accept == AcceptPolicy::All };
-                        data = Some(start_data(&online, session_id, role, receive, &args.send, &data_tx));
+                        data = Some(start_data(&online, session_id, role, receive, &args.send, &args.video, &data_tx));
+                        loss_at = args.video.simulate_video_loss.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)));
                     }
                     Event::Signal { session_id, data: s } => {
                         if let Some(d) = data.as_ref().filter(|d| d.session_id == session_id) {
@@ -834,7 +1009,10 @@ async fn listen(cli: &Cli, args: &ListenArgs) -> Result<Exit, Failure> {
                     }
                     Event::SessionEnded { session_id, .. } => {
                         hangups.retain(|(_, s)| *s != session_id);
-                        if data.as_ref().is_some_and(|d| d.session_id == session_id) {
+                        if let Some(d) = data.as_ref().filter(|d| d.session_id == session_id) {
+                            if args.video.video_stats {
+                                video_printer.show(&args.output, &d.video_stats(), true);
+                            }
                             data = None;
                         }
                         if args.once { break Exit::Ok; }
@@ -875,6 +1053,13 @@ async fn listen(cli: &Cli, args: &ListenArgs) -> Result<Exit, Failure> {
                 }
                 hangups.retain(|(t, _)| *t > now);
             }
+            _ = sleep_opt(loss_at) => {
+                loss_at = None;
+                if let Some(d) = &data { d.simulate_video_loss(8); }
+            }
+            _ = tick_opt(stats_tick.as_mut()) => {
+                if let Some(d) = &data { video_printer.show(&args.output, &d.video_stats(), false); }
+            }
             _ = tokio::signal::ctrl_c() => break Exit::Ok,
         }
     };
@@ -891,6 +1076,7 @@ fn start_data(
     role: Role,
     receive: ReceiveConfig,
     send: &[PathBuf],
+    video: &VideoArgs,
     tx: &mpsc::UnboundedSender<DataEvent>,
 ) -> DataSession {
     let cfg = DataConfig {
@@ -898,6 +1084,8 @@ fn start_data(
         ice_servers: online.ice_servers.clone(),
         receive,
         loopback: session::loopback_from_env(),
+        video: video.params(),
+        display: VideoDisplay::default(),
     };
     let d = DataSession::start(online.handle.clone(), session_id, cfg, tx.clone());
     if !send.is_empty() {

@@ -121,6 +121,10 @@ pub enum SignalData {
     },
     /// No more candidates will follow.
     EndOfCandidates,
+    /// The sender's video starts or stops (the track itself stays negotiated).
+    Video {
+        sending: bool,
+    },
 }
 
 /// Messages a client sends over the WebSocket.

@@ -8,9 +8,25 @@
 //! - Multicast DNS is off: no extra socket per connection; peers exchange IPs anyway.
 //! - The data-channel send buffer is bounded, so a fast sender blocks instead of growing
 //!   memory.
+//! - Every connection negotiates one H.264 video transceiver in each direction (sendrecv)
+//!   from the start, whether or not video was offered: starting or stopping video later is
+//!   then only a matter of writing frames, with no renegotiation. Keyframe requests (PLI/FIR)
+//!   from the receiver reach the sender's application through [`KeyframeForwarder`].
 
 use crate::protocol::{IceServer, Role, SignalData};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
+use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MediaEngine};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RtpCodecKind,
+};
+use rtc::sansio::Protocol;
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -19,11 +35,15 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use webrtc::data_channel::{DataChannel, DataChannelEvent, RTCDataChannelInit};
+use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
     RTCIceCandidateInit, RTCIceGatheringState, RTCIceServer, RTCPeerConnectionIceEvent,
     RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
 };
+use webrtc::rtp_transceiver::RtpSender;
 use webrtc::runtime::{AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, JoinHandle, Runtime};
 
 /// UDP socket buffer size asked of the kernel (it may grant less: see net.core.rmem_max).
@@ -139,6 +159,190 @@ fn runtime() -> Result<Arc<dyn Runtime>, RtcError> {
     Ok(Arc::new(SidecallRuntime { inner, created: std::time::Instant::now() }))
 }
 
+/// RTP payload type of H.264 in our offers (the answerer may use another: see
+/// [`LocalVideo::start`]).
+const H264_PAYLOAD_TYPE: u8 = 102;
+/// Constrained Baseline, level 3.1, packetization mode 1: what browsers and OpenH264 share.
+const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+/// RTP clock of video.
+pub const VIDEO_CLOCK_RATE: u32 = 90_000;
+
+fn h264_codec() -> RTCRtpCodec {
+    let fb = |typ: &str, parameter: &str| RTCPFeedback { typ: typ.into(), parameter: parameter.into() };
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_H264.to_owned(),
+        clock_rate: VIDEO_CLOCK_RATE,
+        channels: 0,
+        sdp_fmtp_line: H264_FMTP.to_owned(),
+        rtcp_feedback: vec![fb("nack", ""), fb("nack", "pli"), fb("ccm", "fir")],
+    }
+}
+
+/// Passes inbound keyframe requests (PLI, FIR) on to the application, which alone can answer
+/// them (by making the encoder emit a keyframe); every other inbound RTCP packet stays with
+/// the interceptors that act on it. Last in the chain. After the webrtc crate's
+/// `rtcp-processing` example (MIT/Apache-2.0).
+#[derive(Default)]
+struct KeyframeForwarder {
+    read: VecDeque<TaggedPacket>,
+    write: VecDeque<TaggedPacket>,
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeForwarder {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = std::time::Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtcp(packets) = &msg.message.packet {
+            let requests: Vec<Box<dyn rtc::rtcp::Packet>> = packets
+                .iter()
+                .filter(|p| {
+                    let any = p.as_any();
+                    any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+                })
+                .cloned()
+                .collect();
+            if requests.is_empty() {
+                return Ok(());
+            }
+            msg.message.packet = Packet::Rtcp(requests);
+            msg.message.add(Attribute::DeliverToApplication);
+        }
+        self.read.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.read.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.write.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.write.pop_front()
+    }
+}
+
+impl Interceptor for KeyframeForwarder {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+/// Our outgoing video track, negotiated from the start.
+#[derive(Clone)]
+struct LocalTrack {
+    track: Arc<TrackLocalStaticSample>,
+    sender: Arc<dyn RtpSender>,
+    ssrc: u32,
+}
+
+async fn add_video_track(pc: &Arc<dyn PeerConnection>) -> Result<LocalTrack, RtcError> {
+    let ssrc = rand::random::<u32>();
+    let track = Arc::new(TrackLocalStaticSample::new(
+        std::time::Instant::now(),
+        MediaStreamTrack::new(
+            format!("sidecall-{ssrc:08x}"),
+            format!("camera-{ssrc:08x}"),
+            "camera".to_owned(),
+            RtpCodecKind::Video,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+                codec: h264_codec(),
+                ..Default::default()
+            }],
+        ),
+    )?);
+    let sender = pc.add_track(Arc::clone(&track) as Arc<dyn TrackLocal>).await?;
+    Ok(LocalTrack { track, sender, ssrc })
+}
+
+/// Writes encoded video into the connection; hears the receiver's keyframe requests.
+#[derive(Clone)]
+pub struct LocalVideo {
+    inner: LocalTrack,
+    payload_type: u8,
+}
+
+impl LocalVideo {
+    /// Sends one encoded picture (Annex-B H.264) lasting `duration`.
+    pub async fn write(
+        &self,
+        annexb: Bytes,
+        captured: std::time::Instant,
+        duration: Duration,
+    ) -> Result<(), RtcError> {
+        let sample = rtc::media::Sample { data: annexb, duration, ..rtc::media::Sample::new(captured) };
+        self.inner.track.sample_writer(self.inner.ssrc, self.payload_type).write_sample(&sample).await?;
+        Ok(())
+    }
+
+    /// Waits for the receiver's next keyframe request; `None` once the connection is gone.
+    pub async fn keyframe_requested(&self) -> Option<()> {
+        loop {
+            match self.inner.track.poll().await? {
+                TrackLocalEvent::OnRtcpPacket(_) => return Some(()),
+                #[allow(unreachable_patterns)]
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The other side's video as it arrives: RTP packets, and a way to ask for a keyframe.
+pub struct RemoteVideo {
+    track: Arc<dyn TrackRemote>,
+    ssrc: u32,
+}
+
+impl std::fmt::Debug for RemoteVideo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteVideo").field("ssrc", &self.ssrc).finish_non_exhaustive()
+    }
+}
+
+/// One RTP packet of the remote video, as much of it as reassembly needs.
+#[derive(Clone, Debug)]
+pub struct RtpVideoPacket {
+    pub sequence: u16,
+    pub timestamp: u32,
+    pub marker: bool,
+    pub payload: Bytes,
+}
+
+impl RemoteVideo {
+    /// The next packet; `None` once the track ended.
+    pub async fn next_packet(&self) -> Option<RtpVideoPacket> {
+        loop {
+            match self.track.poll().await? {
+                TrackRemoteEvent::OnRtpPacket(p) => {
+                    return Some(RtpVideoPacket {
+                        sequence: p.header.sequence_number,
+                        timestamp: p.header.timestamp,
+                        marker: p.header.marker,
+                        payload: p.payload,
+                    });
+                }
+                TrackRemoteEvent::OnEnded => return None,
+                _ => {}
+            }
+        }
+    }
+
+    /// Asks the sender for a keyframe (RTCP PLI).
+    pub async fn request_keyframe(&self) -> Result<(), RtcError> {
+        let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc: self.ssrc };
+        Ok(self.track.write_rtcp(vec![Box::new(pli)]).await?)
+    }
+}
+
 /// What a peer reports.
 #[derive(Debug)]
 pub enum PeerEvent {
@@ -146,6 +350,8 @@ pub enum PeerEvent {
     Signal(SignalData),
     /// The files channel is open both ways.
     ChannelOpen(Channel),
+    /// The other side's video track exists (frames may follow).
+    RemoteVideo(RemoteVideo),
     Connected,
     /// The connection failed or closed.
     Closed(String),
@@ -186,6 +392,17 @@ impl PeerConnectionEventHandler for Handler {
         }
     }
 
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        if track.kind().await != RtpCodecKind::Video {
+            return;
+        }
+        let Some(ssrc) = track.ssrcs().await.first().copied() else {
+            tracing::warn!("a remote video track without SSRC: ignored");
+            return;
+        };
+        let _ = self.events.send(PeerEvent::RemoteVideo(RemoteVideo { track, ssrc }));
+    }
+
     async fn on_data_channel(&self, dc: Arc<dyn DataChannel>) {
         // The answering side learns of the caller's channel here; it opens on its own.
         let events = self.events.clone();
@@ -203,6 +420,8 @@ pub struct Peer {
     role: Role,
     /// Candidates that arrived before the remote description (trickle ICE reorders freely).
     early: tokio::sync::Mutex<Option<Vec<RTCIceCandidateInit>>>,
+    /// Our video track (the answerer adds it on the offer's video section).
+    video: tokio::sync::Mutex<Option<LocalTrack>>,
 }
 
 impl Peer {
@@ -237,8 +456,21 @@ impl Peer {
             // 1.4 s budget: the connection comes up as soon as a pair answers.
             .with_ice_connection_attempts(Some(Duration::from_millis(10)), Some(140))
             .build();
+        let mut media = MediaEngine::default();
+        media.register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: h264_codec(),
+                payload_type: H264_PAYLOAD_TYPE,
+                ..Default::default()
+            },
+            RtpCodecKind::Video,
+        )?;
+        let registry = register_default_interceptors(Registry::new(), &mut media)?
+            .with(Slot::from(14_000), KeyframeForwarder::default());
         let pc = PeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().with_ice_servers(servers).build())
+            .with_media_engine(media)
+            .with_interceptor_registry(registry)
             .with_setting_engine(settings)
             .with_handler(Arc::new(Handler { events: tx.clone() }))
             .with_runtime(runtime()?)
@@ -249,7 +481,9 @@ impl Peer {
             .build()
             .await?;
         let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+        let mut video = None;
         if role == Role::Caller {
+            video = Some(add_video_track(&pc).await?);
             let dc = pc
                 .create_data_channel(
                     FILES_CHANNEL,
@@ -267,7 +501,15 @@ impl Peer {
             pc.set_local_description(offer).await?;
             let _ = tx.send(PeerEvent::Signal(SignalData::Offer { sdp }));
         }
-        Ok((Peer { pc, role, early: tokio::sync::Mutex::new(Some(Vec::new())) }, rx))
+        Ok((
+            Peer {
+                pc,
+                role,
+                early: tokio::sync::Mutex::new(Some(Vec::new())),
+                video: tokio::sync::Mutex::new(video),
+            },
+            rx,
+        ))
     }
 
     /// Applies signaling from the other side; an offer is answered through the events.
@@ -279,6 +521,12 @@ impl Peer {
         match data {
             SignalData::Offer { sdp } if self.role == Role::Callee => {
                 self.pc.set_remote_description(RTCSessionDescription::offer(sdp)?).await?;
+                // On the offer's video section: ours becomes sendrecv.
+                let mut video = self.video.lock().await;
+                if video.is_none() {
+                    *video = Some(add_video_track(&self.pc).await?);
+                }
+                drop(video);
                 let answer = self.pc.create_answer(None).await?;
                 let sdp = answer.sdp.clone();
                 self.pc.set_local_description(answer).await?;
@@ -313,6 +561,20 @@ impl Peer {
             self.pc.add_ice_candidate(c).await?;
         }
         Ok(())
+    }
+
+    /// Our video track, once negotiation settled its payload type (after `Connected`).
+    pub async fn local_video(&self) -> Result<LocalVideo, RtcError> {
+        let inner =
+            self.video.lock().await.clone().ok_or_else(|| RtcError::Failed("no video track".into()))?;
+        let params = inner.sender.get_parameters().await?;
+        let payload_type = params
+            .rtp_parameters
+            .codecs
+            .first()
+            .map(|c| c.payload_type)
+            .ok_or_else(|| RtcError::Failed("the peer accepted no H.264 video".into()))?;
+        Ok(LocalVideo { inner, payload_type })
     }
 
     pub async fn close(&self) {

@@ -4,10 +4,12 @@
 //! Nothing here knows about egui, so it is driven the same way by the UI and by tests.
 
 use crate::client::config::{self, Profile};
-use crate::client::session::{DataConfig, DataEvent, DataSession};
+use crate::client::session::{DataConfig, DataEvent, DataSession, VideoDisplay, VideoEvent, VideoStats};
 use crate::client::transfer::{self, ReceiveConfig, TransferEvent, Way};
 use crate::client::{self, ClientConfig, ClientHandle, Event, StopReason, Waker, api};
+use crate::media::camera::CameraInfo;
 use crate::media::ring::Ringer;
+use crate::media::video::{FrameSlot, Size, VideoParams, VideoSource};
 use crate::protocol::{
     LoginRequest, Offer, Outcome, Party, PeerInfo, RegisterRequest, Role, SessionId, Settings,
 };
@@ -15,6 +17,7 @@ use crate::server::{self, RunningServer, ServerConfig};
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
@@ -78,6 +81,90 @@ pub struct AppSettings {
     pub fritz: FritzSettings,
     pub ami: AmiSettings,
     pub phone: PhoneSettings,
+    pub video: VideoSettings,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct VideoSettings {
+    /// `camera` (the first), `camera:N` or `test-pattern`.
+    pub source: String,
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    /// 0: chosen from size and frame rate.
+    pub bitrate_kbps: u32,
+    /// Show my own picture mirrored, as in a mirror.
+    pub mirror_preview: bool,
+    /// Turn my camera on when I accept a caller who offers video.
+    pub camera_on_video_offer: bool,
+}
+
+impl Default for VideoSettings {
+    fn default() -> Self {
+        VideoSettings {
+            source: "camera".into(),
+            width: 1280,
+            height: 720,
+            fps: 30,
+            bitrate_kbps: 0,
+            mirror_preview: true,
+            camera_on_video_offer: true,
+        }
+    }
+}
+
+impl VideoSettings {
+    /// What to send, with `source` instead of the saved one if given.
+    pub fn params(&self, source: Option<VideoSource>) -> VideoParams {
+        let d = VideoParams::default();
+        let size = Size { width: self.width, height: self.height };
+        VideoParams {
+            source: source.or_else(|| self.source.parse().ok()).unwrap_or(VideoSource::Camera(None)),
+            size: if format!("{size}").parse::<Size>().is_ok() { size } else { d.size },
+            fps: self.fps.clamp(1, 60),
+            bitrate: self.bitrate_kbps.saturating_mul(1000),
+        }
+    }
+}
+
+/// Our video in the current session.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum VideoSending {
+    #[default]
+    Off,
+    /// Opening the camera (or waiting for the connection).
+    Starting,
+    On {
+        what: String,
+    },
+    /// The source failed: no camera, could not open, unplugged. Files go on.
+    Failed(String),
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct VideoState {
+    pub sending: VideoSending,
+    /// The other side sends pictures.
+    pub remote_on: bool,
+    /// The cameras found when last asked (`Err`: listing failed).
+    pub cameras: Option<Result<Vec<CameraInfo>, String>>,
+}
+
+/// The pictures of the current session and their figures, shared with the window without
+/// going through [`AppState`] (they change 30 times a second).
+#[derive(Debug, Default)]
+pub struct VideoView {
+    pub remote: Arc<FrameSlot>,
+    pub local: Arc<FrameSlot>,
+    stats: parking_lot::Mutex<Option<VideoStats>>,
+}
+
+impl VideoView {
+    /// The figures as of the last second (while a session runs).
+    pub fn stats(&self) -> Option<VideoStats> {
+        self.stats.lock().clone()
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,6 +239,7 @@ impl Default for AppSettings {
             fritz: FritzSettings::default(),
             ami: AmiSettings::default(),
             phone: PhoneSettings::default(),
+            video: VideoSettings::default(),
         }
     }
 }
@@ -388,6 +476,7 @@ pub struct AppState {
     pub files: Vec<FileRow>,
     /// The peer-to-peer channel of the session is open.
     pub channel_open: bool,
+    pub video: VideoState,
     /// How each call watcher is doing.
     pub watchers: Vec<(crate::calls::Source, crate::calls::WatcherStatus)>,
     /// The phone dialed this number; start a session? (`on_call = ask`): (call_ref, E.164).
@@ -416,6 +505,7 @@ impl AppState {
             last_ended: None,
             files: Vec::new(),
             channel_open: false,
+            video: VideoState::default(),
             watchers: Vec::new(),
             call_prompt: None,
             history: Vec::new(),
@@ -483,6 +573,17 @@ pub enum AppCommand {
         settings: Box<AppSettings>,
     },
     /// Play the ring once at this volume and say on which device (or why not).
+    /// Start sending video in the session (`None`: the source in the settings).
+    StartVideo(Option<VideoSource>),
+    StopVideo,
+    /// Look for cameras (the answer lands in `state.video.cameras`).
+    ListCameras,
+    /// Use this source from now on (`camera`, `camera:N`, `test-pattern`); switches a
+    /// running video over.
+    SetVideoSource(String),
+    SetMirrorPreview(bool),
+    /// The cameras found (sent by the core to itself).
+    CamerasFound(Result<Vec<CameraInfo>, String>),
     TestRing {
         volume: f32,
     },
@@ -502,6 +603,8 @@ pub enum AppEvent {
 #[derive(Clone)]
 pub struct AppHandle {
     tx: mpsc::UnboundedSender<AppCommand>,
+    /// The session's pictures, for the window to draw.
+    pub video: Arc<VideoView>,
 }
 
 impl AppHandle {
@@ -513,7 +616,7 @@ impl AppHandle {
 
     /// A handle whose commands go to `tx` (for tests of the window alone).
     pub fn from_sender(tx: mpsc::UnboundedSender<AppCommand>) -> Self {
-        AppHandle { tx }
+        AppHandle { tx, video: Arc::default() }
     }
 }
 
@@ -531,6 +634,12 @@ pub fn start_with(
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     let own_tx = cmd_tx.clone();
     let (ev_tx, ev_rx) = std::sync::mpsc::channel();
+    let video = Arc::new(VideoView::default());
+    for slot in [&video.remote, &video.local] {
+        let w = wake.clone();
+        slot.set_notify(move || w());
+    }
+    let view = video.clone();
     let spawned = std::thread::Builder::new().name("sidecall-core".into()).spawn(move || {
         let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
             Ok(rt) => rt,
@@ -541,12 +650,13 @@ pub fn start_with(
         };
         let mut core = Core::new(paths, ev_tx, wake, own_tx);
         core.loopback = loopback;
+        core.video = view;
         rt.block_on(core.run(cmd_rx));
     });
     if let Err(e) = spawned {
         tracing::error!("cannot start the core thread: {e}");
     }
-    (AppHandle { tx: cmd_tx }, ev_rx)
+    (AppHandle { tx: cmd_tx, video }, ev_rx)
 }
 
 struct Core {
@@ -573,6 +683,7 @@ struct Core {
     watcher_rx: Option<mpsc::UnboundedReceiver<crate::calls::WatcherEvent>>,
     /// A call to request as soon as the connection is up: (call_ref, E.164).
     pending_call: Option<(String, String)>,
+    video: Arc<VideoView>,
 }
 
 impl Core {
@@ -613,6 +724,7 @@ impl Core {
             watcher_tasks: Vec::new(),
             watcher_rx: None,
             pending_call: None,
+            video: Arc::default(),
         }
     }
 
@@ -632,8 +744,12 @@ impl Core {
         self.resume().await;
         self.start_watchers();
         self.publish();
+        let mut stats_tick = tokio::time::interval(std::time::Duration::from_secs(1));
         loop {
             tokio::select! {
+                _ = stats_tick.tick() => {
+                    *self.video.stats.lock() = self.data.as_ref().map(|d| d.video_stats());
+                }
                 cmd = commands.recv() => match cmd {
                     None | Some(AppCommand::Shutdown) => break,
                     Some(cmd) => self.command(cmd).await,
@@ -754,6 +870,50 @@ impl Core {
             }
             AppCommand::SaveSettings { settings, blocked } => self.save_settings(settings, blocked),
             AppCommand::WindowFocused(f) => self.focused = f,
+            AppCommand::StartVideo(source) => match &self.data {
+                Some(d) => {
+                    d.start_video(self.state.settings.video.params(source));
+                    self.state.video.sending = VideoSending::Starting;
+                }
+                None => self.state.notice = Some("Video can be started during a session.".into()),
+            },
+            AppCommand::StopVideo => {
+                if let Some(d) = &self.data {
+                    d.stop_video();
+                }
+                self.state.video.sending = VideoSending::Off;
+            }
+            AppCommand::ListCameras => {
+                let own = self.own.clone();
+                tokio::spawn(async move {
+                    let found = tokio::task::spawn_blocking(crate::media::camera::list)
+                        .await
+                        .unwrap_or_else(|e| Err(format!("listing cameras failed: {e}")));
+                    let _ = own.send(AppCommand::CamerasFound(found));
+                });
+            }
+            AppCommand::CamerasFound(found) => self.state.video.cameras = Some(found),
+            AppCommand::SetVideoSource(source) => match source.parse::<VideoSource>() {
+                Ok(s) => {
+                    let mut settings = self.state.settings.clone();
+                    settings.video.source = s.to_string();
+                    let blocked = self.state.blocked.clone();
+                    self.save_settings(settings, blocked);
+                    let running =
+                        matches!(self.state.video.sending, VideoSending::On { .. } | VideoSending::Starting);
+                    if let (Some(d), true) = (&self.data, running) {
+                        d.start_video(self.state.settings.video.params(Some(s)));
+                        self.state.video.sending = VideoSending::Starting;
+                    }
+                }
+                Err(e) => self.state.notice = Some(e),
+            },
+            AppCommand::SetMirrorPreview(on) => {
+                let mut settings = self.state.settings.clone();
+                settings.video.mirror_preview = on;
+                let blocked = self.state.blocked.clone();
+                self.save_settings(settings, blocked);
+            }
             AppCommand::DismissNotice => self.state.notice = None,
             AppCommand::SendFiles(paths) => match &self.data {
                 Some(d) if !paths.is_empty() => d.send_files(paths),
@@ -1244,6 +1404,16 @@ impl Core {
                 self.state.last_ended = None;
                 self.state.files.clear();
                 self.state.channel_open = false;
+                self.state.video =
+                    VideoState { cameras: self.state.video.cameras.take(), ..Default::default() };
+                // Video from the start when it was offered: the caller asked for it, and the
+                // callee accepted it (if the setting says so).
+                let video = (offer.video
+                    && (role == Role::Caller || self.state.settings.video.camera_on_video_offer))
+                    .then(|| self.state.settings.video.params(None));
+                if video.is_some() {
+                    self.state.video.sending = VideoSending::Starting;
+                }
                 if let Some(c) = &self.client {
                     let cfg = DataConfig {
                         role,
@@ -1258,6 +1428,11 @@ impl Core {
                             auto_accept: self.state.settings.auto_accept_files,
                         },
                         loopback: self.loopback,
+                        video,
+                        display: VideoDisplay {
+                            remote: Some(self.video.remote.clone()),
+                            local: Some(self.video.local.clone()),
+                        },
                     };
                     self.data =
                         Some(DataSession::start(c.clone(), session_id.clone(), cfg, self.data_tx.clone()));
@@ -1275,6 +1450,9 @@ impl Core {
                 if self.data.as_ref().is_some_and(|d| d.session_id == session_id) {
                     self.data = None;
                     self.state.channel_open = false;
+                    self.state.video.sending = VideoSending::Off;
+                    self.state.video.remote_on = false;
+                    *self.video.stats.lock() = None;
                 }
                 if let Some(a) = self.state.active.take_if(|a| a.session_id == session_id) {
                     self.record(HistoryEntry {
@@ -1319,6 +1497,15 @@ impl Core {
                 }
             }
             DataEvent::Transfer(t) => self.transfer_event(t),
+            DataEvent::Video(v) => match v {
+                VideoEvent::SendingStarted { what } => self.state.video.sending = VideoSending::On { what },
+                VideoEvent::SendingStopped => self.state.video.sending = VideoSending::Off,
+                VideoEvent::SendingFailed { reason } => {
+                    self.state.video.sending = VideoSending::Failed(reason)
+                }
+                VideoEvent::RemoteStarted => self.state.video.remote_on = true,
+                VideoEvent::RemoteStopped => self.state.video.remote_on = false,
+            },
         }
     }
 

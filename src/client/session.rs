@@ -3,9 +3,16 @@
 
 use crate::client::ClientHandle;
 use crate::client::transfer::{self, ReceiveConfig, TransferCmd, TransferEvent, Way};
+use crate::media::video::{
+    Capture, CaptureEvent, EncodedFrame, FrameSlot, Receiver, RecvControl, RecvSnapshot, SendControl,
+    SendSnapshot, VideoParams,
+};
 use crate::protocol::{IceServer, Role, SessionId, SignalData};
-use crate::rtc::{Peer, PeerEvent};
+use crate::rtc::{LocalVideo, Peer, PeerEvent, RemoteVideo};
+use parking_lot::Mutex;
+use serde::Serialize;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
 
@@ -17,8 +24,52 @@ pub enum DataEvent {
         open_ms: u64,
     },
     Transfer(TransferEvent),
+    Video(VideoEvent),
     /// The peer connection could not be made or broke.
     Failed(String),
+}
+
+/// What happens to the video of a session.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "video", rename_all = "snake_case")]
+pub enum VideoEvent {
+    /// Our pictures go out; `what` names the source.
+    SendingStarted { what: String },
+    /// We stopped sending (by choice).
+    SendingStopped,
+    /// Our source failed (no camera, unplugged…); nothing is sent, files are unaffected.
+    SendingFailed { reason: String },
+    /// The other side started sending pictures.
+    RemoteStarted,
+    /// The other side stopped sending pictures.
+    RemoteStopped,
+}
+
+/// Where a session's pictures are shown: the other side's, and our own preview.
+#[derive(Clone, Debug, Default)]
+pub struct VideoDisplay {
+    pub remote: Option<Arc<FrameSlot>>,
+    pub local: Option<Arc<FrameSlot>>,
+}
+
+/// Both directions' video figures.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct VideoStats {
+    /// `None` when we are not sending.
+    pub sending: Option<SendSnapshot>,
+    pub receiving: RecvSnapshot,
+}
+
+/// Video state shared with whoever holds the session.
+#[derive(Debug, Default)]
+struct VideoShared {
+    recv: Arc<RecvControl>,
+    send: Mutex<Option<Arc<SendControl>>>,
+}
+
+enum VideoCmd {
+    Start(VideoParams),
+    Stop,
 }
 
 /// Whether WebRTC should use loopback only (tests and demos on one machine):
@@ -32,6 +83,8 @@ pub struct DataSession {
     pub session_id: SessionId,
     signals: mpsc::UnboundedSender<SignalData>,
     transfers: mpsc::UnboundedSender<TransferCmd>,
+    video_cmds: mpsc::UnboundedSender<VideoCmd>,
+    video: Arc<VideoShared>,
     close: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -40,6 +93,9 @@ pub struct DataConfig {
     pub ice_servers: Vec<IceServer>,
     pub receive: ReceiveConfig,
     pub loopback: bool,
+    /// Send video from the start (as soon as the connection is up).
+    pub video: Option<VideoParams>,
+    pub display: VideoDisplay,
 }
 
 impl DataSession {
@@ -53,8 +109,48 @@ impl DataSession {
         let (sig_tx, sig_rx) = mpsc::unbounded_channel();
         let (tr_tx, tr_rx) = mpsc::unbounded_channel();
         let (close_tx, close_rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(drive(client, session_id.clone(), cfg, sig_rx, tr_rx, close_rx, events));
-        DataSession { session_id, signals: sig_tx, transfers: tr_tx, close: Some(close_tx) }
+        let (video_tx, video_rx) = mpsc::unbounded_channel();
+        let video = Arc::new(VideoShared::default());
+        let chans = Channels { signals: sig_rx, transfers: tr_rx, video: video_rx, close: close_rx };
+        tokio::spawn(drive(client, session_id.clone(), cfg, chans, video.clone(), events));
+        DataSession {
+            session_id,
+            signals: sig_tx,
+            transfers: tr_tx,
+            video_cmds: video_tx,
+            video,
+            close: Some(close_tx),
+        }
+    }
+
+    /// Starts sending video (or switches source); reported through [`VideoEvent`]s.
+    pub fn start_video(&self, params: VideoParams) {
+        let _ = self.video_cmds.send(VideoCmd::Start(params));
+    }
+
+    pub fn stop_video(&self) {
+        let _ = self.video_cmds.send(VideoCmd::Stop);
+    }
+
+    /// A new target bitrate for the video we send (bits per second).
+    pub fn set_video_bitrate(&self, bps: u32) {
+        if let Some(c) = self.video.send.lock().as_ref() {
+            c.set_bitrate(bps);
+        }
+    }
+
+    /// Figures of both directions now.
+    pub fn video_stats(&self) -> VideoStats {
+        VideoStats {
+            sending: self.video.send.lock().as_ref().map(|c| c.stats.snapshot()),
+            receiving: self.video.recv.stats.snapshot(),
+        }
+    }
+
+    /// Drops the next `packets` video packets on arrival, as a lossy network would (tests
+    /// and demonstrations of keyframe recovery).
+    pub fn simulate_video_loss(&self, packets: u32) {
+        self.video.recv.simulate_loss(packets);
     }
 
     /// Signaling from the peer, as relayed by the server.
@@ -92,15 +188,68 @@ impl Drop for DataSession {
     }
 }
 
+struct Channels {
+    signals: mpsc::UnboundedReceiver<SignalData>,
+    transfers: mpsc::UnboundedReceiver<TransferCmd>,
+    video: mpsc::UnboundedReceiver<VideoCmd>,
+    close: tokio::sync::oneshot::Receiver<()>,
+}
+
+/// Our outgoing video while it runs.
+struct Sending {
+    /// Held for its lifetime: dropping it stops the capture thread.
+    #[allow(dead_code)]
+    capture: Capture,
+    writer: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Sending {
+    fn drop(&mut self) {
+        // Dropping the capture stops its thread within a picture's time.
+        self.writer.abort();
+    }
+}
+
+/// Writes encoded pictures into the connection and passes keyframe requests back.
+async fn write_video(video: LocalVideo, mut frames: mpsc::Receiver<EncodedFrame>, control: Arc<SendControl>) {
+    let mut requests_open = true;
+    loop {
+        tokio::select! {
+            f = frames.recv() => {
+                let Some(f) = f else { break };
+                if let Err(e) = video.write(f.data, f.captured, f.duration).await {
+                    tracing::debug!("writing video: {e}");
+                }
+            }
+            r = video.keyframe_requested(), if requests_open => match r {
+                Some(()) => control.request_keyframe(),
+                None => requests_open = false,
+            },
+        }
+    }
+}
+
+/// Reads the other side's video packets, reassembles and decodes them.
+async fn read_video(remote: RemoteVideo, display: Option<Arc<FrameSlot>>, control: Arc<RecvControl>) {
+    let mut receiver = Receiver::start(display, control);
+    while let Some(p) = remote.next_packet().await {
+        if receiver.packet(p)
+            && let Err(e) = remote.request_keyframe().await
+        {
+            tracing::debug!("keyframe request: {e}");
+        }
+    }
+}
+
 async fn drive(
     client: ClientHandle,
     session_id: SessionId,
     cfg: DataConfig,
-    mut signals: mpsc::UnboundedReceiver<SignalData>,
-    transfers: mpsc::UnboundedReceiver<TransferCmd>,
-    mut close: tokio::sync::oneshot::Receiver<()>,
+    chans: Channels,
+    video: Arc<VideoShared>,
     events: mpsc::UnboundedSender<DataEvent>,
 ) {
+    let Channels { mut signals, transfers, video: mut video_cmds, mut close } = chans;
     let started = Instant::now();
     let (peer, mut peer_events) = match Peer::start(cfg.role, &cfg.ice_servers, cfg.loopback).await {
         Ok(p) => p,
@@ -113,11 +262,30 @@ async fn drive(
     let (own_tx, mut own_rx) = mpsc::unbounded_channel::<PeerEvent>();
     let mut transfers = Some(transfers);
     let (tev_tx, mut tev_rx) = mpsc::unbounded_channel::<TransferEvent>();
+    let (cap_tx, mut cap_rx) = mpsc::unbounded_channel::<CaptureEvent>();
+    let mut connected = false;
+    // What to send once connected, and what is being sent.
+    let mut want_video = cfg.video.clone();
+    let mut sending: Option<Sending> = None;
+    let mut readers: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+    let start_sending = |params: VideoParams, lv: LocalVideo| {
+        let (tx, rx) = mpsc::channel(8);
+        let capture = Capture::start(params, tx, cfg.display.local.clone(), cap_tx.clone());
+        *video.send.lock() = Some(capture.control.clone());
+        let writer = tokio::spawn(write_video(lv, rx, capture.control.clone()));
+        Sending { capture, writer }
+    };
     loop {
         tokio::select! {
             s = signals.recv() => {
                 let Some(s) = s else { break };
-                if let Err(e) = peer.signal(s, &own_tx).await {
+                if let SignalData::Video { sending: on } = s {
+                    if !on {
+                        if let Some(slot) = &cfg.display.remote { slot.clear(); }
+                        video.recv.stats.reset_recent();
+                    }
+                    let _ = events.send(DataEvent::Video(if on { VideoEvent::RemoteStarted } else { VideoEvent::RemoteStopped }));
+                } else if let Err(e) = peer.signal(s, &own_tx).await {
                     tracing::warn!(%session_id, "signaling: {e}");
                 }
             }
@@ -133,12 +301,62 @@ async fn drive(
                             tokio::spawn(transfer::run(ch, cfg.receive.clone(), cmds, tev_tx.clone()));
                         }
                     }
-                    PeerEvent::Connected => {}
+                    PeerEvent::RemoteVideo(rv) => {
+                        readers.push(tokio::spawn(read_video(rv, cfg.display.remote.clone(), video.recv.clone())));
+                    }
+                    PeerEvent::Connected => {
+                        connected = true;
+                        if let Some(params) = want_video.take() {
+                            match peer.local_video().await {
+                                Ok(lv) => sending = Some(start_sending(params, lv)),
+                                Err(e) => {
+                                    let _ = events.send(DataEvent::Video(VideoEvent::SendingFailed { reason: e.to_string() }));
+                                }
+                            }
+                        }
+                    }
                     PeerEvent::Closed(why) => {
                         let _ = events.send(DataEvent::Failed(why));
                     }
                 }
             }
+            Some(cmd) = video_cmds.recv() => match cmd {
+                VideoCmd::Start(params) => {
+                    // A new source replaces the old one.
+                    sending = None;
+                    if !connected {
+                        want_video = Some(params);
+                    } else {
+                        match peer.local_video().await {
+                            Ok(lv) => sending = Some(start_sending(params, lv)),
+                            Err(e) => {
+                                let _ = events.send(DataEvent::Video(VideoEvent::SendingFailed { reason: e.to_string() }));
+                            }
+                        }
+                    }
+                }
+                VideoCmd::Stop => {
+                    want_video = None;
+                    if sending.take().is_some() {
+                        *video.send.lock() = None;
+                        client.signal(&session_id, SignalData::Video { sending: false });
+                        let _ = events.send(DataEvent::Video(VideoEvent::SendingStopped));
+                    }
+                }
+            },
+            Some(ev) = cap_rx.recv() => match ev {
+                CaptureEvent::Started { what } => {
+                    client.signal(&session_id, SignalData::Video { sending: true });
+                    let _ = events.send(DataEvent::Video(VideoEvent::SendingStarted { what }));
+                }
+                CaptureEvent::Failed(reason) => {
+                    if sending.take().is_some() {
+                        *video.send.lock() = None;
+                        client.signal(&session_id, SignalData::Video { sending: false });
+                    }
+                    let _ = events.send(DataEvent::Video(VideoEvent::SendingFailed { reason }));
+                }
+            },
             Some(ev) = own_rx.recv() => {
                 if let PeerEvent::Signal(s) = ev {
                     client.signal(&session_id, s);
@@ -149,6 +367,13 @@ async fn drive(
             }
             _ = &mut close => break,
         }
+    }
+    drop(sending);
+    for r in readers {
+        r.abort();
+    }
+    if let Some(slot) = &cfg.display.remote {
+        slot.clear();
     }
     peer.close().await;
     // Report what the transfer engine says as it winds down.

@@ -10,13 +10,13 @@ use std::time::Duration;
 const SERVER: &str = env!("CARGO_BIN_EXE_sidecall-server");
 const APP: &str = env!("CARGO_BIN_EXE_sidecall");
 
-struct Proc {
+pub(crate) struct Proc {
     child: Child,
     lines: mpsc::Receiver<String>,
 }
 
 impl Proc {
-    fn spawn(cmd: &mut Command) -> Proc {
+    pub(crate) fn spawn(cmd: &mut Command) -> Proc {
         let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, lines) = mpsc::channel();
@@ -31,7 +31,7 @@ impl Proc {
     }
 
     /// Waits for a stdout line containing `needle`; returns it.
-    fn wait_line(&self, needle: &str) -> String {
+    pub(crate) fn wait_line(&self, needle: &str) -> String {
         let deadline = std::time::Instant::now() + Duration::from_secs(15);
         let mut seen = Vec::new();
         loop {
@@ -44,7 +44,21 @@ impl Proc {
         }
     }
 
-    fn wait_exit(&mut self) -> i32 {
+    /// Every further stdout line until the process closes its output (at most `secs`).
+    pub(crate) fn rest(&self, secs: u64) -> Vec<String> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        let mut out = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => out.push(line),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return out,
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!("output still open after {secs} s: {out:#?}"),
+            }
+        }
+    }
+
+    pub(crate) fn wait_exit(&mut self) -> i32 {
         let deadline = std::time::Instant::now() + Duration::from_secs(15);
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
@@ -204,15 +218,15 @@ fn sound_check_plays_the_ring_through_alsa() {
 }
 
 /// Two registered profiles against a `sidecall-server` process; WebRTC on loopback only.
-struct Pair {
+pub(crate) struct Pair {
     _dir: tempfile::TempDir,
-    root: std::path::PathBuf,
+    pub(crate) root: std::path::PathBuf,
     cfg: std::path::PathBuf,
     _server: Proc,
 }
 
 impl Pair {
-    fn new() -> Pair {
+    pub(crate) fn new() -> Pair {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().to_path_buf();
         let server = Proc::spawn(
@@ -231,7 +245,7 @@ impl Pair {
         Pair { _dir: dir, root, cfg, _server: server }
     }
 
-    fn cmd(&self, profile: &str, args: &[&str]) -> Command {
+    pub(crate) fn cmd(&self, profile: &str, args: &[&str]) -> Command {
         let mut c = app(&self.cfg, profile, args);
         c.env("SIDECALL_RTC_LOOPBACK", "1");
         c
@@ -247,7 +261,7 @@ impl Pair {
     }
 }
 
-fn file_with(path: &Path, len: usize, seed: u32) {
+pub(crate) fn file_with(path: &Path, len: usize, seed: u32) {
     let mut x = seed.wrapping_mul(2_654_435_761).max(1);
     let data: Vec<u8> = (0..len)
         .map(|_| {

@@ -11,3 +11,4 @@ mod rtc;
 mod store;
 mod transfer;
 mod ui;
+mod video;

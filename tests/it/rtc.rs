@@ -23,12 +23,13 @@ pub async fn connected_pair() -> ((Peer, Channel), (Peer, Channel), Duration) {
                 PeerEvent::ChannelOpen(c) => { eprintln!("caller channel open after {:?}", t0.elapsed()); a_ch = Some(c) }
                 PeerEvent::Closed(why) => panic!("caller closed: {why}"),
                 PeerEvent::Connected => eprintln!("caller connected after {:?}", t0.elapsed()),
+                PeerEvent::RemoteVideo(_) => {}
             },
             ev = b_events.recv() => match ev.expect("callee events") {
                 PeerEvent::Signal(s) => caller.signal(s, &a_tx).await.expect("caller takes signal"),
                 PeerEvent::ChannelOpen(c) => b_ch = Some(c),
                 PeerEvent::Closed(why) => panic!("callee closed: {why}"),
-                PeerEvent::Connected => {}
+                PeerEvent::Connected | PeerEvent::RemoteVideo(_) => {}
             },
             Some(ev) = a_rx.recv() => if let PeerEvent::Signal(s) = ev { callee.signal(s, &b_tx).await.expect("signal") },
             Some(ev) = b_rx.recv() => if let PeerEvent::Signal(s) = ev { caller.signal(s, &a_tx).await.expect("signal") },
