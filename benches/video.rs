@@ -1,0 +1,229 @@
+//! Video over a real session: two `sidecall` processes through a real `sidecall-server`,
+//! WebRTC on loopback, the test pattern at 480p30 and 720p30 one way (caller sends, callee
+//! receives, so each side's CPU is its own half of the work).
+//!
+//! Figures: capture-to-decoded latency p50/p95 (the pattern carries its capture time),
+//! frames per second decoded, CPU % of one core per process, encoded bitrate. Baseline in
+//! the same run: the same pictures encoded and decoded in one process with no network
+//! (the codec's own share of latency and CPU).
+//!
+//! `cargo bench --bench video` runs 20 s per size; under `cargo test` a 3 s smoke run at 480p.
+
+use sidecall::media::codec::{H264Decoder, H264Encoder};
+use sidecall::media::pattern::TestPattern;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const SERVER: &str = env!("CARGO_BIN_EXE_sidecall-server");
+const APP: &str = env!("CARGO_BIN_EXE_sidecall");
+
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Proc {
+    fn spawn(cmd: &mut Command) -> Proc {
+        let mut child =
+            cmd.stdout(Stdio::piped()).stderr(Stdio::null()).stdin(Stdio::null()).spawn().expect("spawn");
+        let out = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc { child, lines }
+    }
+
+    fn wait_line(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.contains(needle) => return l,
+                Ok(_) => {}
+                Err(_) => panic!("no line containing {needle:?} within {timeout:?}"),
+            }
+        }
+    }
+
+    /// CPU time used so far (user + system), from /proc.
+    fn cpu(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the parenthesised name; utime and stime are the 14th and 15th.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let field = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+        let ticks = field(11) + field(12);
+        Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn app(cfg: &Path, profile: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(APP);
+    c.env("SIDECALL_CONFIG_DIR", cfg)
+        .env("SIDECALL_PASSWORD", "benchmark password")
+        .env("SIDECALL_RTC_LOOPBACK", "1")
+        .env_remove("RUST_LOG")
+        .args(["--profile", profile])
+        .args(args);
+    c
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Encode + decode of the same pictures in one process: latency per picture and CPU share.
+fn codec_baseline(w: usize, h: usize, frames: u64, bitrate: u32) -> (f64, f64, f64) {
+    let p = TestPattern::new(w, h);
+    let mut enc = H264Encoder::new(bitrate, 30.0).expect("encoder");
+    let mut dec = H264Decoder::new().expect("decoder");
+    let pics: Vec<_> = (0..30).map(|n| p.frame(n, n * 33)).collect();
+    let mut lat = Vec::new();
+    let t0 = Instant::now();
+    for n in 0..frames {
+        let t = Instant::now();
+        let data = enc.encode(&pics[(n % 30) as usize]).expect("encode");
+        let _ = dec.decode(&data).expect("decode");
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let busy = t0.elapsed().as_secs_f64();
+    lat.sort_by(|a, b| a.total_cmp(b));
+    // CPU % of one core at 30 pictures per second.
+    let cpu = busy / frames as f64 * 30.0 * 100.0;
+    (pct(&lat, 0.5), pct(&lat, 0.95), cpu)
+}
+
+struct Run {
+    p50: f64,
+    p95: f64,
+    fps: f64,
+    cpu_send: f64,
+    cpu_recv: f64,
+    mbps: f64,
+    decoded: u64,
+    dropped: u64,
+}
+
+fn run(cfg: &Path, size: &str, secs: u64) -> Run {
+    let listener =
+        Proc::spawn(&mut app(cfg, "b", &["listen", "--accept", "all", "--once", "--json", "--video-stats"]));
+    listener.wait_line("\"event\":\"online\"", Duration::from_secs(10));
+    let hang = (secs + 2).to_string();
+    let dial = Proc::spawn(&mut app(
+        cfg,
+        "a",
+        &[
+            "dial",
+            "+4915123456789",
+            "--json",
+            "--no-files",
+            "--video",
+            "test-pattern",
+            "--video-size",
+            size,
+            "--hangup-after",
+            &hang,
+        ],
+    ));
+    dial.wait_line("sending_started", Duration::from_secs(20));
+    // Skip the first second (connection set-up, first keyframe), then measure `secs`.
+    listener.wait_line("video_stats", Duration::from_secs(10));
+    listener.wait_line("video_stats", Duration::from_secs(10));
+    let (c0s, c0r, t0) = (dial.cpu(), listener.cpu(), Instant::now());
+    let mut rates = Vec::new();
+    let mut fps = Vec::new();
+    let mut last = serde_json::Value::Null;
+    while t0.elapsed() < Duration::from_secs(secs) {
+        let l = listener.wait_line("video_stats", Duration::from_secs(10));
+        let v: serde_json::Value = serde_json::from_str(&l).expect("json");
+        rates.push(v["bitrate_in_bps"].as_f64().unwrap_or(0.0));
+        fps.push(v["receiving"]["fps"].as_f64().unwrap_or(0.0));
+        last = v;
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    let (c1s, c1r) = (dial.cpu(), listener.cpu());
+    let r = &last["receiving"];
+    let decoded = r["frames_decoded"].as_u64().unwrap_or(0);
+    Run {
+        p50: r["latency_p50_ms"].as_f64().unwrap_or(f64::NAN),
+        p95: r["latency_p95_ms"].as_f64().unwrap_or(f64::NAN),
+        fps: fps.iter().sum::<f64>() / fps.len().max(1) as f64,
+        cpu_send: (c1s - c0s).as_secs_f64() / wall * 100.0,
+        cpu_recv: (c1r - c0r).as_secs_f64() / wall * 100.0,
+        mbps: rates.iter().skip(1).sum::<f64>() / (rates.len().saturating_sub(1)).max(1) as f64 / 1e6,
+        decoded,
+        dropped: r["frames_dropped"].as_u64().unwrap_or(0),
+    }
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let secs = if full { 20 } else { 3 };
+    let sizes: &[(&str, usize, usize)] =
+        if full { &[("640x480", 640, 480), ("1280x720", 1280, 720)] } else { &[("640x480", 640, 480)] };
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = root.path();
+    let cfg = dir.join("config");
+    let server = Proc::spawn(
+        Command::new(SERVER)
+            .args(["--listen", "127.0.0.1:0", "--log", "warn", "--data-dir"])
+            .arg(dir.join("server")),
+    );
+    let banner = server.wait_line("listening on", Duration::from_secs(10));
+    let url = banner.split_whitespace().find(|w| w.starts_with("http://")).expect("url").to_string();
+    for (p, n) in [("a", "+4930123456"), ("b", "+4915123456789")] {
+        let st = app(&cfg, p, &["account", "register", "--server", &url, "--number", n, "--name", p])
+            .stdout(Stdio::null())
+            .status()
+            .expect("register");
+        assert!(st.success(), "register {p}");
+    }
+    println!(
+        "sidecall video benchmark ({} mode, {secs} s per size, test pattern at 30 fps, one way)",
+        if full { "full" } else { "smoke" }
+    );
+    for &(size, w, h) in sizes {
+        let r = run(&cfg, size, secs);
+        let bitrate = (w * h * 30 * 7 / 100) as u32;
+        let (b50, b95, bcpu) = codec_baseline(w, h, if full { 300 } else { 60 }, bitrate);
+        println!("  {size} at 30 fps");
+        println!(
+            "    capture-to-decoded latency  p50 {:.1} ms, p95 {:.1} ms (goal p95 <= 50 ms: {:.2}x)",
+            r.p50,
+            r.p95,
+            r.p95 / 50.0
+        );
+        println!(
+            "    codec alone, same pictures  p50 {b50:.1} ms, p95 {b95:.1} ms (encode + decode, no network; ratio p50 {:.1}x)",
+            r.p50 / b50
+        );
+        println!(
+            "    decoded                     {:.1} fps sustained ({} pictures, {} dropped)",
+            r.fps, r.decoded, r.dropped
+        );
+        println!(
+            "    CPU, one core = 100 %       sender {:.0} %, receiver {:.0} % (goal <= 35 %); codec alone {bcpu:.0} %",
+            r.cpu_send, r.cpu_recv
+        );
+        println!("    encoded bitrate             {:.2} Mbit/s (target {:.2})", r.mbps, bitrate as f64 / 1e6);
+    }
+    drop(server);
+}
