@@ -251,6 +251,9 @@ async fn drive(
 ) {
     let Channels { mut signals, transfers, video: mut video_cmds, mut close } = chans;
     let started = Instant::now();
+    if let Some(slot) = &cfg.display.remote {
+        slot.open();
+    }
     let (peer, mut peer_events) = match Peer::start(cfg.role, &cfg.ice_servers, cfg.loopback).await {
         Ok(p) => p,
         Err(e) => {
@@ -280,8 +283,12 @@ async fn drive(
             s = signals.recv() => {
                 let Some(s) = s else { break };
                 if let SignalData::Video { sending: on } = s {
+                    tracing::info!(%session_id, "the other side's video is {}", if on { "on" } else { "off" });
+                    // Pictures still in flight when it stopped must not stay on screen.
+                    if let Some(slot) = &cfg.display.remote {
+                        if on { slot.open() } else { slot.close() }
+                    }
                     if !on {
-                        if let Some(slot) = &cfg.display.remote { slot.clear(); }
                         video.recv.stats.reset_recent();
                     }
                     let _ = events.send(DataEvent::Video(if on { VideoEvent::RemoteStarted } else { VideoEvent::RemoteStopped }));
@@ -336,6 +343,7 @@ async fn drive(
                     }
                 }
                 VideoCmd::Stop => {
+                    tracing::info!(%session_id, sending = sending.is_some(), "stop my video");
                     want_video = None;
                     if sending.take().is_some() {
                         *video.send.lock() = None;
@@ -373,7 +381,7 @@ async fn drive(
         r.abort();
     }
     if let Some(slot) = &cfg.display.remote {
-        slot.clear();
+        slot.close();
     }
     peer.close().await;
     // Report what the transfer engine says as it winds down.

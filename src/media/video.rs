@@ -142,6 +142,8 @@ type Notify = Arc<dyn Fn() + Send + Sync>;
 #[derive(Default)]
 pub struct FrameSlot {
     frame: Mutex<Option<Arc<RgbaFrame>>>,
+    /// Closed: pictures are refused (the stream stopped; late ones must not reappear).
+    closed: AtomicBool,
     seq: AtomicU64,
     notify: Mutex<Option<Notify>>,
 }
@@ -165,12 +167,35 @@ impl FrameSlot {
     /// Publishes a picture; gives back the buffer it replaced when nobody else holds it, so
     /// the producer can reuse it.
     pub fn put(&self, frame: RgbaFrame) -> Option<Vec<u8>> {
-        let old = self.frame.lock().replace(Arc::new(frame));
+        let old = {
+            let mut slot = self.frame.lock();
+            if self.closed.load(Ordering::Acquire) {
+                return Some(frame.rgba);
+            }
+            slot.replace(Arc::new(frame))
+        };
         self.seq.fetch_add(1, Ordering::Release);
         if let Some(n) = self.notify.lock().clone() {
             n();
         }
         old.and_then(|a| Arc::try_unwrap(a).ok()).map(|f| f.rgba)
+    }
+
+    /// Empties the slot and refuses pictures until [`Self::open`].
+    pub fn close(&self) {
+        let mut slot = self.frame.lock();
+        self.closed.store(true, Ordering::Release);
+        drop(slot.take());
+        drop(slot);
+        self.seq.fetch_add(1, Ordering::Release);
+        if let Some(n) = self.notify.lock().clone() {
+            n();
+        }
+    }
+
+    /// Takes pictures again.
+    pub fn open(&self) {
+        self.closed.store(false, Ordering::Release);
     }
 
     pub fn clear(&self) {
@@ -990,5 +1015,12 @@ mod tests {
         assert_eq!(woke.load(Ordering::Relaxed), 5);
         slot.clear();
         assert!(slot.latest().1.is_none());
+        slot.put(RgbaFrame { width: 1, height: 1, rgba: vec![9, 0, 0, 255] });
+        slot.close();
+        slot.put(RgbaFrame { width: 1, height: 1, rgba: vec![10, 0, 0, 255] });
+        assert!(slot.latest().1.is_none(), "a closed slot refuses late pictures");
+        slot.open();
+        slot.put(RgbaFrame { width: 1, height: 1, rgba: vec![11, 0, 0, 255] });
+        assert_eq!(slot.latest().1.expect("open again").rgba[0], 11);
     }
 }

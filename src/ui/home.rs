@@ -2,6 +2,7 @@
 
 use super::login::{ERROR, OK, preview};
 use super::settings::SettingsWindow;
+use super::video::VideoPanel;
 use super::{duration_text, tick};
 use crate::client::StopReason;
 use crate::client::app::{
@@ -18,11 +19,12 @@ pub struct HomeView {
     pub dial: String,
     pub offer_files: bool,
     pub offer_video: bool,
+    video: VideoPanel,
 }
 
 impl Default for HomeView {
     fn default() -> Self {
-        HomeView { dial: String::new(), offer_files: true, offer_video: false }
+        HomeView { dial: String::new(), offer_files: true, offer_video: false, video: VideoPanel::default() }
     }
 }
 
@@ -56,6 +58,26 @@ impl HomeView {
         core: &AppHandle,
         settings: &mut SettingsWindow,
     ) {
+        let ctx = ui.ctx().clone();
+        match &state.active {
+            Some(active) => {
+                self.video.refresh(&ctx, core);
+                if self.video.fullscreen {
+                    // Only the pictures, as large as the screen; Esc or the button leaves.
+                    let peer = active.peer.display_name.clone();
+                    egui::CentralPanel::default().show(ui, |ui| {
+                        let h = ui.available_height() - 40.0;
+                        self.video.pictures(ui, state, core, &peer, h.max(100.0));
+                        self.video.controls(ui, state, core);
+                    });
+                    if ctx.input(|i| i.key_pressed(egui::Key::Escape)) {
+                        self.video.set_fullscreen(&ctx, false);
+                    }
+                    return;
+                }
+            }
+            None => self.video.session_over(&ctx),
+        }
         egui::Panel::top("home-top").show(ui, |ui| {
             ui.add_space(4.0);
             ui.horizontal(|ui| {
@@ -99,7 +121,7 @@ impl HomeView {
         egui::CentralPanel::default().show(ui, |ui| {
             egui::ScrollArea::vertical().show(ui, |ui| {
                 if let Some(active) = &state.active {
-                    session_panel(ui, state, active, core);
+                    session_panel(ui, state, active, core, &mut self.video);
                 } else {
                     self.dial_panel(ui, state, core);
                 }
@@ -192,7 +214,13 @@ fn ended_text(reason: StopReason) -> &'static str {
     }
 }
 
-fn session_panel(ui: &mut egui::Ui, state: &AppState, active: &crate::client::app::Active, core: &AppHandle) {
+fn session_panel(
+    ui: &mut egui::Ui,
+    state: &AppState,
+    active: &crate::client::app::Active,
+    core: &AppHandle,
+    video: &mut VideoPanel,
+) {
     tick(ui.ctx());
     let _ = state;
     egui::Frame::group(ui.style()).show(ui, |ui| {
@@ -220,20 +248,21 @@ fn session_panel(ui: &mut egui::Ui, state: &AppState, active: &crate::client::ap
             active.peer.device_ip.map(|i| i.to_string()).unwrap_or_else(|| "nothing".into())
         ));
         ui.add_space(8.0);
-        ui.columns(2, |cols| {
-            cols[0].group(|ui| {
-                ui.set_min_height(120.0);
-                files_panel(ui, state, core);
-            });
-            cols[1].group(|ui| {
-                ui.set_min_height(120.0);
-                ui.strong("Video");
-                ui.weak(if active.offer.video {
-                    "The other camera appears here (coming soon)."
-                } else {
-                    "Not offered."
-                });
-            });
+        ui.group(|ui| {
+            ui.strong("Video");
+            let showing = video.has_pictures()
+                || state.video.remote_on
+                || !matches!(state.video.sending, crate::client::app::VideoSending::Off);
+            if showing {
+                let h = (ui.available_width() * 9.0 / 16.0).clamp(160.0, 420.0);
+                video.pictures(ui, state, core, &active.peer.display_name, h);
+            }
+            video.controls(ui, state, core);
+        });
+        ui.add_space(4.0);
+        ui.group(|ui| {
+            ui.set_min_height(120.0);
+            files_panel(ui, state, core);
         });
     });
 }

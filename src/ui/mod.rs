@@ -5,6 +5,7 @@ mod home;
 mod login;
 mod regions;
 mod settings;
+mod video;
 
 use crate::client::app::{self, AppCommand, AppEvent, AppHandle, AppPaths, AppState};
 use std::sync::{Arc, OnceLock};

@@ -8,8 +8,9 @@ use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 use sidecall::client::app::{
     self, Active, AppCommand, AppEvent, AppHandle, AppPaths, AppSettings, AppState, Connection, Direction,
-    HistoryEntry, HistoryOutcome, Ringing,
+    HistoryEntry, HistoryOutcome, Ringing, VideoSending,
 };
+use sidecall::media::video::VideoSource;
 use sidecall::protocol::{Offer, Party, PeerInfo, Role as SessionRole, SessionId};
 use sidecall::ui::SidecallApp;
 use std::sync::mpsc;
@@ -356,6 +357,28 @@ impl Live {
         self.h.run_steps(2);
     }
 
+    /// Steps the window until `cond` holds.
+    fn wait_until(&mut self, what: &str, cond: impl Fn(&Live) -> bool) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            self.h.step();
+            if cond(self) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never: {what} (video state {:?}, picture shown: {})",
+                self.state().video,
+                self.shows("Video from")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn shows(&self, text: &str) -> bool {
+        self.h.query_all_by_label_contains(text).next().is_some()
+    }
+
     fn state(&self) -> AppState {
         self.h.state().state().cloned().expect("state")
     }
@@ -507,4 +530,86 @@ fn phone_call_prompt_and_watcher_settings() {
     assert!(saved.fritz.enabled);
     assert_eq!(saved.area_code, "030");
     assert_eq!(saved.on_call, app::OnCall::Ask);
+}
+
+fn session_with_video(sending: VideoSending) -> AppState {
+    let mut s = online(BOB, "Bob");
+    s.active = Some(Active {
+        session_id: SessionId("s3".into()),
+        role: SessionRole::Caller,
+        peer: PeerInfo {
+            number: ALICE.into(),
+            display_name: "Alice".into(),
+            device_ip: None,
+            observed_ip: "198.51.100.4".parse().expect("ip"),
+        },
+        offer: Offer { files: true, video: true },
+        since: Instant::now(),
+        call_ref: None,
+    });
+    s.video.sending = sending;
+    s.video.cameras = Some(Ok(Vec::new()));
+    s.channel_open = true;
+    s
+}
+
+#[test]
+fn video_controls_offer_the_test_pattern_when_the_camera_fails() {
+    let mut w = Scripted::new(session_with_video(VideoSending::Failed(
+        "no camera found: connect one (and check you may use it), or send the test pattern".into(),
+    )));
+    assert!(w.shows("My video: no camera found"), "the failure is shown");
+    w.click("Send the test pattern instead");
+    let sent = w.sent();
+    assert!(
+        sent.iter().any(|c| matches!(c, AppCommand::StartVideo(Some(VideoSource::TestPattern)))),
+        "{sent:?}"
+    );
+    w.click("Start my video");
+    assert!(w.sent().iter().any(|c| matches!(c, AppCommand::StartVideo(None))));
+
+    w.set(session_with_video(VideoSending::On { what: "test pattern 640x480 at 30 fps".into() }));
+    assert!(w.shows("Sending test pattern 640x480"));
+    w.click("Stop my video");
+    w.click("Mirror my picture");
+    let sent = w.sent();
+    assert!(sent.iter().any(|c| matches!(c, AppCommand::StopVideo)), "{sent:?}");
+    assert!(sent.iter().any(|c| matches!(c, AppCommand::SetMirrorPreview(false))), "{sent:?}");
+    // Files stay usable beside the video.
+    assert!(w.shows("Drop files anywhere on this window"));
+}
+
+#[test]
+fn two_apps_see_each_other_and_video_stops_and_starts_mid_session() {
+    with_server(Duration::from_secs(30), |url| {
+        let video = "[video]\nsource = \"test-pattern\"\nwidth = 640\nheight = 480\n";
+        let mut a = Live::start_with_settings(video);
+        let mut b = Live::start_with_settings(video);
+        a.register(&url, "030 123456", "Alice");
+        b.register(&url, "+49 151 23456789", "Bob");
+        type_into(&mut a.h, "Number to call", "0151 23456789");
+        a.click("Video");
+        a.click("Start session");
+        b.wait_for("Incoming data session");
+        b.click("Accept");
+        // Offered and accepted: both send the test pattern and see the other's.
+        a.wait_for("Video from Bob");
+        b.wait_for("Video from Alice");
+        assert!(matches!(a.state().video.sending, VideoSending::On { .. }));
+        assert!(matches!(b.state().video.sending, VideoSending::On { .. }));
+
+        a.click("Stop my video");
+        b.wait_until("Alice's picture goes away", |b| {
+            !b.shows("Video from Alice") && !b.state().video.remote_on
+        });
+        a.wait_until("Alice's own video is off", |a| a.state().video.sending == VideoSending::Off);
+        assert!(a.shows("Video from Bob"), "Bob's video goes on");
+
+        a.click("Start my video");
+        b.wait_for("Video from Alice");
+        a.wait_until("sending again", |a| matches!(a.state().video.sending, VideoSending::On { .. }));
+        b.click("End session");
+        a.wait_for("Last session ended");
+        a.wait_until("the picture is gone with the session", |a| !a.shows("Video from Bob"));
+    });
 }
