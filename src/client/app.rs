@@ -1021,6 +1021,12 @@ impl Core {
         }
         let watchers_changed = (&settings.fritz, &settings.ami, &settings.phone)
             != (&self.state.settings.fritz, &self.state.settings.ami, &self.state.settings.phone);
+        if settings.video.bitrate_kbps != self.state.settings.video.bitrate_kbps
+            && let Some(d) = &self.data
+        {
+            // Takes effect at once for the video being sent.
+            d.set_video_bitrate(settings.video.params(None).effective_bitrate());
+        }
         self.state.settings = settings;
         if watchers_changed {
             self.start_watchers();

@@ -69,15 +69,17 @@ impl TestPattern {
         let mut f = I420::new(w, h);
         let shift = (n as usize * 4) % w;
         let cw = w / 2;
+        // Every row of the bars is the same: build one, then copy it.
+        let bar = |x: usize| BARS[((x + shift) * BARS.len() / w) % BARS.len()];
+        let y_row: Vec<u8> = (0..w).map(|x| bar(x).0).collect();
+        let u_row: Vec<u8> = (0..cw).map(|x| bar(x * 2).1).collect();
+        let v_row: Vec<u8> = (0..cw).map(|x| bar(x * 2).2).collect();
         for row in (BAND * 2)..h {
-            for x in 0..w {
-                let bar = ((x + shift) * BARS.len() / w) % BARS.len();
-                f.y[row * w + x] = BARS[bar].0;
-                if row % 2 == 0 && x % 2 == 0 {
-                    f.u[(row / 2) * cw + x / 2] = BARS[bar].1;
-                    f.v[(row / 2) * cw + x / 2] = BARS[bar].2;
-                }
-            }
+            f.y[row * w..(row + 1) * w].copy_from_slice(&y_row);
+        }
+        for row in BAND..h / 2 {
+            f.u[row * cw..(row + 1) * cw].copy_from_slice(&u_row);
+            f.v[row * cw..(row + 1) * cw].copy_from_slice(&v_row);
         }
         // A square that slides diagonally: motion the encoder must follow.
         let side = h / 6;

@@ -84,6 +84,7 @@ impl SettingsWindow {
                 let l = ui.label("Blocked numbers (one per line; they see you as unavailable)");
                 ui.add(egui::TextEdit::multiline(&mut self.blocked).desired_rows(3).desired_width(320.0))
                     .labelled_by(l.id);
+                ui.collapsing("Video", |ui| video_settings(ui, draft, state, core));
                 ui.collapsing("Phone calls", |ui| phone_settings(ui, draft, state, core));
             });
             if let Some(n) = &state.notice {
@@ -170,6 +171,53 @@ fn phone_settings(ui: &mut egui::Ui, draft: &mut AppSettings, state: &AppState, 
          connected …/phone/connected, disconnected …/phone/disconnected"
     ));
     status_line(ui, state, Source::Phone);
+}
+
+fn video_settings(ui: &mut egui::Ui, draft: &mut AppSettings, state: &AppState, core: &AppHandle) {
+    let v = &mut draft.video;
+    ui.horizontal(|ui| {
+        ui.label("Send from");
+        ui.radio_value(&mut v.source, "camera".to_owned(), "First camera");
+        if let Some(Ok(cams)) = &state.video.cameras {
+            for c in cams {
+                ui.radio_value(&mut v.source, format!("camera:{}", c.index), c.name.clone());
+            }
+        }
+        ui.radio_value(&mut v.source, "test-pattern".to_owned(), "Test pattern");
+        if ui.small_button("Find cameras").clicked() {
+            core.send(AppCommand::ListCameras);
+        }
+    });
+    match &state.video.cameras {
+        Some(Ok(c)) if c.is_empty() => {
+            ui.weak(crate::media::camera::NO_CAMERA);
+        }
+        Some(Err(e)) => {
+            ui.colored_label(ERROR, e);
+        }
+        _ => {}
+    }
+    ui.horizontal(|ui| {
+        ui.label("Picture size");
+        for (w, h, name) in [(640, 480, "640×480"), (1280, 720, "1280×720 (HD)"), (1920, 1080, "1920×1080")]
+        {
+            if ui.radio(v.width == w && v.height == h, name).clicked() {
+                (v.width, v.height) = (w, h);
+            }
+        }
+    });
+    ui.horizontal(|ui| {
+        ui.label("Frames per second");
+        for fps in [15, 24, 30] {
+            ui.radio_value(&mut v.fps, fps, fps.to_string());
+        }
+    });
+    ui.horizontal(|ui| {
+        let l = ui.label("Bitrate (kbit/s, 0 = automatic)");
+        ui.add(egui::DragValue::new(&mut v.bitrate_kbps).range(0..=20_000).speed(50)).labelled_by(l.id);
+    });
+    ui.checkbox(&mut v.mirror_preview, "Mirror my own picture");
+    ui.checkbox(&mut v.camera_on_video_offer, "Turn my video on when I accept a caller who offers video");
 }
 
 fn lines(text: &str) -> Vec<String> {
