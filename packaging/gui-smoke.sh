@@ -56,3 +56,44 @@ ticks1=$(awk '{print $14+$15}' "/proc/$app/stat"); sleep 5; ticks2=$(awk '{print
 idle=$(awk -v a="$ticks1" -v b="$ticks2" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.1f", (b-a)/hz/5*100}')
 echo "gui smoke: window shown, screenshot $out ($colors colours), RSS ${rss} KiB, idle CPU ${idle}% over 5 s (start-up average ${cpu}%)"
 [ "$colors" -gt 8 ] || { echo "error: the screenshot is blank" >&2; exit 1; }
+
+# Second part: a video session shown in the real window. Bob runs the app (logged in through
+# the command line beforehand, accepting Alice without asking); Alice dials from the command
+# line with the test pattern. The window must show her picture.
+kill "$app" 2>/dev/null || true
+wait "$app" 2>/dev/null || true
+server_bin="$(dirname "$bin")/sidecall-server"
+[ -x "$server_bin" ] || { echo "error: $server_bin is not built" >&2; exit 1; }
+"$server_bin" --listen 127.0.0.1:0 --log warn --data-dir "$work/server" >"$work/server.log" 2>&1 &
+server=$!
+trap 'kill "${app:-0}" "${server:-0}" "${xvfb:-0}" 2>/dev/null || true; rm -rf "$work"' EXIT
+url=""
+for _ in $(seq 1 50); do
+    url=$(grep -o 'http://[0-9.:]*' "$work/server.log" | head -n1 || true)
+    [ -n "$url" ] && break
+    sleep 0.1
+done
+[ -n "$url" ] || { echo "error: the server did not start" >&2; cat "$work/server.log" >&2; exit 1; }
+export SIDECALL_CONFIG_DIR="$work/video-config" SIDECALL_PASSWORD="gui smoke password" SIDECALL_RTC_LOOPBACK=1
+"$bin" --profile alice account register --server "$url" --number "+4930123456" --name Alice >/dev/null
+"$bin" --profile bob account register --server "$url" --number "+4915123456789" --name Bob >/dev/null
+printf 'auto_accept = ["+4930123456"]\n[video]\nsource = "test-pattern"\nwidth = 640\nheight = 480\n' \
+    >"$SIDECALL_CONFIG_DIR/profiles/bob.settings.toml"
+DISPLAY="$display" SIDECALL_DATA_DIR="$work/video-data" XDG_STATE_HOME="$work/state" \
+    "$bin" --profile bob >"$work/app-video.log" 2>&1 &
+app=$!
+sleep 3
+"$bin" --profile alice dial "+4915123456789" --video test-pattern --video-size 640x480 --video-stats --hangup-after 8 \
+    >"$work/dial.log" 2>&1 &
+dial=$!
+sleep 5
+video_out="${out%.png}-video.png"
+DISPLAY="$display" import -window root "$video_out"
+cpu_ticks1=$(awk '{print $14+$15}' "/proc/$app/stat"); sleep 2; cpu_ticks2=$(awk '{print $14+$15}' "/proc/$app/stat")
+busy=$(awk -v a="$cpu_ticks1" -v b="$cpu_ticks2" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.0f", (b-a)/hz/2*100}')
+wait "$dial" || { echo "error: the video dial failed:" >&2; cat "$work/dial.log" >&2; exit 1; }
+decoded=$(grep -o 'video (session) in: [^|]*' "$work/dial.log" | tail -n1)
+colors=$(identify -format '%k' "$video_out")
+echo "gui smoke: video session shown, screenshot $video_out ($colors colours), app CPU ${busy}% while showing video; Alice's side: ${decoded}"
+# The test pattern's bars add many colours to the window's few.
+[ "$colors" -gt 200 ] || { echo "error: the window shows no video" >&2; cat "$work/app-video.log" >&2; exit 1; }

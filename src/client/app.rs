@@ -635,10 +635,17 @@ pub fn start_with(
     let own_tx = cmd_tx.clone();
     let (ev_tx, ev_rx) = std::sync::mpsc::channel();
     let video = Arc::new(VideoView::default());
-    for slot in [&video.remote, &video.local] {
-        let w = wake.clone();
-        slot.set_notify(move || w());
-    }
+    // One repaint per remote picture; my own preview wakes the window only while there is
+    // no remote picture (otherwise it is drawn with the next remote one).
+    let w = wake.clone();
+    video.remote.set_notify(move || w());
+    let w = wake.clone();
+    let remote = Arc::downgrade(&video.remote);
+    video.local.set_notify(move || {
+        if remote.upgrade().is_none_or(|r| r.latest().1.is_none()) {
+            w();
+        }
+    });
     let view = video.clone();
     let spawned = std::thread::Builder::new().name("sidecall-core".into()).spawn(move || {
         let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {

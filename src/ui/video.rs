@@ -131,13 +131,14 @@ impl VideoPanel {
             }
         }
         if let Some(s) = stats_line(core) {
-            painter.text(
-                area.left_bottom() + vec2(8.0, -8.0),
-                egui::Align2::LEFT_BOTTOM,
-                s,
-                egui::FontId::proportional(12.0),
-                Color32::from_gray(230),
+            let galley = painter.layout_no_wrap(s, egui::FontId::proportional(12.0), Color32::from_gray(235));
+            let at = area.left_bottom() + vec2(8.0, -8.0 - galley.size().y);
+            painter.rect_filled(
+                Rect::from_min_size(at, galley.size()).expand(3.0),
+                3.0,
+                Color32::from_black_alpha(160),
             );
+            painter.galley(at, galley, Color32::from_gray(235));
         }
     }
 

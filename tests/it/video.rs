@@ -148,3 +148,37 @@ fn without_a_camera_the_session_says_so_and_files_still_flow() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no camera found") && stderr.contains("test-pattern"), "{stderr}");
 }
+
+#[test]
+fn video_can_start_in_a_session_that_did_not_offer_it() {
+    let pair = Pair::new();
+    // Bob sends video although Alice's request offered only files.
+    let mut listener = Proc::spawn(&mut pair.cmd(
+        "b",
+        &[
+            "listen",
+            "--accept",
+            "all",
+            "--once",
+            "--json",
+            "--video",
+            "test-pattern",
+            "--video-size",
+            "320x240",
+        ],
+    ));
+    listener.wait_line(r#""event":"online""#);
+    let out = pair
+        .cmd("a", &["dial", "0151 2345 6789", "--json", "--video-stats", "--hangup-after", "3"])
+        .output()
+        .expect("dial");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains(r#""offer":{"files":true,"video":false}"#), "not offered: {stdout}");
+    let f = last_final(&stdout.lines().map(String::from).collect::<Vec<_>>());
+    assert!(n(&f, &["receiving", "frames_decoded"]) >= 20, "Alice sees Bob's video: {f}");
+    assert_eq!((n(&f, &["receiving", "width"]), n(&f, &["receiving", "height"])), (320, 240));
+    assert!(f["sending"].is_null(), "Alice sends none: {f}");
+    listener.rest(15);
+    assert_eq!(listener.wait_exit(), 0);
+}
