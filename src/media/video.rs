@@ -357,19 +357,14 @@ impl Capture {
             .ok();
         Capture { control, thread }
     }
-
-    pub fn stop(&mut self) {
-        self.control.stop.store(true, Ordering::Release);
-        if let Some(t) = self.thread.take() {
-            // The loop notices within one frame interval.
-            let _ = t.join();
-        }
-    }
 }
 
 impl Drop for Capture {
+    /// Stops the thread without waiting: it notices within one picture's time and ends
+    /// (a camera read blocks at most that long).
     fn drop(&mut self) {
         self.control.stop.store(true, Ordering::Release);
+        drop(self.thread.take());
     }
 }
 
