@@ -471,6 +471,9 @@ pub fn incoming_modal(ctx: &egui::Context, state: &AppState, core: &AppHandle) {
         ui.label(RichText::new(&r.caller.display_name).size(20.0).strong());
         ui.label(&r.caller.number);
         ui.label(format!("offers {}", r.offer));
+        if r.offer.video && state.settings.video.camera_on_video_offer {
+            ui.weak("Your video turns on when you accept (see Settings, Video).");
+        }
         ui.weak(format!("Answer within {left} s"));
         if state.incoming.len() > 1 {
             ui.weak(format!("{} more waiting", state.incoming.len() - 1));

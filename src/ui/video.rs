@@ -24,7 +24,9 @@ impl StreamTexture {
         self.seen = seq;
         match frame {
             Some(f) if f.rgba.len() == f.width * f.height * 4 => {
-                let img = egui::ColorImage::from_rgba_unmultiplied([f.width, f.height], &f.rgba);
+                // Opaque pictures: premultiplied and straight alpha are the same bytes, and the
+                // premultiplied path is a plain copy.
+                let img = egui::ColorImage::from_rgba_premultiplied([f.width, f.height], &f.rgba);
                 match &mut self.texture {
                     Some(t) if t.size() == [f.width, f.height] => t.set(img, TextureOptions::LINEAR),
                     _ => self.texture = Some(ctx.load_texture(name, img, TextureOptions::LINEAR)),

@@ -5,7 +5,7 @@
 use crate::fixture::*;
 use egui::accesskit::Role;
 use egui_kittest::Harness;
-use egui_kittest::kittest::Queryable;
+use egui_kittest::kittest::{NodeT, Queryable};
 use sidecall::client::app::{
     self, Active, AppCommand, AppEvent, AppHandle, AppPaths, AppSettings, AppState, Connection, Direction,
     HistoryEntry, HistoryOutcome, Ringing, VideoSending,
@@ -567,6 +567,25 @@ fn video_controls_offer_the_test_pattern_when_the_camera_fails() {
     );
     w.click("Start my video");
     assert!(w.sent().iter().any(|c| matches!(c, AppCommand::StartVideo(None))));
+
+    // Settings, Video: size, frame rate, bitrate are saved.
+    w.click("Settings");
+    let header = w
+        .harness
+        .query_all_by_label("Video")
+        .find(|n| n.accesskit_node().role() != Role::Label)
+        .expect("the Video section of the settings");
+    header.click();
+    w.harness.run_steps(3);
+    w.click("640×480");
+    w.click("15");
+    w.click("Save");
+    let saved = w.sent().into_iter().find_map(|c| match c {
+        AppCommand::SaveSettings { settings, .. } => Some(settings),
+        _ => None,
+    });
+    let v = saved.expect("saved").video;
+    assert_eq!((v.width, v.height, v.fps), (640, 480, 15));
 
     w.set(session_with_video(VideoSending::On { what: "test pattern 640x480 at 30 fps".into() }));
     assert!(w.shows("Sending test pattern 640x480"));
