@@ -9,82 +9,17 @@
 //!
 //! Under `cargo test` (no `--bench` argument) it runs as a small smoke test.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use common::{Proc, app, server_with_two_accounts};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-const SERVER: &str = env!("CARGO_BIN_EXE_sidecall-server");
-const APP: &str = env!("CARGO_BIN_EXE_sidecall");
 
 fn arg(name: &str) -> Option<u64> {
     let args: Vec<String> = std::env::args().collect();
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok())
-}
-
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<(Instant, String)>,
-}
-
-impl Proc {
-    fn spawn(cmd: &mut Command) -> Proc {
-        let mut child =
-            cmd.stdout(Stdio::piped()).stderr(Stdio::null()).stdin(Stdio::null()).spawn().expect("spawn");
-        let out = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send((Instant::now(), l)).is_err() {
-                    break;
-                }
-            }
-        });
-        Proc { child, lines }
-    }
-
-    fn wait_line(&self, needle: &str, timeout: Duration) -> (Instant, String) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok((t, l)) if l.contains(needle) => return (t, l),
-                Ok(_) => {}
-                Err(_) => panic!("no line containing {needle:?} within {timeout:?}"),
-            }
-        }
-    }
-
-    /// Peak resident memory so far, KiB.
-    fn hwm_kib(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("VmHWM:"))
-                    .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-            })
-            .unwrap_or(0)
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn app(cfg: &Path, profile: &str, args: &[&str]) -> Command {
-    let mut c = Command::new(APP);
-    c.env("SIDECALL_CONFIG_DIR", cfg)
-        .env("SIDECALL_PASSWORD", "benchmark password")
-        .env("SIDECALL_RTC_LOOPBACK", "1")
-        .env_remove("RUST_LOG")
-        .args(["--profile", profile])
-        .args(args);
-    c
 }
 
 fn make_file(path: &Path, bytes: u64) {
@@ -141,22 +76,7 @@ fn main() {
     let opens = arg("--opens").unwrap_or(if full { 7 } else { 2 }) as usize;
     let root = tempfile::tempdir().expect("tempdir");
     let dir = root.path();
-    let cfg = dir.join("config");
-
-    let server = Proc::spawn(
-        Command::new(SERVER)
-            .args(["--listen", "127.0.0.1:0", "--log", "warn", "--data-dir"])
-            .arg(dir.join("server")),
-    );
-    let (_, banner) = server.wait_line("listening on", Duration::from_secs(10));
-    let url = banner.split_whitespace().find(|w| w.starts_with("http://")).expect("url").to_string();
-    for (p, n) in [("a", "+4930123456"), ("b", "+4915123456789")] {
-        let st = app(&cfg, p, &["account", "register", "--server", &url, "--number", n, "--name", p])
-            .stdout(Stdio::null())
-            .status()
-            .expect("register");
-        assert!(st.success(), "register {p}");
-    }
+    let (server, cfg) = server_with_two_accounts(dir);
     let inbox = dir.join("inbox");
     let src = dir.join("payload.bin");
     eprintln!("writing a {mib} MiB test file…");

@@ -9,79 +9,13 @@
 //!
 //! `cargo bench --bench video` runs 20 s per size; under `cargo test` a 3 s smoke run at 480p.
 
+mod common;
+
+use common::{Proc, app, server_with_two_accounts};
 use sidecall::media::codec::{H264Decoder, H264Encoder};
 use sidecall::media::pattern::TestPattern;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-const SERVER: &str = env!("CARGO_BIN_EXE_sidecall-server");
-const APP: &str = env!("CARGO_BIN_EXE_sidecall");
-
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Proc {
-    fn spawn(cmd: &mut Command) -> Proc {
-        let mut child =
-            cmd.stdout(Stdio::piped()).stderr(Stdio::null()).stdin(Stdio::null()).spawn().expect("spawn");
-        let out = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
-        Proc { child, lines }
-    }
-
-    fn wait_line(&self, needle: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) if l.contains(needle) => return l,
-                Ok(_) => {}
-                Err(_) => panic!("no line containing {needle:?} within {timeout:?}"),
-            }
-        }
-    }
-
-    /// CPU time used so far (user + system), from /proc.
-    fn cpu(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        // Fields after the parenthesised name; utime and stime are the 14th and 15th.
-        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let field = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
-        let ticks = field(11) + field(12);
-        Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn app(cfg: &Path, profile: &str, args: &[&str]) -> Command {
-    let mut c = Command::new(APP);
-    c.env("SIDECALL_CONFIG_DIR", cfg)
-        .env("SIDECALL_PASSWORD", "benchmark password")
-        .env("SIDECALL_RTC_LOOPBACK", "1")
-        .env_remove("RUST_LOG")
-        .args(["--profile", profile])
-        .args(args);
-    c
-}
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -152,7 +86,7 @@ fn run(cfg: &Path, size: &str, secs: u64) -> Run {
     let mut fps = Vec::new();
     let mut last = serde_json::Value::Null;
     while t0.elapsed() < Duration::from_secs(secs) {
-        let l = listener.wait_line("video_stats", Duration::from_secs(10));
+        let (_, l) = listener.wait_line("video_stats", Duration::from_secs(10));
         let v: serde_json::Value = serde_json::from_str(&l).expect("json");
         rates.push(v["bitrate_in_bps"].as_f64().unwrap_or(0.0));
         fps.push(v["receiving"]["fps"].as_f64().unwrap_or(0.0));
@@ -181,21 +115,7 @@ fn main() {
         if full { &[("640x480", 640, 480), ("1280x720", 1280, 720)] } else { &[("640x480", 640, 480)] };
     let root = tempfile::tempdir().expect("tempdir");
     let dir = root.path();
-    let cfg = dir.join("config");
-    let server = Proc::spawn(
-        Command::new(SERVER)
-            .args(["--listen", "127.0.0.1:0", "--log", "warn", "--data-dir"])
-            .arg(dir.join("server")),
-    );
-    let banner = server.wait_line("listening on", Duration::from_secs(10));
-    let url = banner.split_whitespace().find(|w| w.starts_with("http://")).expect("url").to_string();
-    for (p, n) in [("a", "+4930123456"), ("b", "+4915123456789")] {
-        let st = app(&cfg, p, &["account", "register", "--server", &url, "--number", n, "--name", p])
-            .stdout(Stdio::null())
-            .status()
-            .expect("register");
-        assert!(st.success(), "register {p}");
-    }
+    let (server, cfg) = server_with_two_accounts(dir);
     println!(
         "sidecall video benchmark ({} mode, {secs} s per size, test pattern at 30 fps, one way)",
         if full { "full" } else { "smoke" }

@@ -40,28 +40,23 @@ fn assert_counters_increase(lines: &[String], who: &str) {
     assert!(counters.windows(2).all(|w| w[1] > w[0]), "{who}: the stream never freezes: {counters:?}");
 }
 
+/// Bob listening (accepting everything, once, JSON lines) with `extra` options.
+fn listener(pair: &Pair, extra: &[&str]) -> Proc {
+    let mut args = vec!["listen", "--accept", "all", "--once", "--json"];
+    args.extend(extra);
+    let p = Proc::spawn(&mut pair.cmd("b", &args));
+    p.wait_line(r#""event":"online""#);
+    p
+}
+
 const VIDEO: [&str; 7] =
     ["--video", "test-pattern", "--video-size", "640x480", "--video-stats", "--json", "--no-files"];
 
 #[test]
 fn test_pattern_video_flows_both_ways_and_decodes_with_increasing_frames() {
     let pair = Pair::new();
-    let mut listener = Proc::spawn(&mut pair.cmd(
-        "b",
-        &[
-            "listen",
-            "--accept",
-            "all",
-            "--once",
-            "--json",
-            "--video",
-            "test-pattern",
-            "--video-size",
-            "640x480",
-            "--video-stats",
-        ],
-    ));
-    listener.wait_line(r#""event":"online""#);
+    let mut listener =
+        listener(&pair, &["--video", "test-pattern", "--video-size", "640x480", "--video-stats"]);
     let mut args = vec!["dial", "0151 2345 6789", "--hangup-after", "5"];
     args.extend(VIDEO);
     let out = pair.cmd("a", &args).output().expect("dial");
@@ -89,11 +84,7 @@ fn test_pattern_video_flows_both_ways_and_decodes_with_increasing_frames() {
 #[test]
 fn a_lost_packet_is_recovered_by_a_keyframe_request() {
     let pair = Pair::new();
-    let mut listener = Proc::spawn(&mut pair.cmd(
-        "b",
-        &["listen", "--accept", "all", "--once", "--json", "--video-stats", "--simulate-video-loss", "2"],
-    ));
-    listener.wait_line(r#""event":"online""#);
+    let mut listener = listener(&pair, &["--video-stats", "--simulate-video-loss", "2"]);
     let mut args = vec!["dial", "0151 2345 6789", "--hangup-after", "5"];
     args.extend(VIDEO);
     let out = pair.cmd("a", &args).output().expect("dial");
@@ -119,11 +110,7 @@ fn a_lost_packet_is_recovered_by_a_keyframe_request() {
 fn without_a_camera_the_session_says_so_and_files_still_flow() {
     let pair = Pair::new();
     let inbox = pair.root.join("inbox");
-    let mut listener = Proc::spawn(&mut pair.cmd(
-        "b",
-        &["listen", "--accept", "all", "--once", "--json", "--save-dir", inbox.to_str().expect("utf-8")],
-    ));
-    listener.wait_line(r#""event":"online""#);
+    let mut listener = listener(&pair, &["--save-dir", inbox.to_str().expect("utf-8")]);
     let file = pair.root.join("notes.bin");
     file_with(&file, 50_000, 3);
     // No camera on this machine: camera:7 cannot be opened.
@@ -153,21 +140,7 @@ fn without_a_camera_the_session_says_so_and_files_still_flow() {
 fn video_can_start_in_a_session_that_did_not_offer_it() {
     let pair = Pair::new();
     // Bob sends video although Alice's request offered only files.
-    let mut listener = Proc::spawn(&mut pair.cmd(
-        "b",
-        &[
-            "listen",
-            "--accept",
-            "all",
-            "--once",
-            "--json",
-            "--video",
-            "test-pattern",
-            "--video-size",
-            "320x240",
-        ],
-    ));
-    listener.wait_line(r#""event":"online""#);
+    let mut listener = listener(&pair, &["--video", "test-pattern", "--video-size", "320x240"]);
     let out = pair
         .cmd("a", &["dial", "0151 2345 6789", "--json", "--video-stats", "--hangup-after", "3"])
         .output()
