@@ -25,8 +25,8 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// Encode + decode of the same pictures in one process: latency per picture and CPU share.
-fn codec_baseline(w: usize, h: usize, frames: u64, bitrate: u32) -> (f64, f64, f64) {
-    let p = TestPattern::new(w, h);
+fn codec_baseline(w: usize, h: usize, noise: u8, frames: u64, bitrate: u32) -> (f64, f64, f64) {
+    let p = TestPattern::new(w, h).noisy(noise);
     let mut enc = H264Encoder::new(bitrate, 30.0).expect("encoder");
     let mut dec = H264Decoder::new().expect("decoder");
     let pics: Vec<_> = (0..30).map(|n| p.frame(n, n * 33)).collect();
@@ -56,7 +56,7 @@ struct Run {
     dropped: u64,
 }
 
-fn run(cfg: &Path, size: &str, secs: u64) -> Run {
+fn run(cfg: &Path, source: &str, size: &str, secs: u64) -> Run {
     let listener =
         Proc::spawn(&mut app(cfg, "b", &["listen", "--accept", "all", "--once", "--json", "--video-stats"]));
     listener.wait_line("\"event\":\"online\"", Duration::from_secs(10));
@@ -70,7 +70,7 @@ fn run(cfg: &Path, size: &str, secs: u64) -> Run {
             "--json",
             "--no-files",
             "--video",
-            "test-pattern",
+            source,
             "--video-size",
             size,
             "--hangup-after",
@@ -111,20 +111,29 @@ fn run(cfg: &Path, size: &str, secs: u64) -> Run {
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let secs = if full { 20 } else { 3 };
-    let sizes: &[(&str, usize, usize)] =
-        if full { &[("640x480", 640, 480), ("1280x720", 1280, 720)] } else { &[("640x480", 640, 480)] };
+    // (source, noise the baseline draws, size)
+    let runs: &[(&str, u8, &str, usize, usize)] = if full {
+        &[
+            ("test-pattern", 0, "640x480", 640, 480),
+            ("test-pattern", 0, "1280x720", 1280, 720),
+            ("test-pattern:noisy", 6, "640x480", 640, 480),
+            ("test-pattern:noisy", 6, "1280x720", 1280, 720),
+        ]
+    } else {
+        &[("test-pattern", 0, "640x480", 640, 480)]
+    };
     let root = tempfile::tempdir().expect("tempdir");
     let dir = root.path();
     let (server, cfg) = server_with_two_accounts(dir);
     println!(
-        "sidecall video benchmark ({} mode, {secs} s per size, test pattern at 30 fps, one way)",
+        "sidecall video benchmark ({} mode, {secs} s per run, 30 fps, one way; `noisy` adds camera-like sensor noise)",
         if full { "full" } else { "smoke" }
     );
-    for &(size, w, h) in sizes {
-        let r = run(&cfg, size, secs);
+    for &(source, noise, size, w, h) in runs {
+        let r = run(&cfg, source, size, secs);
         let bitrate = (w * h * 30 * 7 / 100) as u32;
-        let (b50, b95, bcpu) = codec_baseline(w, h, if full { 300 } else { 60 }, bitrate);
-        println!("  {size} at 30 fps");
+        let (b50, b95, bcpu) = codec_baseline(w, h, noise, if full { 300 } else { 60 }, bitrate);
+        println!("  {source} {size} at 30 fps");
         println!(
             "    capture-to-decoded latency  p50 {:.1} ms, p95 {:.1} ms (goal p95 <= 50 ms: {:.2}x)",
             r.p50,

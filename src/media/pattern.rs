@@ -28,6 +28,9 @@ const BAND: usize = 16;
 pub struct TestPattern {
     pub width: usize,
     pub height: usize,
+    /// Sensor-like noise (± this many levels of Y, new every frame) below the marks, so the
+    /// encoder works as hard as with a real camera; 0 for a clean picture.
+    pub noise: u8,
 }
 
 /// (Y, U, V) of the classic bars: white, yellow, cyan, green, magenta, red, blue.
@@ -60,7 +63,13 @@ const FONT: [[u8; 5]; 12] = [
 impl TestPattern {
     /// A pattern of at least 320×240 (the marks need the width).
     pub fn new(width: usize, height: usize) -> Self {
-        TestPattern { width: width.max(320) & !1, height: height.max(240) & !1 }
+        TestPattern { width: width.max(320) & !1, height: height.max(240) & !1, noise: 0 }
+    }
+
+    /// The same picture with camera-like noise of ± `levels`.
+    pub fn noisy(mut self, levels: u8) -> Self {
+        self.noise = levels.min(32);
+        self
     }
 
     /// Frame `n`, captured at `capture_ms` (milliseconds, any epoch).
@@ -87,6 +96,17 @@ impl TestPattern {
         for row in sy..sy + side {
             for x in sx..sx + side {
                 f.y[row * w + x] = 16;
+            }
+        }
+        if self.noise > 0 {
+            let span = u32::from(self.noise) * 2 + 1;
+            let mut x = (n as u32).wrapping_mul(0x9E37_79B9) | 1;
+            for px in &mut f.y[BAND * 2 * w..] {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                let d = (x % span) as i16 - i16::from(self.noise);
+                *px = (i16::from(*px) + d).clamp(16, 235) as u8;
             }
         }
         self.marks(&mut f, n as u32, capture_ms as u32);

@@ -31,6 +31,8 @@ use tokio::sync::mpsc;
 pub enum VideoSource {
     /// The built-in moving test picture with frame counter and capture time.
     TestPattern,
+    /// The test picture with camera-like sensor noise (the encoder works as with a camera).
+    NoisyTestPattern,
     /// A camera by index (`None`: the first one).
     Camera(Option<u32>),
 }
@@ -39,6 +41,7 @@ impl fmt::Display for VideoSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             VideoSource::TestPattern => f.write_str("test-pattern"),
+            VideoSource::NoisyTestPattern => f.write_str("test-pattern:noisy"),
             VideoSource::Camera(None) => f.write_str("camera"),
             VideoSource::Camera(Some(i)) => write!(f, "camera:{i}"),
         }
@@ -51,11 +54,12 @@ impl FromStr for VideoSource {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim().to_ascii_lowercase().as_str() {
             "test-pattern" | "pattern" | "test" => Ok(VideoSource::TestPattern),
+            "test-pattern:noisy" => Ok(VideoSource::NoisyTestPattern),
             "camera" => Ok(VideoSource::Camera(None)),
             other => match other.strip_prefix("camera:").map(str::parse::<u32>) {
                 Some(Ok(i)) => Ok(VideoSource::Camera(Some(i))),
                 _ => Err(format!(
-                    "unknown video source {s:?}: use test-pattern, camera or camera:N (N from `sidecall cameras`)"
+                    "unknown video source {s:?}: use test-pattern, test-pattern:noisy, camera or camera:N (N from `sidecall cameras`)"
                 )),
             },
         }
@@ -371,8 +375,11 @@ impl Drop for Capture {
 fn open_source(params: &VideoParams) -> Result<(Box<dyn Source>, String), String> {
     let fps = params.fps.clamp(1, 60);
     match params.source {
-        VideoSource::TestPattern => {
-            let pattern = TestPattern::new(params.size.width as usize, params.size.height as usize);
+        VideoSource::TestPattern | VideoSource::NoisyTestPattern => {
+            let mut pattern = TestPattern::new(params.size.width as usize, params.size.height as usize);
+            if params.source == VideoSource::NoisyTestPattern {
+                pattern = pattern.noisy(6);
+            }
             let what = format!("test pattern {}x{} at {fps} fps", pattern.width, pattern.height);
             let src = PatternSource {
                 pattern,
