@@ -244,6 +244,37 @@ pub fn i420_to_rgba(f: &I420, mut buf: Vec<u8>) -> RgbaFrame {
     RgbaFrame { width: f.width, height: f.height, rgba: buf }
 }
 
+/// My own picture is shown small (picture-in-picture): pictures wider than this are
+/// shrunk for the preview on the capture thread, which saves converting and uploading
+/// pixels nobody sees.
+const PREVIEW_MAX_WIDTH: usize = 640;
+
+/// The picture shrunk by a whole factor to at most [`PREVIEW_MAX_WIDTH`] wide; `None` when
+/// it is small enough already.
+fn preview_size(f: &I420) -> Option<I420> {
+    let k = f.width.div_ceil(PREVIEW_MAX_WIDTH);
+    if k <= 1 {
+        return None;
+    }
+    let (w, h) = ((f.width / k) & !1, (f.height / k) & !1);
+    let (sw, scw) = (f.width, f.width.div_ceil(2));
+    let mut out = I420::new(w, h);
+    for y in 0..h {
+        let src = &f.y[y * k * sw..];
+        for (x, d) in out.y[y * w..(y + 1) * w].iter_mut().enumerate() {
+            *d = src[x * k];
+        }
+    }
+    let cw = w / 2;
+    for y in 0..h / 2 {
+        for x in 0..cw {
+            out.u[y * cw + x] = f.u[y * k * scw + x * k];
+            out.v[y * cw + x] = f.v[y * k * scw + x * k];
+        }
+    }
+    Some(out)
+}
+
 /// A picture source the capture thread reads from.
 trait Source {
     /// The next picture and when it was captured (wall-clock ms); blocks until it is due.
@@ -473,7 +504,8 @@ fn capture_loop(
         };
         stats.encode_us.fetch_add(t.elapsed().as_micros() as u64, Ordering::Relaxed);
         if let Some(slot) = &preview {
-            spare = slot.put(i420_to_rgba(&pic, spare.take().unwrap_or_default()));
+            let small = preview_size(&pic);
+            spare = slot.put(i420_to_rgba(small.as_ref().unwrap_or(&pic), spare.take().unwrap_or_default()));
         }
         if data.is_empty() {
             continue; // rate control skipped this one
@@ -956,6 +988,18 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn the_preview_of_a_large_picture_is_shrunk() {
+        let p = TestPattern::new(1280, 720).frame(7, 1234);
+        let small = preview_size(&p).expect("shrunk");
+        assert_eq!((small.width, small.height), (640, 360));
+        assert_eq!(small.y[small.width * 100 + 50], p.y[p.width * 200 + 100]);
+        assert!(preview_size(&TestPattern::new(640, 480).frame(0, 0)).is_none());
+        let odd = I420::new(1922, 1082);
+        let s = preview_size(&odd).expect("shrunk");
+        assert_eq!((s.width, s.height), (480, 270), "a whole factor (4) keeps it within 640");
     }
 
     #[test]
