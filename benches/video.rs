@@ -56,9 +56,13 @@ struct Run {
     dropped: u64,
 }
 
-fn run(cfg: &Path, source: &str, size: &str, secs: u64) -> Run {
-    let listener =
-        Proc::spawn(&mut app(cfg, "b", &["listen", "--accept", "all", "--once", "--json", "--video-stats"]));
+/// One session: the caller sends `source` at `size`; with `both`, the callee sends the same back.
+fn run(cfg: &Path, source: &str, size: &str, both: bool, secs: u64) -> Run {
+    let mut largs = vec!["listen", "--accept", "all", "--once", "--json", "--video-stats"];
+    if both {
+        largs.extend(["--video", source, "--video-size", size]);
+    }
+    let listener = Proc::spawn(&mut app(cfg, "b", &largs));
     listener.wait_line("\"event\":\"online\"", Duration::from_secs(10));
     let hang = (secs + 2).to_string();
     let dial = Proc::spawn(&mut app(
@@ -111,29 +115,35 @@ fn run(cfg: &Path, source: &str, size: &str, secs: u64) -> Run {
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let secs = if full { 20 } else { 3 };
-    // (source, noise the baseline draws, size)
-    let runs: &[(&str, u8, &str, usize, usize)] = if full {
+    // (source, noise the baseline draws, size, both ways)
+    let runs: &[(&str, u8, &str, usize, usize, bool)] = if full {
         &[
-            ("test-pattern", 0, "640x480", 640, 480),
-            ("test-pattern", 0, "1280x720", 1280, 720),
-            ("test-pattern:noisy", 6, "640x480", 640, 480),
-            ("test-pattern:noisy", 6, "1280x720", 1280, 720),
+            ("test-pattern", 0, "640x480", 640, 480, false),
+            ("test-pattern", 0, "1280x720", 1280, 720, false),
+            ("test-pattern:noisy", 6, "640x480", 640, 480, false),
+            ("test-pattern:noisy", 6, "1280x720", 1280, 720, false),
+            ("test-pattern:noisy", 6, "1280x720", 1280, 720, true),
         ]
     } else {
-        &[("test-pattern", 0, "640x480", 640, 480)]
+        &[("test-pattern", 0, "640x480", 640, 480, false)]
     };
     let root = tempfile::tempdir().expect("tempdir");
     let dir = root.path();
     let (server, cfg) = server_with_two_accounts(dir);
     println!(
-        "sidecall video benchmark ({} mode, {secs} s per run, 30 fps, one way; `noisy` adds camera-like sensor noise)",
+        "sidecall video benchmark ({} mode, {secs} s per run, 30 fps, one way unless marked; `noisy` adds camera-like sensor noise)",
         if full { "full" } else { "smoke" }
     );
-    for &(source, noise, size, w, h) in runs {
-        let r = run(&cfg, source, size, secs);
+    for &(source, noise, size, w, h, both) in runs {
+        let r = run(&cfg, source, size, both, secs);
         let bitrate = (w * h * 30 * 7 / 100) as u32;
         let (b50, b95, bcpu) = codec_baseline(w, h, noise, if full { 300 } else { 60 }, bitrate);
-        println!("  {source} {size} at 30 fps");
+        let way = if both {
+            ", both ways (each side sends and receives; figures of the caller's stream)"
+        } else {
+            ""
+        };
+        println!("  {source} {size} at 30 fps{way}");
         println!(
             "    capture-to-decoded latency  p50 {:.1} ms, p95 {:.1} ms (goal p95 <= 50 ms: {:.2}x)",
             r.p50,
@@ -149,7 +159,7 @@ fn main() {
             r.fps, r.decoded, r.dropped
         );
         println!(
-            "    CPU, one core = 100 %       sender {:.0} %, receiver {:.0} % (goal <= 35 %); codec alone {bcpu:.0} %",
+            "    CPU, one core = 100 %       caller {:.0} %, callee {:.0} % (goal <= 35 %); codec alone {bcpu:.0} %",
             r.cpu_send, r.cpu_recv
         );
         println!("    encoded bitrate             {:.2} Mbit/s (target {:.2})", r.mbps, bitrate as f64 / 1e6);
