@@ -382,13 +382,26 @@ impl Capture {
         preview: Option<Arc<FrameSlot>>,
         events: mpsc::UnboundedSender<CaptureEvent>,
     ) -> Capture {
+        let (fps, bitrate) = (params.fps.clamp(1, 60), params.effective_bitrate());
+        Self::start_with(move || open_source(&params), fps, bitrate, out, preview, events)
+    }
+
+    /// [`Self::start`] with the source opened by `open` (on the capture thread).
+    fn start_with(
+        open: impl FnOnce() -> Result<(Box<dyn Source>, String), String> + Send + 'static,
+        fps: u32,
+        bitrate: u32,
+        out: mpsc::Sender<EncodedFrame>,
+        preview: Option<Arc<FrameSlot>>,
+        events: mpsc::UnboundedSender<CaptureEvent>,
+    ) -> Capture {
         let control = Arc::new(SendControl::default());
-        control.set_bitrate(params.effective_bitrate());
+        control.set_bitrate(bitrate);
         control.keyframe.store(true, Ordering::Release);
         let c = control.clone();
         let thread = std::thread::Builder::new()
             .name("sidecall-capture".into())
-            .spawn(move || capture_loop(params, out, preview, events, c))
+            .spawn(move || capture_loop(open, fps, out, preview, events, c))
             .ok();
         Capture { control, thread }
     }
@@ -429,16 +442,17 @@ fn open_source(params: &VideoParams) -> Result<(Box<dyn Source>, String), String
 }
 
 fn capture_loop(
-    params: VideoParams,
+    open: impl FnOnce() -> Result<(Box<dyn Source>, String), String>,
+    fps: u32,
     out: mpsc::Sender<EncodedFrame>,
     preview: Option<Arc<FrameSlot>>,
     events: mpsc::UnboundedSender<CaptureEvent>,
     control: Arc<SendControl>,
 ) {
-    let (mut source, what) = match open_source(&params) {
+    let (mut source, what) = match open() {
         Ok(s) => s,
         Err(e) => {
-            tracing::warn!("video source {}: {e}", params.source);
+            tracing::warn!("video source: {e}");
             let _ = events.send(CaptureEvent::Failed(e));
             return;
         }
@@ -455,7 +469,6 @@ fn capture_loop(
     }
     let _clear = ClearOnExit(preview.clone());
     let _ = events.send(CaptureEvent::Started { what });
-    let fps = params.fps.clamp(1, 60);
     let duration = Duration::from_secs_f64(1.0 / f64::from(fps));
     let mut bitrate = control.bitrate.load(Ordering::Acquire);
     let mut encoder = match H264Encoder::new(bitrate, fps as f32) {
@@ -988,6 +1001,53 @@ mod tests {
             }
         }
         out
+    }
+
+    /// A camera that delivers a few pictures, then is unplugged.
+    struct Unplugged {
+        left: u32,
+    }
+
+    impl Source for Unplugged {
+        fn next(&mut self) -> Result<(I420, u64), String> {
+            std::thread::sleep(Duration::from_millis(5));
+            match self.left.checked_sub(1) {
+                Some(l) => {
+                    self.left = l;
+                    Ok((TestPattern::new(320, 240).frame(u64::from(l), 0), wall_ms()))
+                }
+                None => Err("the camera stopped delivering pictures: No such device".into()),
+            }
+        }
+    }
+
+    #[test]
+    fn an_unplugged_camera_ends_the_video_with_its_reason_and_a_blank_preview() {
+        let (tx, mut frames) = mpsc::channel(64);
+        let (ev_tx, mut events) = mpsc::unbounded_channel();
+        let preview = FrameSlot::new();
+        let open = || Ok((Box::new(Unplugged { left: 5 }) as Box<dyn Source>, "Fake camera".to_owned()));
+        let _capture = Capture::start_with(open, 30, 300_000, tx, Some(preview.clone()), ev_tx);
+        assert_eq!(events.blocking_recv(), Some(CaptureEvent::Started { what: "Fake camera".into() }));
+        match events.blocking_recv() {
+            Some(CaptureEvent::Failed(why)) => assert!(why.contains("No such device"), "{why}"),
+            other => panic!("expected the failure, got {other:?}"),
+        }
+        let mut sent = 0;
+        while let Ok(f) = frames.try_recv() {
+            assert!(sent > 0 || f.keyframe, "the first picture is a keyframe");
+            sent += 1;
+        }
+        // Rate control may skip one; the pictures before the unplug went out.
+        assert!((1..=5).contains(&sent), "{sent} pictures sent");
+        // The thread is gone and took the preview with it.
+        for _ in 0..100 {
+            if preview.latest().1.is_none() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("the preview still shows the last picture");
     }
 
     #[test]
