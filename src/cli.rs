@@ -766,7 +766,7 @@ async fn dial(cli: &Cli, args: &DialArgs) -> Result<Exit, Failure> {
                             eprintln!("the session ended before {left} file(s) were delivered");
                             break Exit::Error;
                         }
-                        break if !accepted { Exit::Error } else if undelivered > 0 { Exit::Error } else { Exit::Ok };
+                        break if !accepted || undelivered > 0 { Exit::Error } else { Exit::Ok };
                     }
                     Event::LoggedOut { .. } => break Exit::LoginNeeded,
                     _ => {}

@@ -287,10 +287,9 @@ impl LocalVideo {
     /// Waits for the receiver's next keyframe request; `None` once the connection is gone.
     pub async fn keyframe_requested(&self) -> Option<()> {
         loop {
-            match self.inner.track.poll().await? {
-                TrackLocalEvent::OnRtcpPacket(_) => return Some(()),
-                #[allow(unreachable_patterns)]
-                _ => {}
+            // Only keyframe requests reach the application (see `KeyframeForwarder`).
+            if let TrackLocalEvent::OnRtcpPacket(_) = self.inner.track.poll().await? {
+                return Some(());
             }
         }
     }
@@ -439,7 +438,6 @@ impl Peer {
                 urls: s.urls.clone(),
                 username: s.username.clone().unwrap_or_default(),
                 credential: s.credential.clone().unwrap_or_default(),
-                ..Default::default()
             })
             .collect();
         let settings = SettingEngineBuilder::new()
@@ -458,11 +456,7 @@ impl Peer {
             .build();
         let mut media = MediaEngine::default();
         media.register_codec(
-            RTCRtpCodecParameters {
-                rtp_codec: h264_codec(),
-                payload_type: H264_PAYLOAD_TYPE,
-                ..Default::default()
-            },
+            RTCRtpCodecParameters { rtp_codec: h264_codec(), payload_type: H264_PAYLOAD_TYPE },
             RtpCodecKind::Video,
         )?;
         let registry = register_default_interceptors(Registry::new(), &mut media)?

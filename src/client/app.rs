@@ -546,7 +546,7 @@ pub enum AppCommand {
     SetDoNotDisturb(bool),
     /// Local settings, and the block list (kept by the server).
     SaveSettings {
-        settings: AppSettings,
+        settings: Box<AppSettings>,
         blocked: Vec<String>,
     },
     WindowFocused(bool),
@@ -875,7 +875,7 @@ impl Core {
                     c.update_settings(None, Some(on));
                 }
             }
-            AppCommand::SaveSettings { settings, blocked } => self.save_settings(settings, blocked),
+            AppCommand::SaveSettings { settings, blocked } => self.save_settings(*settings, blocked),
             AppCommand::WindowFocused(f) => self.focused = f,
             AppCommand::StartVideo(source) => match &self.data {
                 Some(d) => {

@@ -98,7 +98,10 @@ impl SettingsWindow {
         if save {
             let mut settings = draft.clone();
             settings.auto_accept = lines(&self.auto_accept);
-            core.send(AppCommand::SaveSettings { settings, blocked: lines(&self.blocked) });
+            core.send(AppCommand::SaveSettings {
+                settings: Box::new(settings),
+                blocked: lines(&self.blocked),
+            });
         }
         self.open = open && !close && !save;
         if !self.open {

@@ -287,7 +287,7 @@ fn settings_window_saves_lists() {
     type_into(&mut w.harness, "Accept automatically from (one number per line)", "+44 20 7946 0000");
     w.click("Save");
     let saved = w.sent().into_iter().find_map(|c| match c {
-        AppCommand::SaveSettings { settings, blocked } => Some((settings, blocked)),
+        AppCommand::SaveSettings { settings, blocked } => Some((*settings, blocked)),
         _ => None,
     });
     let (settings, blocked) = saved.expect("saved");
@@ -523,7 +523,7 @@ fn phone_call_prompt_and_watcher_settings() {
     assert_eq!(tested.expect("test sent").fritz.host, "192.168.178.1");
     w.click("Save");
     let saved = w.sent().into_iter().find_map(|c| match c {
-        AppCommand::SaveSettings { settings, .. } => Some(settings),
+        AppCommand::SaveSettings { settings, .. } => Some(*settings),
         _ => None,
     });
     let saved = saved.expect("saved");
@@ -581,7 +581,7 @@ fn video_controls_offer_the_test_pattern_when_the_camera_fails() {
     w.click("15");
     w.click("Save");
     let saved = w.sent().into_iter().find_map(|c| match c {
-        AppCommand::SaveSettings { settings, .. } => Some(settings),
+        AppCommand::SaveSettings { settings, .. } => Some(*settings),
         _ => None,
     });
     let v = saved.expect("saved").video;
