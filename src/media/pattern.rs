@@ -116,7 +116,18 @@ impl TestPattern {
             capture_ms / 1000 % 60,
             capture_ms % 1000
         );
-        self.text(&mut f, &clock, 8, h - 5 * 4 - 8, 4);
+        // White digits on a black, colourless box, legible over any bar.
+        let (x0, y0, scale) = (8, h - 5 * 4 - 8, 4);
+        let (bw, bh) = ((clock.chars().count() * 4 * scale + 8).min(w - x0 + 4), 5 * scale + 8);
+        let (bx, by) = ((x0 - 4) & !1, (y0 - 4) & !1);
+        for row in by..(by + bh).min(h) {
+            f.y[row * w + bx..row * w + (bx + bw).min(w)].fill(16);
+        }
+        for row in by / 2..((by + bh) / 2).min(h / 2) {
+            f.u[row * cw + bx / 2..row * cw + ((bx + bw) / 2).min(cw)].fill(128);
+            f.v[row * cw + bx / 2..row * cw + ((bx + bw) / 2).min(cw)].fill(128);
+        }
+        self.text(&mut f, &clock, x0, y0, scale);
         f
     }
 

@@ -67,7 +67,7 @@ impl HomeView {
                     let peer = active.peer.display_name.clone();
                     egui::CentralPanel::default().show(ui, |ui| {
                         let h = ui.available_height() - 40.0;
-                        self.video.pictures(ui, state, core, &peer, h.max(100.0));
+                        self.video.pictures(ui, state, &peer, h.max(100.0));
                         self.video.controls(ui, state, core);
                     });
                     if ctx.input(|i| i.key_pressed(egui::Key::Escape)) {
@@ -255,7 +255,7 @@ fn session_panel(
                 || !matches!(state.video.sending, crate::client::app::VideoSending::Off);
             if showing {
                 let h = (ui.available_width() * 9.0 / 16.0).clamp(160.0, 420.0);
-                video.pictures(ui, state, core, &active.peer.display_name, h);
+                video.pictures(ui, state, &active.peer.display_name, h);
             }
             video.controls(ui, state, core);
         });

@@ -74,14 +74,7 @@ impl VideoPanel {
     }
 
     /// The pictures in `height` points (the whole area in fullscreen).
-    pub fn pictures(
-        &mut self,
-        ui: &mut egui::Ui,
-        state: &AppState,
-        core: &AppHandle,
-        peer: &str,
-        height: f32,
-    ) {
+    pub fn pictures(&mut self, ui: &mut egui::Ui, state: &AppState, peer: &str, height: f32) {
         let (area, _) = ui.allocate_exact_size(vec2(ui.available_width(), height), egui::Sense::hover());
         let painter = ui.painter_at(area);
         painter.rect_filled(area, 6.0, Color32::from_gray(16));
@@ -131,16 +124,6 @@ impl VideoPanel {
                     Color32::from_gray(200),
                 );
             }
-        }
-        if let Some(s) = stats_line(core) {
-            let galley = painter.layout_no_wrap(s, egui::FontId::proportional(12.0), Color32::from_gray(235));
-            let at = area.left_bottom() + vec2(8.0, -8.0 - galley.size().y);
-            painter.rect_filled(
-                Rect::from_min_size(at, galley.size()).expand(3.0),
-                3.0,
-                Color32::from_black_alpha(160),
-            );
-            painter.galley(at, galley, Color32::from_gray(235));
         }
     }
 
@@ -212,6 +195,9 @@ impl VideoPanel {
                 self.set_fullscreen(ui.ctx(), !self.fullscreen);
             }
         });
+        if let Some(s) = stats_line(core) {
+            ui.weak(format!("Receiving {s}"));
+        }
         match sending {
             VideoSending::Starting => {
                 ui.weak("Starting my video…");
