@@ -628,6 +628,7 @@ async fn cameras(json: bool) -> Result<Exit, Failure> {
 #[derive(Default)]
 struct VideoStatsPrinter {
     last: Option<(std::time::Instant, u64, u64)>,
+    first: Option<(std::time::Instant, u64, u64)>,
 }
 
 impl VideoStatsPrinter {
@@ -635,7 +636,9 @@ impl VideoStatsPrinter {
         let now = std::time::Instant::now();
         let (bytes_in, bytes_out) =
             (stats.receiving.bytes, stats.sending.as_ref().map(|s| s.bytes_sent).unwrap_or(0));
-        let (rate_in, rate_out) = match self.last {
+        let first = *self.first.get_or_insert((now, bytes_in, bytes_out));
+        // Once a second: since the last line; at the end: over the whole session.
+        let (rate_in, rate_out) = match if last { Some(first) } else { self.last } {
             Some((t, i, o)) if now > t => {
                 let s = (now - t).as_secs_f64();
                 (bytes_in.saturating_sub(i) as f64 * 8.0 / s, bytes_out.saturating_sub(o) as f64 * 8.0 / s)

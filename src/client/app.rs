@@ -539,6 +539,8 @@ pub enum AppCommand {
         session_id: SessionId,
         accept: bool,
     },
+    /// Accept a request that offers video, keeping my own camera off.
+    AcceptWithoutVideo(SessionId),
     End {
         session_id: SessionId,
     },
@@ -691,6 +693,8 @@ struct Core {
     /// A call to request as soon as the connection is up: (call_ref, E.164).
     pending_call: Option<(String, String)>,
     video: Arc<VideoView>,
+    /// A session accepted with my camera off, although video was offered.
+    camera_off_for: Option<SessionId>,
 }
 
 impl Core {
@@ -732,6 +736,7 @@ impl Core {
             watcher_rx: None,
             pending_call: None,
             video: Arc::default(),
+            camera_off_for: None,
         }
     }
 
@@ -851,6 +856,13 @@ impl Core {
                 self.state.detected_ip = ip;
             }
             AppCommand::Dial { target, offer } => self.dial(target, offer),
+            AppCommand::AcceptWithoutVideo(session_id) => {
+                self.camera_off_for = Some(session_id.clone());
+                if let Some(c) = &self.client {
+                    c.answer(&session_id, true);
+                }
+                self.stop_ringing_for(&session_id, None);
+            }
             AppCommand::Answer { session_id, accept } => {
                 if let Some(c) = &self.client {
                     c.answer(&session_id, accept);
@@ -1421,7 +1433,9 @@ impl Core {
                     VideoState { cameras: self.state.video.cameras.take(), ..Default::default() };
                 // Video from the start when it was offered: the caller asked for it, and the
                 // callee accepted it (if the setting says so).
+                let camera_off = self.camera_off_for.take().is_some_and(|s| s == session_id);
                 let video = (offer.video
+                    && !camera_off
                     && (role == Role::Caller || self.state.settings.video.camera_on_video_offer))
                     .then(|| self.state.settings.video.params(None));
                 if video.is_some() {

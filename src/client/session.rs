@@ -5,7 +5,7 @@ use crate::client::ClientHandle;
 use crate::client::transfer::{self, ReceiveConfig, TransferCmd, TransferEvent, Way};
 use crate::media::video::{
     Capture, CaptureEvent, EncodedFrame, FrameSlot, Receiver, RecvControl, RecvSnapshot, SendControl,
-    SendSnapshot, VideoParams,
+    SendSnapshot, SlotWriter, VideoParams,
 };
 use crate::protocol::{IceServer, Role, SessionId, SignalData};
 use crate::rtc::{LocalVideo, Peer, PeerEvent, RemoteVideo};
@@ -230,7 +230,7 @@ async fn write_video(video: LocalVideo, mut frames: mpsc::Receiver<EncodedFrame>
 }
 
 /// Reads the other side's video packets, reassembles and decodes them.
-async fn read_video(remote: RemoteVideo, display: Option<Arc<FrameSlot>>, control: Arc<RecvControl>) {
+async fn read_video(remote: RemoteVideo, display: Option<SlotWriter>, control: Arc<RecvControl>) {
     let mut receiver = Receiver::start(display, control);
     while let Some(p) = remote.next_packet().await {
         if receiver.packet(p)
@@ -251,9 +251,9 @@ async fn drive(
 ) {
     let Channels { mut signals, transfers, video: mut video_cmds, mut close } = chans;
     let started = Instant::now();
-    if let Some(slot) = &cfg.display.remote {
-        slot.open();
-    }
+    // This session owns the pictures now: writers of an earlier one are refused.
+    let remote_slot = cfg.display.remote.as_ref().map(|s| s.take_over());
+    let local_slot = cfg.display.local.as_ref().map(|s| s.take_over());
     let (peer, mut peer_events) = match Peer::start(cfg.role, &cfg.ice_servers, cfg.loopback).await {
         Ok(p) => p,
         Err(e) => {
@@ -273,7 +273,7 @@ async fn drive(
     let mut readers: Vec<tokio::task::JoinHandle<()>> = Vec::new();
     let start_sending = |params: VideoParams, lv: LocalVideo| {
         let (tx, rx) = mpsc::channel(8);
-        let capture = Capture::start(params, tx, cfg.display.local.clone(), cap_tx.clone());
+        let capture = Capture::start(params, tx, local_slot.clone(), cap_tx.clone());
         *video.send.lock() = Some(capture.control.clone());
         let writer = tokio::spawn(write_video(lv, rx, capture.control.clone()));
         Sending { capture, writer }
@@ -285,7 +285,7 @@ async fn drive(
                 if let SignalData::Video { sending: on } = s {
                     tracing::info!(%session_id, "the other side's video is {}", if on { "on" } else { "off" });
                     // Pictures still in flight when it stopped must not stay on screen.
-                    if let Some(slot) = &cfg.display.remote {
+                    if let Some(slot) = &remote_slot {
                         if on { slot.open() } else { slot.close() }
                     }
                     if !on {
@@ -309,7 +309,7 @@ async fn drive(
                         }
                     }
                     PeerEvent::RemoteVideo(rv) => {
-                        readers.push(tokio::spawn(read_video(rv, cfg.display.remote.clone(), video.recv.clone())));
+                        readers.push(tokio::spawn(read_video(rv, remote_slot.clone(), video.recv.clone())));
                     }
                     PeerEvent::Connected => {
                         connected = true;
@@ -380,8 +380,11 @@ async fn drive(
     for r in readers {
         r.abort();
     }
-    if let Some(slot) = &cfg.display.remote {
+    if let Some(slot) = &remote_slot {
         slot.close();
+    }
+    if let Some(slot) = &local_slot {
+        slot.clear();
     }
     peer.close().await;
     // Report what the transfer engine says as it winds down.

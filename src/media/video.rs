@@ -142,14 +142,26 @@ pub struct RgbaFrame {
 type Notify = Arc<dyn Fn() + Send + Sync>;
 
 /// The latest picture of one stream: replaced in place, never queued. The UI reads it when
-/// it paints; the producer wakes the UI through the notify hook.
+/// it paints; producers write through a [`SlotWriter`] and wake the UI through the notify
+/// hook.
+///
+/// Each session takes the slot over ([`FrameSlot::take_over`]); writers of an earlier owner
+/// are refused from then on, so a decoder or camera thread of a session that just ended can
+/// never leave its last picture on the next session's screen.
 #[derive(Default)]
 pub struct FrameSlot {
-    frame: Mutex<Option<Arc<RgbaFrame>>>,
-    /// Closed: pictures are refused (the stream stopped; late ones must not reappear).
-    closed: AtomicBool,
+    /// The picture, and the owner generation and open/closed state it is guarded by.
+    inner: Mutex<SlotInner>,
     seq: AtomicU64,
     notify: Mutex<Option<Notify>>,
+}
+
+#[derive(Default)]
+struct SlotInner {
+    frame: Option<Arc<RgbaFrame>>,
+    generation: u64,
+    /// The stream stopped: pictures still in flight must not reappear.
+    closed: bool,
 }
 
 impl fmt::Debug for FrameSlot {
@@ -158,63 +170,105 @@ impl fmt::Debug for FrameSlot {
     }
 }
 
+/// The right to put pictures into a [`FrameSlot`], for one owner (a session).
+#[derive(Clone)]
+pub struct SlotWriter {
+    slot: Arc<FrameSlot>,
+    generation: u64,
+}
+
+impl fmt::Debug for SlotWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SlotWriter").field("generation", &self.generation).finish_non_exhaustive()
+    }
+}
+
 impl FrameSlot {
     pub fn new() -> Arc<Self> {
         Arc::new(FrameSlot::default())
     }
 
-    /// Called after every new picture (e.g. `egui::Context::request_repaint`).
+    /// Called after every change (e.g. `egui::Context::request_repaint`).
     pub fn set_notify(&self, f: impl Fn() + Send + Sync + 'static) {
         *self.notify.lock() = Some(Arc::new(f));
     }
 
-    /// Publishes a picture; gives back the buffer it replaced when nobody else holds it, so
-    /// the producer can reuse it.
-    pub fn put(&self, frame: RgbaFrame) -> Option<Vec<u8>> {
-        let old = {
-            let mut slot = self.frame.lock();
-            if self.closed.load(Ordering::Acquire) {
-                return Some(frame.rgba);
-            }
-            slot.replace(Arc::new(frame))
+    /// A new owner: the slot is emptied and open, and earlier writers are refused.
+    pub fn take_over(self: &Arc<Self>) -> SlotWriter {
+        let generation = {
+            let mut inner = self.inner.lock();
+            inner.generation += 1;
+            inner.closed = false;
+            inner.frame = None;
+            inner.generation
         };
+        self.changed();
+        SlotWriter { slot: self.clone(), generation }
+    }
+
+    fn changed(&self) {
         self.seq.fetch_add(1, Ordering::Release);
         if let Some(n) = self.notify.lock().clone() {
             n();
-        }
-        old.and_then(|a| Arc::try_unwrap(a).ok()).map(|f| f.rgba)
-    }
-
-    /// Empties the slot and refuses pictures until [`Self::open`].
-    pub fn close(&self) {
-        let mut slot = self.frame.lock();
-        self.closed.store(true, Ordering::Release);
-        drop(slot.take());
-        drop(slot);
-        self.seq.fetch_add(1, Ordering::Release);
-        if let Some(n) = self.notify.lock().clone() {
-            n();
-        }
-    }
-
-    /// Takes pictures again.
-    pub fn open(&self) {
-        self.closed.store(false, Ordering::Release);
-    }
-
-    pub fn clear(&self) {
-        if self.frame.lock().take().is_some() {
-            self.seq.fetch_add(1, Ordering::Release);
-            if let Some(n) = self.notify.lock().clone() {
-                n();
-            }
         }
     }
 
     /// The number of changes so far and the picture now shown.
     pub fn latest(&self) -> (u64, Option<Arc<RgbaFrame>>) {
-        let f = self.frame.lock().clone();
+        let f = self.inner.lock().frame.clone();
         (self.seq.load(Ordering::Acquire), f)
+    }
+}
+
+impl SlotWriter {
+    /// Runs `f` on the slot's state if this writer still owns it; `None` otherwise.
+    fn with<R>(&self, f: impl FnOnce(&mut SlotInner) -> R) -> Option<R> {
+        let mut inner = self.slot.inner.lock();
+        (inner.generation == self.generation).then(|| f(&mut inner))
+    }
+
+    /// Publishes a picture; gives back the buffer it replaced (or this one, if refused) when
+    /// nobody else holds it, so the producer can reuse it.
+    pub fn put(&self, frame: RgbaFrame) -> Option<Vec<u8>> {
+        let mut frame = Some(frame);
+        let old = self.with(|inner| {
+            if inner.closed {
+                return None;
+            }
+            inner.frame.replace(Arc::new(frame.take()?))
+        });
+        match frame {
+            Some(refused) => Some(refused.rgba),
+            None => {
+                self.slot.changed();
+                old.flatten().and_then(|a| Arc::try_unwrap(a).ok()).map(|f| f.rgba)
+            }
+        }
+    }
+
+    /// Empties the slot and refuses pictures until [`Self::open`].
+    pub fn close(&self) {
+        if self
+            .with(|inner| {
+                inner.closed = true;
+                inner.frame = None;
+            })
+            .is_some()
+        {
+            self.slot.changed();
+        }
+    }
+
+    /// Takes pictures again.
+    pub fn open(&self) {
+        self.with(|inner| inner.closed = false);
+    }
+
+    /// Empties the slot (it stays open).
+    pub fn clear(&self) {
+        if self.with(|inner| inner.frame.take().is_some()).unwrap_or(false) {
+            self.slot.changed();
+        }
     }
 }
 
@@ -379,7 +433,7 @@ impl Capture {
     pub fn start(
         params: VideoParams,
         out: mpsc::Sender<EncodedFrame>,
-        preview: Option<Arc<FrameSlot>>,
+        preview: Option<SlotWriter>,
         events: mpsc::UnboundedSender<CaptureEvent>,
     ) -> Capture {
         let (fps, bitrate) = (params.fps.clamp(1, 60), params.effective_bitrate());
@@ -392,7 +446,7 @@ impl Capture {
         fps: u32,
         bitrate: u32,
         out: mpsc::Sender<EncodedFrame>,
-        preview: Option<Arc<FrameSlot>>,
+        preview: Option<SlotWriter>,
         events: mpsc::UnboundedSender<CaptureEvent>,
     ) -> Capture {
         let control = Arc::new(SendControl::default());
@@ -445,7 +499,7 @@ fn capture_loop(
     open: impl FnOnce() -> Result<(Box<dyn Source>, String), String>,
     fps: u32,
     out: mpsc::Sender<EncodedFrame>,
-    preview: Option<Arc<FrameSlot>>,
+    preview: Option<SlotWriter>,
     events: mpsc::UnboundedSender<CaptureEvent>,
     control: Arc<SendControl>,
 ) {
@@ -459,7 +513,7 @@ fn capture_loop(
     };
     tracing::info!("video: sending {what}");
     // The preview goes blank when this thread ends, however it ends.
-    struct ClearOnExit(Option<Arc<FrameSlot>>);
+    struct ClearOnExit(Option<SlotWriter>);
     impl Drop for ClearOnExit {
         fn drop(&mut self) {
             if let Some(s) = &self.0 {
@@ -872,7 +926,7 @@ pub struct Receiver {
 }
 
 impl Receiver {
-    pub fn start(display: Option<Arc<FrameSlot>>, control: Arc<RecvControl>) -> Receiver {
+    pub fn start(display: Option<SlotWriter>, control: Arc<RecvControl>) -> Receiver {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Bytes>(4);
         let c = control.clone();
         let spawned = std::thread::Builder::new()
@@ -939,11 +993,7 @@ impl Receiver {
     }
 }
 
-fn decode_loop(
-    rx: std::sync::mpsc::Receiver<Bytes>,
-    display: Option<Arc<FrameSlot>>,
-    control: Arc<RecvControl>,
-) {
+fn decode_loop(rx: std::sync::mpsc::Receiver<Bytes>, display: Option<SlotWriter>, control: Arc<RecvControl>) {
     use openh264::formats::YUVSource;
     let mut decoder = match openh264::decoder::Decoder::new() {
         Ok(d) => d,
@@ -1026,8 +1076,9 @@ mod tests {
         let (tx, mut frames) = mpsc::channel(64);
         let (ev_tx, mut events) = mpsc::unbounded_channel();
         let preview = FrameSlot::new();
+        let writer = preview.take_over();
         let open = || Ok((Box::new(Unplugged { left: 5 }) as Box<dyn Source>, "Fake camera".to_owned()));
-        let _capture = Capture::start_with(open, 30, 300_000, tx, Some(preview.clone()), ev_tx);
+        let _capture = Capture::start_with(open, 30, 300_000, tx, Some(writer), ev_tx);
         assert_eq!(events.blocking_recv(), Some(CaptureEvent::Started { what: "Fake camera".into() }));
         match events.blocking_recv() {
             Some(CaptureEvent::Failed(why)) => assert!(why.contains("No such device"), "{why}"),
@@ -1186,28 +1237,39 @@ mod tests {
     }
 
     #[test]
-    fn slot_keeps_only_the_latest_picture() {
+    fn slot_keeps_only_the_latest_picture_of_its_current_owner() {
         let slot = FrameSlot::new();
         let woke = Arc::new(AtomicU64::new(0));
         let w = woke.clone();
         slot.set_notify(move || {
             w.fetch_add(1, Ordering::Relaxed);
         });
+        let pic = |v: u8| RgbaFrame { width: 1, height: 1, rgba: vec![v, 0, 0, 255] };
+        let first = slot.take_over();
         for i in 0..5u8 {
-            slot.put(RgbaFrame { width: 1, height: 1, rgba: vec![i, 0, 0, 255] });
+            first.put(pic(i));
         }
         let (seq, f) = slot.latest();
-        assert_eq!(seq, 5);
+        assert_eq!(seq, 6, "taken over, then five pictures");
         assert_eq!(f.expect("a picture").rgba[0], 4);
-        assert_eq!(woke.load(Ordering::Relaxed), 5);
-        slot.clear();
+        assert_eq!(woke.load(Ordering::Relaxed), 6);
+        first.clear();
         assert!(slot.latest().1.is_none());
-        slot.put(RgbaFrame { width: 1, height: 1, rgba: vec![9, 0, 0, 255] });
-        slot.close();
-        slot.put(RgbaFrame { width: 1, height: 1, rgba: vec![10, 0, 0, 255] });
+        first.put(pic(9));
+        first.close();
+        first.put(pic(10));
         assert!(slot.latest().1.is_none(), "a closed slot refuses late pictures");
-        slot.open();
-        slot.put(RgbaFrame { width: 1, height: 1, rgba: vec![11, 0, 0, 255] });
+        first.open();
+        first.put(pic(11));
         assert_eq!(slot.latest().1.expect("open again").rgba[0], 11);
+        // The next session takes over: the old writer can neither show nor clear anything.
+        let second = slot.take_over();
+        assert!(slot.latest().1.is_none());
+        first.put(pic(12));
+        assert!(slot.latest().1.is_none(), "a writer of an ended session is refused");
+        second.put(pic(13));
+        first.clear();
+        first.close();
+        assert_eq!(slot.latest().1.expect("the new owner's picture").rgba[0], 13);
     }
 }

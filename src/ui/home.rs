@@ -484,6 +484,12 @@ pub fn incoming_modal(ctx: &egui::Context, state: &AppState, core: &AppHandle) {
             if ui.add(accept).clicked() {
                 core.send(AppCommand::Answer { session_id: r.session_id.clone(), accept: true });
             }
+            if r.offer.video
+                && state.settings.video.camera_on_video_offer
+                && ui.button("Accept, my video off").clicked()
+            {
+                core.send(AppCommand::AcceptWithoutVideo(r.session_id.clone()));
+            }
             let decline = egui::Button::new(RichText::new("Decline").color(Color32::WHITE)).fill(ERROR);
             if ui.add(decline).clicked() {
                 core.send(AppCommand::Answer { session_id: r.session_id.clone(), accept: false });

@@ -72,6 +72,11 @@ impl SidecallApp {
         self.state.as_ref()
     }
 
+    /// The session's pictures and video figures, as the window draws them.
+    pub fn video(&self) -> &app::VideoView {
+        &self.core.video
+    }
+
     /// Takes what the core sent since the last frame (never waits).
     fn drain(&mut self, ctx: &egui::Context) {
         while let Ok(ev) = self.events.try_recv() {

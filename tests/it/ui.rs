@@ -217,6 +217,12 @@ fn incoming_prompt_accepts_and_declines() {
         .collect();
     assert_eq!(answers, vec![("s9".to_string(), true)]);
 
+    // Video offered: the prompt says my video turns on, or I keep it off.
+    let mut w = Scripted::new(ringing_state());
+    assert!(w.shows("Your video turns on when you accept"));
+    w.click("Accept, my video off");
+    assert!(w.sent().iter().any(|c| matches!(c, AppCommand::AcceptWithoutVideo(s) if s.0 == "s9")));
+
     let mut w = Scripted::new(ringing_state());
     w.click("Decline");
     assert!(w.sent().iter().any(|c| matches!(c, AppCommand::Answer { accept: false, .. })));
@@ -630,5 +636,25 @@ fn two_apps_see_each_other_and_video_stops_and_starts_mid_session() {
         b.click("End session");
         a.wait_for("Last session ended");
         a.wait_until("the picture is gone with the session", |a| !a.shows("Video from Bob"));
+
+        // Bob takes the next video call with his own video off: he sees Alice, she sees nobody.
+        a.click("Start session");
+        b.wait_for("Incoming data session");
+        b.click("Accept, my video off");
+        b.wait_for("Video from Alice");
+        assert_eq!(b.state().video.sending, VideoSending::Off);
+        a.wait_until("Alice sends", |a| matches!(a.state().video.sending, VideoSending::On { .. }));
+        let v = a.h.state().video();
+        assert!(
+            !a.shows("Video from Bob"),
+            "A: {:?} B: {:?}; A's remote slot {:?} has a picture: {}; stats {:?}",
+            a.state().video,
+            b.state().video,
+            v.remote,
+            v.remote.latest().1.is_some(),
+            v.stats()
+        );
+        a.click("End session");
+        b.wait_for("Last session ended");
     });
 }
