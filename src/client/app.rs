@@ -695,6 +695,8 @@ struct Core {
     video: Arc<VideoView>,
     /// A session accepted with my camera off, although video was offered.
     camera_off_for: Option<SessionId>,
+    /// The phone call (call_ref) ended before its request's session id was known.
+    call_ended_early: Option<String>,
 }
 
 impl Core {
@@ -737,6 +739,7 @@ impl Core {
             pending_call: None,
             video: Arc::default(),
             camera_off_for: None,
+            call_ended_early: None,
         }
     }
 
@@ -1263,9 +1266,13 @@ impl Core {
                             // Still ringing, or accepted with the start not yet seen here.
                             && matches!(o.status, OutgoingStatus::Dialing | OutgoingStatus::Ringing | OutgoingStatus::Accepted)
                     })
-                    && let Some(id) = &o.session_id
                 {
-                    c.end(id);
+                    match &o.session_id {
+                        Some(id) => c.end(id),
+                        // The request is out but its session id has not arrived yet (events
+                        // from the phone and from the server race): end it when it does.
+                        None => self.call_ended_early = Some(call_ref),
+                    }
                 }
             }
             WatcherEvent::Call(..) => {}
@@ -1396,6 +1403,13 @@ impl Core {
             }
             Event::DialPending { req_id, session_id } => {
                 if let Some(o) = self.state.outgoing.as_mut().filter(|o| o.req_id == req_id) {
+                    if o.call_ref.is_some()
+                        && o.call_ref == self.call_ended_early.take()
+                        && let Some(c) = &self.client
+                    {
+                        tracing::info!("the phone call ended while the request went out: cancelling it");
+                        c.end(&session_id);
+                    }
                     o.session_id = Some(session_id);
                     o.status = OutgoingStatus::Ringing;
                 }
