@@ -16,6 +16,8 @@ cd "$(dirname "$0")/.."
 # nasm: OpenH264's SIMD code (without it the encoder silently runs ~3x slower).
 PACKAGES=(build-essential pkg-config ca-certificates libasound2-dev nasm libclang-dev)
 RUN_PACKAGES=(libxkbcommon-x11-0 libgl1 libegl1 libgl1-mesa-dri)
+# The tests also talk to a real browser (Chromium, headless) to check WebRTC interoperability.
+TEST_PACKAGES=(chromium)
 
 say() { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -90,7 +92,7 @@ case "$cmd" in
         exec ./target/release/sidecall-server "$@"
         ;;
     test)
-        install_deps
+        install_deps "${TEST_PACKAGES[@]}"
         prepare_postgres
         say "building and running the tests"
         status=0

@@ -221,7 +221,8 @@ fn sound_check_plays_the_ring_through_alsa() {
 pub(crate) struct Pair {
     _dir: tempfile::TempDir,
     pub(crate) root: std::path::PathBuf,
-    cfg: std::path::PathBuf,
+    pub(crate) cfg: std::path::PathBuf,
+    pub(crate) url: String,
     _server: Proc,
 }
 
@@ -242,7 +243,7 @@ impl Pair {
                 run(&cfg, p, &["account", "register", "--server", &url, "--number", n, "--name", name]);
             assert_eq!(code, 0, "{out}{err}");
         }
-        Pair { _dir: dir, root, cfg, _server: server }
+        Pair { _dir: dir, root, cfg, url, _server: server }
     }
 
     pub(crate) fn cmd(&self, profile: &str, args: &[&str]) -> Command {

@@ -1,6 +1,7 @@
 //! The one integration-test binary: real server, real sockets, real database files.
 
 mod bad_input;
+mod browser;
 mod calls;
 mod cli;
 mod fixture;
