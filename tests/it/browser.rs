@@ -35,6 +35,7 @@ fn a_browser_callee_exchanges_h264_video_with_sidecall() {
         .args([
             "--headless=new",
             "--no-sandbox",
+            "--disable-dev-shm-usage",
             "--use-fake-device-for-media-stream",
             "--use-fake-ui-for-media-stream",
             "--enable-logging=stderr",
