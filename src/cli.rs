@@ -691,12 +691,70 @@ impl VideoStatsPrinter {
     }
 }
 
-async fn tick_opt(t: Option<&mut tokio::time::Interval>) {
-    match t {
-        Some(t) => {
-            t.tick().await;
+/// The video side of `dial` and `listen`: figures once a second and at the end of each
+/// session (`--video-stats`), and the simulated loss (`--simulate-video-loss`).
+struct VideoWatch {
+    stats: bool,
+    tick: Option<tokio::time::Interval>,
+    printer: VideoStatsPrinter,
+    loss_after: Option<f64>,
+    loss_at: Option<tokio::time::Instant>,
+}
+
+enum VideoDue {
+    Figures,
+    Loss,
+}
+
+impl VideoWatch {
+    fn new(args: &VideoArgs) -> Self {
+        VideoWatch {
+            stats: args.video_stats,
+            tick: args.video_stats.then(|| tokio::time::interval(Duration::from_secs(1))),
+            printer: VideoStatsPrinter::default(),
+            loss_after: args.simulate_video_loss,
+            loss_at: None,
         }
-        None => std::future::pending().await,
+    }
+
+    /// A session's data side started: its figures and its loss timer start from now.
+    fn session_started(&mut self) {
+        self.printer = VideoStatsPrinter::default();
+        self.loss_at =
+            self.loss_after.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)));
+    }
+
+    /// The session ended: its figures as a whole.
+    fn session_ended(&mut self, output: &Output, data: &DataSession) {
+        if self.stats {
+            self.printer.show(output, &data.video_stats(), true);
+        }
+        self.loss_at = None;
+    }
+
+    /// The next thing to do; never, when there is nothing.
+    async fn due(&mut self) -> VideoDue {
+        let tick = async {
+            match self.tick.as_mut() {
+                Some(t) => t.tick().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tick => VideoDue::Figures,
+            _ = sleep_opt(self.loss_at) => VideoDue::Loss,
+        }
+    }
+
+    fn act(&mut self, due: VideoDue, output: &Output, data: Option<&DataSession>) {
+        let Some(d) = data else { return };
+        match due {
+            VideoDue::Figures => self.printer.show(output, &d.video_stats(), false),
+            VideoDue::Loss => {
+                self.loss_at = None;
+                d.simulate_video_loss(8);
+            }
+        }
     }
 }
 
@@ -724,9 +782,7 @@ async fn dial(cli: &Cli, args: &DialArgs) -> Result<Exit, Failure> {
     let mut undelivered = 0usize;
     // Files the peer is sending us that are not finished yet.
     let mut receiving = 0usize;
-    let mut stats_tick = args.video.video_stats.then(|| tokio::time::interval(Duration::from_secs(1)));
-    let mut video_printer = VideoStatsPrinter::default();
-    let mut loss_at: Option<tokio::time::Instant> = None;
+    let mut video = VideoWatch::new(&args.video);
     let code = loop {
         tokio::select! {
             ev = online.events.recv() => {
@@ -754,7 +810,7 @@ async fn dial(cli: &Cli, args: &DialArgs) -> Result<Exit, Failure> {
                             auto_accept: args.save_dir.is_some(),
                         };
                         data = Some(start_data(&online, session_id, Role::Caller, receive, &args.send, &args.video, &data_tx));
-                        loss_at = args.video.simulate_video_loss.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)));
+                        video.session_started();
                     }
                     Event::Signal { session_id, data: s } => {
                         if let Some(d) = data.as_ref().filter(|d| d.session_id == session_id) {
@@ -762,8 +818,8 @@ async fn dial(cli: &Cli, args: &DialArgs) -> Result<Exit, Failure> {
                         }
                     }
                     Event::SessionEnded { session_id, .. } if Some(&session_id) == session.as_ref() => {
-                        if let (Some(d), true) = (&data, args.video.video_stats) {
-                            video_printer.show(&args.output, &d.video_stats(), true);
+                        if let Some(d) = &data {
+                            video.session_ended(&args.output, d);
                         }
                         if left > 0 {
                             eprintln!("the session ended before {left} file(s) were delivered");
@@ -823,13 +879,7 @@ async fn dial(cli: &Cli, args: &DialArgs) -> Result<Exit, Failure> {
                 hangup_at = None;
                 if let Some(id) = &session { online.handle.end(id); }
             }
-            _ = sleep_opt(loss_at) => {
-                loss_at = None;
-                if let Some(d) = &data { d.simulate_video_loss(8); }
-            }
-            _ = tick_opt(stats_tick.as_mut()) => {
-                if let Some(d) = &data { video_printer.show(&args.output, &d.video_stats(), false); }
-            }
+            due = video.due() => video.act(due, &args.output, data.as_ref()),
             _ = tokio::signal::ctrl_c(), if !interrupted => {
                 interrupted = true;
                 match &session {
@@ -972,9 +1022,7 @@ async fn listen(cli: &Cli, args: &ListenArgs) -> Result<Exit, Failure> {
     let (data_tx, mut data_rx) = mpsc::unbounded_channel();
     let mut data: Option<DataSession> = None;
     let mut progress = ProgressPrinter::default();
-    let mut stats_tick = args.video.video_stats.then(|| tokio::time::interval(Duration::from_secs(1)));
-    let mut video_printer = VideoStatsPrinter::default();
-    let mut loss_at: Option<tokio::time::Instant> = None;
+    let mut video = VideoWatch::new(&args.video);
     let code = loop {
         let next_hangup = hangups.iter().map(|(t, _)| *t).min();
         tokio::select! {
@@ -1003,7 +1051,7 @@ async fn listen(cli: &Cli, args: &ListenArgs) -> Result<Exit, Failure> {
                         }
                         let receive = ReceiveConfig { dir: save_dir.clone(), auto_accept: args.accept == AcceptPolicy::All };
                         data = Some(start_data(&online, session_id, role, receive, &args.send, &args.video, &data_tx));
-                        loss_at = args.video.simulate_video_loss.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)));
+                        video.session_started();
                     }
                     Event::Signal { session_id, data: s } => {
                         if let Some(d) = data.as_ref().filter(|d| d.session_id == session_id) {
@@ -1012,11 +1060,8 @@ async fn listen(cli: &Cli, args: &ListenArgs) -> Result<Exit, Failure> {
                     }
                     Event::SessionEnded { session_id, .. } => {
                         hangups.retain(|(_, s)| *s != session_id);
-                        if let Some(d) = data.as_ref().filter(|d| d.session_id == session_id) {
-                            if args.video.video_stats {
-                                video_printer.show(&args.output, &d.video_stats(), true);
-                            }
-                            data = None;
+                        if let Some(d) = data.take_if(|d| d.session_id == session_id) {
+                            video.session_ended(&args.output, &d);
                         }
                         if args.once { break Exit::Ok; }
                     }
@@ -1056,13 +1101,7 @@ async fn listen(cli: &Cli, args: &ListenArgs) -> Result<Exit, Failure> {
                 }
                 hangups.retain(|(t, _)| *t > now);
             }
-            _ = sleep_opt(loss_at) => {
-                loss_at = None;
-                if let Some(d) = &data { d.simulate_video_loss(8); }
-            }
-            _ = tick_opt(stats_tick.as_mut()) => {
-                if let Some(d) = &data { video_printer.show(&args.output, &d.video_stats(), false); }
-            }
+            due = video.due() => video.act(due, &args.output, data.as_ref()),
             _ = tokio::signal::ctrl_c() => break Exit::Ok,
         }
     };

@@ -159,13 +159,13 @@ fn runtime() -> Result<Arc<dyn Runtime>, RtcError> {
     Ok(Arc::new(SidecallRuntime { inner, created: std::time::Instant::now() }))
 }
 
-/// RTP payload type of H.264 in our offers (the answerer may use another: see
-/// [`LocalVideo::start`]).
+/// RTP payload type of H.264 in our offers (an answerer may pick another: the sender uses
+/// the negotiated one, see [`Peer::local_video`]).
 const H264_PAYLOAD_TYPE: u8 = 102;
 /// Constrained Baseline, level 3.1, packetization mode 1: what browsers and OpenH264 share.
 const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
 /// RTP clock of video.
-pub const VIDEO_CLOCK_RATE: u32 = 90_000;
+const VIDEO_CLOCK_RATE: u32 = 90_000;
 
 fn h264_codec() -> RTCRtpCodec {
     let fb = |typ: &str, parameter: &str| RTCPFeedback { typ: typ.into(), parameter: parameter.into() };

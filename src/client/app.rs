@@ -4,7 +4,9 @@
 //! Nothing here knows about egui, so it is driven the same way by the UI and by tests.
 
 use crate::client::config::{self, Profile};
-use crate::client::session::{DataConfig, DataEvent, DataSession, VideoDisplay, VideoEvent, VideoStats};
+use crate::client::session::{
+    DataConfig, DataEvent, DataSession, VideoDisplay, VideoEvent, VideoStats, VideoStatsHandle,
+};
 use crate::client::transfer::{self, ReceiveConfig, TransferEvent, Way};
 use crate::client::{self, ClientConfig, ClientHandle, Event, StopReason, Waker, api};
 use crate::media::camera::CameraInfo;
@@ -157,13 +159,14 @@ pub struct VideoState {
 pub struct VideoView {
     pub remote: Arc<FrameSlot>,
     pub local: Arc<FrameSlot>,
-    stats: parking_lot::Mutex<Option<VideoStats>>,
+    /// The running session's figures, read when asked (no polling while nothing runs).
+    stats: parking_lot::Mutex<Option<VideoStatsHandle>>,
 }
 
 impl VideoView {
-    /// The figures as of the last second (while a session runs).
+    /// The running session's video figures now.
     pub fn stats(&self) -> Option<VideoStats> {
-        self.stats.lock().clone()
+        self.stats.lock().as_ref().map(|h| h.now())
     }
 }
 
@@ -759,12 +762,8 @@ impl Core {
         self.resume().await;
         self.start_watchers();
         self.publish();
-        let mut stats_tick = tokio::time::interval(std::time::Duration::from_secs(1));
         loop {
             tokio::select! {
-                _ = stats_tick.tick() => {
-                    *self.video.stats.lock() = self.data.as_ref().map(|d| d.video_stats());
-                }
                 cmd = commands.recv() => match cmd {
                     None | Some(AppCommand::Shutdown) => break,
                     Some(cmd) => self.command(cmd).await,
@@ -917,10 +916,7 @@ impl Core {
             AppCommand::CamerasFound(found) => self.state.video.cameras = Some(found),
             AppCommand::SetVideoSource(source) => match source.parse::<VideoSource>() {
                 Ok(s) => {
-                    let mut settings = self.state.settings.clone();
-                    settings.video.source = s.to_string();
-                    let blocked = self.state.blocked.clone();
-                    self.save_settings(settings, blocked);
+                    self.change_settings(|v| v.video.source = s.to_string());
                     let running =
                         matches!(self.state.video.sending, VideoSending::On { .. } | VideoSending::Starting);
                     if let (Some(d), true) = (&self.data, running) {
@@ -930,12 +926,7 @@ impl Core {
                 }
                 Err(e) => self.state.notice = Some(e),
             },
-            AppCommand::SetMirrorPreview(on) => {
-                let mut settings = self.state.settings.clone();
-                settings.video.mirror_preview = on;
-                let blocked = self.state.blocked.clone();
-                self.save_settings(settings, blocked);
-            }
+            AppCommand::SetMirrorPreview(on) => self.change_settings(|v| v.video.mirror_preview = on),
             AppCommand::DismissNotice => self.state.notice = None,
             AppCommand::SendFiles(paths) => match &self.data {
                 Some(d) if !paths.is_empty() => d.send_files(paths),
@@ -1018,6 +1009,14 @@ impl Core {
             }
             AppCommand::Shutdown => {}
         }
+    }
+
+    /// Saves the settings with one change (the block list as it is).
+    fn change_settings(&mut self, change: impl FnOnce(&mut AppSettings)) {
+        let mut settings = self.state.settings.clone();
+        change(&mut settings);
+        let blocked = self.state.blocked.clone();
+        self.save_settings(settings, blocked);
     }
 
     fn save_settings(&mut self, mut settings: AppSettings, blocked: Vec<String>) {
@@ -1475,8 +1474,9 @@ impl Core {
                             local: Some(self.video.local.clone()),
                         },
                     };
-                    self.data =
-                        Some(DataSession::start(c.clone(), session_id.clone(), cfg, self.data_tx.clone()));
+                    let d = DataSession::start(c.clone(), session_id.clone(), cfg, self.data_tx.clone());
+                    *self.video.stats.lock() = Some(d.video_stats_handle());
+                    self.data = Some(d);
                 }
                 let call_ref = self
                     .state

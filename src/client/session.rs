@@ -67,6 +67,25 @@ struct VideoShared {
     send: Mutex<Option<Arc<SendControl>>>,
 }
 
+impl VideoShared {
+    fn figures(&self) -> VideoStats {
+        VideoStats {
+            sending: self.send.lock().as_ref().map(|c| c.stats.snapshot()),
+            receiving: self.recv.stats.snapshot(),
+        }
+    }
+}
+
+/// Reads a session's video figures whenever asked, from any thread.
+#[derive(Clone, Debug)]
+pub struct VideoStatsHandle(Arc<VideoShared>);
+
+impl VideoStatsHandle {
+    pub fn now(&self) -> VideoStats {
+        self.0.figures()
+    }
+}
+
 enum VideoCmd {
     Start(VideoParams),
     Stop,
@@ -141,10 +160,12 @@ impl DataSession {
 
     /// Figures of both directions now.
     pub fn video_stats(&self) -> VideoStats {
-        VideoStats {
-            sending: self.video.send.lock().as_ref().map(|c| c.stats.snapshot()),
-            receiving: self.video.recv.stats.snapshot(),
-        }
+        self.video.figures()
+    }
+
+    /// A handle that reads this session's video figures on demand (for the window).
+    pub fn video_stats_handle(&self) -> VideoStatsHandle {
+        VideoStatsHandle(self.video.clone())
     }
 
     /// Drops the next `packets` video packets on arrival, as a lossy network would (tests
@@ -201,6 +222,42 @@ struct Sending {
     #[allow(dead_code)]
     capture: Capture,
     writer: tokio::task::JoinHandle<()>,
+    /// This capture's own reports: a replaced capture's late words never reach the drive.
+    events: mpsc::UnboundedReceiver<CaptureEvent>,
+}
+
+/// Starts sending `params` on the connection's video track; `None` (and said why) if the
+/// track cannot take it.
+async fn start_sending(
+    peer: &Peer,
+    params: VideoParams,
+    preview: Option<SlotWriter>,
+    shared: &VideoShared,
+    events: &mpsc::UnboundedSender<DataEvent>,
+) -> Option<Sending> {
+    match peer.local_video().await {
+        Ok(lv) => {
+            let (tx, rx) = mpsc::channel(8);
+            let (cap_tx, cap_rx) = mpsc::unbounded_channel();
+            let capture = Capture::start(params, tx, preview, cap_tx);
+            *shared.send.lock() = Some(capture.control.clone());
+            let writer = tokio::spawn(write_video(lv, rx, capture.control.clone()));
+            Some(Sending { capture, writer, events: cap_rx })
+        }
+        Err(e) => {
+            *shared.send.lock() = None;
+            let _ = events.send(DataEvent::Video(VideoEvent::SendingFailed { reason: e.to_string() }));
+            None
+        }
+    }
+}
+
+/// The next report of the capture running now (never, when none runs).
+async fn capture_event(sending: &mut Option<Sending>) -> Option<CaptureEvent> {
+    match sending {
+        Some(s) => s.events.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Drop for Sending {
@@ -265,18 +322,17 @@ async fn drive(
     let (own_tx, mut own_rx) = mpsc::unbounded_channel::<PeerEvent>();
     let mut transfers = Some(transfers);
     let (tev_tx, mut tev_rx) = mpsc::unbounded_channel::<TransferEvent>();
-    let (cap_tx, mut cap_rx) = mpsc::unbounded_channel::<CaptureEvent>();
     let mut connected = false;
     // What to send once connected, and what is being sent.
     let mut want_video = cfg.video.clone();
     let mut sending: Option<Sending> = None;
     let mut readers: Vec<tokio::task::JoinHandle<()>> = Vec::new();
-    let start_sending = |params: VideoParams, lv: LocalVideo| {
-        let (tx, rx) = mpsc::channel(8);
-        let capture = Capture::start(params, tx, local_slot.clone(), cap_tx.clone());
-        *video.send.lock() = Some(capture.control.clone());
-        let writer = tokio::spawn(write_video(lv, rx, capture.control.clone()));
-        Sending { capture, writer }
+    // Our video stopped (by choice or failure): the other side clears its picture.
+    let stopped = |sending: &mut Option<Sending>| {
+        if sending.take().is_some() {
+            *video.send.lock() = None;
+            client.signal(&session_id, SignalData::Video { sending: false });
+        }
     };
     loop {
         tokio::select! {
@@ -314,12 +370,7 @@ async fn drive(
                     PeerEvent::Connected => {
                         connected = true;
                         if let Some(params) = want_video.take() {
-                            match peer.local_video().await {
-                                Ok(lv) => sending = Some(start_sending(params, lv)),
-                                Err(e) => {
-                                    let _ = events.send(DataEvent::Video(VideoEvent::SendingFailed { reason: e.to_string() }));
-                                }
-                            }
+                            sending = start_sending(&peer, params, local_slot.clone(), &video, &events).await;
                         }
                     }
                     PeerEvent::Closed(why) => {
@@ -328,40 +379,31 @@ async fn drive(
                 }
             }
             Some(cmd) = video_cmds.recv() => match cmd {
-                VideoCmd::Start(params) => {
+                VideoCmd::Start(params) if connected => {
                     // A new source replaces the old one.
-                    sending = None;
-                    if !connected {
-                        want_video = Some(params);
-                    } else {
-                        match peer.local_video().await {
-                            Ok(lv) => sending = Some(start_sending(params, lv)),
-                            Err(e) => {
-                                let _ = events.send(DataEvent::Video(VideoEvent::SendingFailed { reason: e.to_string() }));
-                            }
-                        }
+                    let was_sending = sending.take().is_some();
+                    sending = start_sending(&peer, params, local_slot.clone(), &video, &events).await;
+                    if was_sending && sending.is_none() {
+                        client.signal(&session_id, SignalData::Video { sending: false });
                     }
                 }
+                VideoCmd::Start(params) => want_video = Some(params),
                 VideoCmd::Stop => {
                     tracing::info!(%session_id, sending = sending.is_some(), "stop my video");
                     want_video = None;
-                    if sending.take().is_some() {
-                        *video.send.lock() = None;
-                        client.signal(&session_id, SignalData::Video { sending: false });
+                    if sending.is_some() {
+                        stopped(&mut sending);
                         let _ = events.send(DataEvent::Video(VideoEvent::SendingStopped));
                     }
                 }
             },
-            Some(ev) = cap_rx.recv() => match ev {
+            Some(ev) = capture_event(&mut sending) => match ev {
                 CaptureEvent::Started { what } => {
                     client.signal(&session_id, SignalData::Video { sending: true });
                     let _ = events.send(DataEvent::Video(VideoEvent::SendingStarted { what }));
                 }
                 CaptureEvent::Failed(reason) => {
-                    if sending.take().is_some() {
-                        *video.send.lock() = None;
-                        client.signal(&session_id, SignalData::Video { sending: false });
-                    }
+                    stopped(&mut sending);
                     let _ = events.send(DataEvent::Video(VideoEvent::SendingFailed { reason }));
                 }
             },

@@ -53,9 +53,18 @@ impl H264Decoder {
         Ok(H264Decoder { dec: Decoder::new()? })
     }
 
-    /// Decodes Annex-B data; `None` until a whole picture is there.
+    /// Decodes Annex-B data into the decoder's own buffers (no copy); `None` until a whole
+    /// picture is there.
+    pub fn decode_in_place(
+        &mut self,
+        annexb: &[u8],
+    ) -> Result<Option<openh264::decoder::DecodedYUV<'_>>, CodecError> {
+        Ok(self.dec.decode(annexb)?)
+    }
+
+    /// Decodes Annex-B data into a picture of its own; `None` until a whole picture is there.
     pub fn decode(&mut self, annexb: &[u8]) -> Result<Option<I420>, CodecError> {
-        let Some(yuv) = self.dec.decode(annexb)? else { return Ok(None) };
+        let Some(yuv) = self.decode_in_place(annexb)? else { return Ok(None) };
         let (w, h) = yuv.dimensions();
         let (sy, su, sv) = yuv.strides();
         let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));

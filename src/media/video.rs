@@ -10,7 +10,7 @@
 //! Both sides keep figures ([`SendStats`], [`RecvStats`]) for the app, the CLI and the
 //! benchmark.
 
-use super::codec::{H264Encoder, has_keyframe};
+use super::codec::{H264Decoder, H264Encoder, has_keyframe};
 use super::pattern::{I420, TestPattern, read_marks};
 use crate::rtc::RtpVideoPacket;
 use bytes::Bytes;
@@ -331,8 +331,8 @@ fn preview_size(f: &I420) -> Option<I420> {
 
 /// A picture source the capture thread reads from.
 trait Source {
-    /// The next picture and when it was captured (wall-clock ms); blocks until it is due.
-    fn next(&mut self) -> Result<(I420, u64), String>;
+    /// The next picture; blocks until it is due.
+    fn next(&mut self) -> Result<I420, String>;
 }
 
 struct PatternSource {
@@ -343,7 +343,7 @@ struct PatternSource {
 }
 
 impl Source for PatternSource {
-    fn next(&mut self) -> Result<(I420, u64), String> {
+    fn next(&mut self) -> Result<I420, String> {
         let due = self.start + self.interval * self.n as u32;
         let now = Instant::now();
         if due > now {
@@ -352,17 +352,15 @@ impl Source for PatternSource {
             // Fell far behind (machine busy): skip ahead instead of bursting.
             self.n = ((now - self.start).as_nanos() / self.interval.as_nanos().max(1)) as u64;
         }
-        let ms = wall_ms();
-        let f = self.pattern.frame(self.n, ms);
+        let f = self.pattern.frame(self.n, wall_ms());
         self.n += 1;
-        Ok((f, ms))
+        Ok(f)
     }
 }
 
 impl Source for super::camera::Camera {
-    fn next(&mut self) -> Result<(I420, u64), String> {
-        let f = self.frame()?;
-        Ok((f, wall_ms()))
+    fn next(&mut self) -> Result<I420, String> {
+        self.frame()
     }
 }
 
@@ -535,7 +533,7 @@ fn capture_loop(
     let mut spare: Option<Vec<u8>> = None;
     let stats = &control.stats;
     while !control.stop.load(Ordering::Acquire) {
-        let (pic, _ms) = match source.next() {
+        let pic = match source.next() {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!("video source stopped: {e}");
@@ -621,6 +619,8 @@ pub struct Assembler {
     /// Pictures are dropped until a keyframe comes.
     need_keyframe: bool,
     pub lost_packets: u64,
+    /// Pictures whose last packet never came (counted here: no packet completes them).
+    pub incomplete_frames: u64,
 }
 
 impl Default for Assembler {
@@ -633,6 +633,7 @@ impl Default for Assembler {
             broken: false,
             need_keyframe: true,
             lost_packets: 0,
+            incomplete_frames: 0,
         }
     }
 }
@@ -649,7 +650,6 @@ impl Assembler {
     }
 
     pub fn push(&mut self, p: RtpVideoPacket) -> Option<Assembled> {
-        let mut out = None;
         if let Some(exp) = self.expected {
             let ahead = p.sequence.wrapping_sub(exp) as i16;
             if ahead < 0 {
@@ -665,7 +665,7 @@ impl Assembler {
         if self.timestamp != Some(p.timestamp) {
             if !self.parts.is_empty() {
                 // The previous picture's last packet never came.
-                out = Some(Assembled::Dropped);
+                self.incomplete_frames += 1;
                 self.need_keyframe = true;
             }
             self.parts.clear();
@@ -674,7 +674,7 @@ impl Assembler {
         }
         self.parts.push(p.payload);
         if !p.marker {
-            return out;
+            return None;
         }
         let parts = std::mem::take(&mut self.parts);
         self.timestamp = None;
@@ -953,12 +953,22 @@ impl Receiver {
             self.control.drop_packets.store(dropping - 1, Ordering::Release);
             return false;
         }
-        if self.control.decoder_lost.swap(false, Ordering::AcqRel) {
+        if self.control.decoder_lost.load(Ordering::Relaxed)
+            && self.control.decoder_lost.swap(false, Ordering::AcqRel)
+        {
             self.assembler.resync();
         }
-        let before = self.assembler.lost_packets;
+        let before = (self.assembler.lost_packets, self.assembler.incomplete_frames);
         let result = self.assembler.push(p);
-        stats.lost_packets.fetch_add(self.assembler.lost_packets - before, Ordering::Relaxed);
+        let lost = self.assembler.lost_packets - before.0;
+        if lost > 0 {
+            stats.lost_packets.fetch_add(lost, Ordering::Relaxed);
+        }
+        let incomplete = self.assembler.incomplete_frames - before.1;
+        if incomplete > 0 {
+            stats.frames_received.fetch_add(incomplete, Ordering::Relaxed);
+            stats.frames_dropped.fetch_add(incomplete, Ordering::Relaxed);
+        }
         match result {
             Some(Assembled::Frame { data, keyframe }) => {
                 stats.frames_received.fetch_add(1, Ordering::Relaxed);
@@ -995,7 +1005,7 @@ impl Receiver {
 
 fn decode_loop(rx: std::sync::mpsc::Receiver<Bytes>, display: Option<SlotWriter>, control: Arc<RecvControl>) {
     use openh264::formats::YUVSource;
-    let mut decoder = match openh264::decoder::Decoder::new() {
+    let mut decoder = match H264Decoder::new() {
         Ok(d) => d,
         Err(e) => {
             tracing::warn!("cannot start the H.264 decoder: {e}");
@@ -1004,7 +1014,7 @@ fn decode_loop(rx: std::sync::mpsc::Receiver<Bytes>, display: Option<SlotWriter>
     };
     let mut spare: Vec<u8> = Vec::new();
     while let Ok(data) = rx.recv() {
-        match decoder.decode(&data) {
+        match decoder.decode_in_place(&data) {
             Ok(Some(pic)) => {
                 control.stats.decoded(&pic);
                 if let Some(slot) = &display {
@@ -1028,7 +1038,6 @@ fn decode_loop(rx: std::sync::mpsc::Receiver<Bytes>, display: Option<SlotWriter>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::codec::H264Decoder;
     use rtc::rtp::codec::h264::H264Payloader;
     use rtc::rtp::packetizer::Payloader;
 
@@ -1059,12 +1068,12 @@ mod tests {
     }
 
     impl Source for Unplugged {
-        fn next(&mut self) -> Result<(I420, u64), String> {
+        fn next(&mut self) -> Result<I420, String> {
             std::thread::sleep(Duration::from_millis(5));
             match self.left.checked_sub(1) {
                 Some(l) => {
                     self.left = l;
-                    Ok((TestPattern::new(320, 240).frame(u64::from(l), 0), wall_ms()))
+                    Ok(TestPattern::new(320, 240).frame(u64::from(l), 0))
                 }
                 None => Err("the camera stopped delivering pictures: No such device".into()),
             }

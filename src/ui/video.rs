@@ -79,6 +79,7 @@ impl VideoPanel {
         let painter = ui.painter_at(area);
         painter.rect_filled(area, 6.0, Color32::from_gray(16));
         let mirror = state.settings.video.mirror_preview;
+        let waiting = format!("Waiting for {peer}'s picture…");
         match (&self.remote.texture, &self.local.texture) {
             (Some(r), local) => {
                 let big = fit(area, aspect(r));
@@ -101,21 +102,13 @@ impl VideoPanel {
                 painter.text(
                     area.center_top() + vec2(0.0, 12.0),
                     egui::Align2::CENTER_TOP,
-                    if state.video.remote_on {
-                        format!("Waiting for {peer}'s picture…")
-                    } else {
-                        format!("{peer} sends no video")
-                    },
+                    if state.video.remote_on { waiting } else { format!("{peer} sends no video") },
                     egui::FontId::proportional(14.0),
                     Color32::from_gray(220),
                 );
             }
             (None, None) => {
-                let text = if state.video.remote_on {
-                    format!("Waiting for {peer}'s picture…")
-                } else {
-                    "No video yet".to_owned()
-                };
+                let text = if state.video.remote_on { waiting } else { "No video yet".to_owned() };
                 painter.text(
                     area.center(),
                     egui::Align2::CENTER_CENTER,

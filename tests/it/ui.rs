@@ -241,19 +241,7 @@ fn availability_toggles_and_session_panel() {
     assert!(sent.iter().any(|c| matches!(c, AppCommand::SetAccepting(false))), "{sent:?}");
 
     let mut s = online(BOB, "Bob");
-    s.active = Some(Active {
-        session_id: SessionId("s2".into()),
-        role: SessionRole::Callee,
-        peer: PeerInfo {
-            number: ALICE.into(),
-            display_name: "Alice".into(),
-            device_ip: Some("192.168.1.20".parse().expect("ip")),
-            observed_ip: "198.51.100.4".parse().expect("ip"),
-        },
-        offer: Offer { files: true, video: false },
-        since: Instant::now(),
-        call_ref: None,
-    });
+    s.active = Some(session_with_alice("s2", SessionRole::Callee, Offer { files: true, video: false }));
     w.set(s);
     assert!(w.shows("In session with Alice"));
     assert!(w.shows("198.51.100.4"));
@@ -310,10 +298,6 @@ struct Live {
 }
 
 impl Live {
-    fn start() -> Live {
-        Self::start_with_settings("")
-    }
-
     /// A whole app whose settings file starts with `settings` (TOML).
     fn start_with_settings(settings: &str) -> Live {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -390,6 +374,16 @@ impl Live {
     }
 }
 
+/// Two whole apps registered on the server at `url`: Alice (030 123456) and Bob
+/// (+49 151 23456789), each starting with its settings file (TOML).
+fn alice_and_bob(url: &str, alice_settings: &str, bob_settings: &str) -> (Live, Live) {
+    let mut a = Live::start_with_settings(alice_settings);
+    let mut b = Live::start_with_settings(bob_settings);
+    a.register(url, "030 123456", "Alice");
+    b.register(url, "+49 151 23456789", "Bob");
+    (a, b)
+}
+
 /// Runs `f` on a current-thread runtime in a thread of its own, so the test's own thread is
 /// free to drive the windows.
 fn with_server<T>(answer_timeout: Duration, f: impl FnOnce(String) -> T) -> T {
@@ -406,10 +400,7 @@ fn with_server<T>(answer_timeout: Duration, f: impl FnOnce(String) -> T) -> T {
 #[test]
 fn two_apps_dial_accept_end_decline_and_miss() {
     with_server(Duration::from_secs(2), |url| {
-        let mut a = Live::start();
-        let mut b = Live::start();
-        a.register(&url, "030 123456", "Alice");
-        b.register(&url, "+49 151 23456789", "Bob");
+        let (mut a, mut b) = alice_and_bob(&url, "", "");
 
         // A dials B, typing B's number another way.
         type_into(&mut a.h, "Number to call", "0151 2345 6789");
@@ -466,10 +457,8 @@ impl egui::DroppedFile for TestDrop {
 #[test]
 fn a_file_dropped_on_the_window_arrives_after_the_receiver_accepts_it() {
     with_server(Duration::from_secs(30), |url| {
-        let mut a = Live::start();
-        let mut b = Live::start_with_settings("save_dir = \"$DIR/inbox\"\nauto_accept_files = false\n");
-        a.register(&url, "030 123456", "Alice");
-        b.register(&url, "+49 151 23456789", "Bob");
+        let (mut a, mut b) =
+            alice_and_bob(&url, "", "save_dir = \"$DIR/inbox\"\nauto_accept_files = false\n");
         type_into(&mut a.h, "Number to call", "0151 23456789");
         a.click("Start session");
         b.wait_for("Incoming data session");
@@ -538,21 +527,26 @@ fn phone_call_prompt_and_watcher_settings() {
     assert_eq!(saved.on_call, app::OnCall::Ask);
 }
 
-fn session_with_video(sending: VideoSending) -> AppState {
-    let mut s = online(BOB, "Bob");
-    s.active = Some(Active {
-        session_id: SessionId("s3".into()),
-        role: SessionRole::Caller,
+/// Bob's session with Alice, who is at 198.51.100.4 (her device says 192.168.1.20).
+fn session_with_alice(id: &str, role: SessionRole, offer: Offer) -> Active {
+    Active {
+        session_id: SessionId(id.into()),
+        role,
         peer: PeerInfo {
             number: ALICE.into(),
             display_name: "Alice".into(),
-            device_ip: None,
+            device_ip: Some("192.168.1.20".parse().expect("ip")),
             observed_ip: "198.51.100.4".parse().expect("ip"),
         },
-        offer: Offer { files: true, video: true },
+        offer,
         since: Instant::now(),
         call_ref: None,
-    });
+    }
+}
+
+fn session_with_video(sending: VideoSending) -> AppState {
+    let mut s = online(BOB, "Bob");
+    s.active = Some(session_with_alice("s3", SessionRole::Caller, Offer { files: true, video: true }));
     s.video.sending = sending;
     s.video.cameras = Some(Ok(Vec::new()));
     s.channel_open = true;
@@ -608,10 +602,7 @@ fn video_controls_offer_the_test_pattern_when_the_camera_fails() {
 fn two_apps_see_each_other_and_video_stops_and_starts_mid_session() {
     with_server(Duration::from_secs(30), |url| {
         let video = "[video]\nsource = \"test-pattern\"\nwidth = 640\nheight = 480\n";
-        let mut a = Live::start_with_settings(video);
-        let mut b = Live::start_with_settings(video);
-        a.register(&url, "030 123456", "Alice");
-        b.register(&url, "+49 151 23456789", "Bob");
+        let (mut a, mut b) = alice_and_bob(&url, video, video);
         type_into(&mut a.h, "Number to call", "0151 23456789");
         a.click("Video");
         a.click("Start session");
