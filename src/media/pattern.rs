@@ -105,7 +105,8 @@ impl TestPattern {
                 x ^= x << 13;
                 x ^= x >> 17;
                 x ^= x << 5;
-                let d = (x % span) as i16 - i16::from(self.noise);
+                // x scaled into 0..span (a multiply, not a division per pixel).
+                let d = ((u64::from(x) * u64::from(span)) >> 32) as i16 - i16::from(self.noise);
                 *px = (i16::from(*px) + d).clamp(16, 235) as u8;
             }
         }
