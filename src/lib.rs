@@ -6,6 +6,7 @@
 //! - [`client`]: the headless client core (connection, session state), no UI.
 //! - [`cli`]: the headless command line of the `sidecall` binary.
 
+pub mod app;
 pub mod calls;
 pub mod cli;
 pub mod client;

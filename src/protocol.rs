@@ -446,6 +446,18 @@ pub struct HttpError {
 pub struct ErrorBody {
     pub code: ErrorCode,
     pub message: String,
+    /// With `invalid_field` and `invalid_number`: which field of the request is wrong.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<FieldName>,
+}
+
+/// A field of a register or login request, named in an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldName {
+    Number,
+    DisplayName,
+    Password,
 }
 
 #[cfg(test)]

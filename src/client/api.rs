@@ -1,7 +1,7 @@
 //! The server's HTTP API: register, log in, log out.
 
 use crate::protocol::{
-    ErrorCode, HttpError, LOGIN_PATH, LOGOUT_PATH, LoginRequest, LoginResponse, REGISTER_PATH,
+    ErrorCode, FieldName, HttpError, LOGIN_PATH, LOGOUT_PATH, LoginRequest, LoginResponse, REGISTER_PATH,
     RegisterRequest, RegisterResponse,
 };
 use std::time::Duration;
@@ -14,7 +14,7 @@ pub enum ApiError {
     Unreachable { url: String, detail: String },
     /// The server refused the request; `message` says why in plain words.
     #[error("{message}")]
-    Refused { status: u16, code: ErrorCode, message: String },
+    Refused { status: u16, code: ErrorCode, message: String, field: Option<FieldName> },
     #[error("the server at {url} answered something unexpected (HTTP {status}): is it a Sidecall server?")]
     Unexpected { url: String, status: u16 },
 }
@@ -92,6 +92,7 @@ async fn post<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
             status: status.as_u16(),
             code: err.error.code,
             message: err.error.message,
+            field: err.error.field,
         }),
         Err(_) => Err(ApiError::Unexpected { url: base, status: status.as_u16() }),
     }

@@ -211,8 +211,21 @@ impl ClientHandle {
         call_ref: Option<String>,
     ) -> u64 {
         let req_id = self.next_req.fetch_add(1, Ordering::Relaxed);
-        self.send(Command::Dial { req_id, target: target.to_string(), offer, region, call_ref });
+        self.dial_as(req_id, target, offer, region, call_ref);
         req_id
+    }
+
+    /// [`Self::dial_with`] with the request id chosen by the caller (who then makes every
+    /// request of this handle this way, so that ids stay unique).
+    pub fn dial_as(
+        &self,
+        req_id: u64,
+        target: &str,
+        offer: Offer,
+        region: Option<String>,
+        call_ref: Option<String>,
+    ) {
+        self.send(Command::Dial { req_id, target: target.to_string(), offer, region, call_ref });
     }
 
     pub fn answer(&self, session_id: &SessionId, accept: bool) {

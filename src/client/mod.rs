@@ -2,10 +2,11 @@
 //! the saved profile. No UI code lives here; the CLI and the desktop app both drive it.
 
 pub mod api;
-pub mod app;
 pub mod config;
 pub mod core;
+pub mod login;
 pub mod session;
 pub mod transfer;
 
 pub use self::core::{ClientConfig, ClientHandle, Command, Event, StopReason, Waker, spawn};
+pub use self::session::SessionController;

@@ -1,7 +1,7 @@
 //! The data side of an accepted session: a WebRTC peer whose signaling goes through the
 //! server connection, and the file transfers on its channel. Used by the CLI and the app.
 
-use crate::client::ClientHandle;
+use crate::client::{ClientHandle, Event};
 use crate::client::transfer::{self, ReceiveConfig, TransferCmd, TransferEvent, Way};
 use crate::media::video::{
     Capture, CaptureEvent, EncodedFrame, FrameSlot, Receiver, RecvControl, RecvSnapshot, SendControl,
@@ -206,6 +206,85 @@ impl DataSession {
 impl Drop for DataSession {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+/// Owns the data side of the current session and routes its signaling. Every user of the
+/// client core (the app, each CLI command) feeds the core's events through
+/// [`SessionController::observe`] and starts data sides with [`SessionController::start`];
+/// nothing else handles [`Event::Signal`].
+pub struct SessionController {
+    client: ClientHandle,
+    ice_servers: Vec<IceServer>,
+    loopback: bool,
+    events: mpsc::UnboundedSender<DataEvent>,
+    current: Option<DataSession>,
+}
+
+impl SessionController {
+    /// Data events of every session go to `events`; `loopback` keeps WebRTC on loopback.
+    pub fn new(client: ClientHandle, loopback: bool, events: mpsc::UnboundedSender<DataEvent>) -> Self {
+        SessionController { client, ice_servers: Vec::new(), loopback, events, current: None }
+    }
+
+    /// The ICE servers to use, if `Online` was seen before the controller was made.
+    pub fn with_ice_servers(mut self, ice_servers: Vec<IceServer>) -> Self {
+        self.ice_servers = ice_servers;
+        self
+    }
+
+    /// Every event of the client core goes through here first: it learns the ICE servers,
+    /// hands signals to the data side of their session, and gives back the data side of a
+    /// session that ended (to read its last figures; dropping it closes the connection).
+    pub fn observe(&mut self, ev: &Event) -> Option<DataSession> {
+        match ev {
+            Event::Online { ice_servers, .. } => {
+                self.ice_servers = ice_servers.clone();
+                None
+            }
+            Event::Signal { session_id, data } => {
+                match self.current.as_ref().filter(|d| d.session_id == *session_id) {
+                    Some(d) => d.signal(data.clone()),
+                    None => tracing::debug!(%session_id, "signal for a session without a data side"),
+                }
+                None
+            }
+            Event::SessionEnded { session_id, .. } => self.current.take_if(|d| d.session_id == *session_id),
+            Event::Stopped | Event::LoggedOut { .. } => self.current.take(),
+            _ => None,
+        }
+    }
+
+    /// Starts the peer-to-peer side of the accepted session `session_id` (replacing any
+    /// earlier one).
+    pub fn start(
+        &mut self,
+        session_id: SessionId,
+        role: Role,
+        receive: ReceiveConfig,
+        video: Option<VideoParams>,
+        display: VideoDisplay,
+    ) -> &DataSession {
+        let cfg = DataConfig {
+            role,
+            ice_servers: self.ice_servers.clone(),
+            receive,
+            loopback: self.loopback,
+            video,
+            display,
+        };
+        let d = DataSession::start(self.client.clone(), session_id, cfg, self.events.clone());
+        self.current.insert(d)
+    }
+
+    /// The running data side, if any.
+    pub fn current(&self) -> Option<&DataSession> {
+        self.current.as_ref()
+    }
+
+    /// Closes the running data side (if any).
+    pub fn close(&mut self) {
+        self.current = None;
     }
 }
 

@@ -145,7 +145,7 @@ pub enum TransferCmd {
 }
 
 /// Where and how received files are kept.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ReceiveConfig {
     pub dir: PathBuf,
     /// Accept offered files without asking.

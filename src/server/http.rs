@@ -2,7 +2,7 @@
 
 use crate::number;
 use crate::protocol::{
-    ErrorBody, ErrorCode, HttpError, LoginRequest, LoginResponse, MAX_HTTP_BODY_BYTES, RegisterRequest,
+    ErrorBody, ErrorCode, FieldName, HttpError, LoginRequest, LoginResponse, MAX_HTTP_BODY_BYTES, RegisterRequest,
     RegisterResponse,
 };
 use crate::server::auth;
@@ -32,11 +32,18 @@ pub struct ApiError {
     status: StatusCode,
     code: ErrorCode,
     message: String,
+    field: Option<FieldName>,
 }
 
 impl ApiError {
     fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into() }
+        ApiError { status, code, message: message.into(), field: None }
+    }
+
+    /// The error is about this field of the request.
+    fn on(mut self, field: FieldName) -> Self {
+        self.field = Some(field);
+        self
     }
     fn internal(what: &str, e: impl std::fmt::Display) -> Self {
         tracing::error!("{what}: {e}");
@@ -50,7 +57,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = HttpError { error: ErrorBody { code: self.code, message: self.message } };
+        let body = HttpError { error: ErrorBody { code: self.code, message: self.message, field: self.field } };
         (self.status, axum::Json(body)).into_response()
     }
 }
@@ -86,7 +93,8 @@ fn check_display_name(name: &str) -> Result<String, ApiError> {
             StatusCode::BAD_REQUEST,
             ErrorCode::InvalidField,
             "the display name must be 1 to 64 characters without control characters",
-        ));
+        )
+        .on(FieldName::DisplayName));
     }
     Ok(name.to_string())
 }
@@ -98,7 +106,8 @@ fn check_password(password: &str) -> Result<(), ApiError> {
             StatusCode::BAD_REQUEST,
             ErrorCode::InvalidField,
             "the password must be 8 to 256 characters long",
-        ));
+        )
+        .on(FieldName::Password));
     }
     Ok(())
 }
@@ -106,7 +115,7 @@ fn check_password(password: &str) -> Result<(), ApiError> {
 fn normalize(hub: &Hub, input: &str, region: Option<&str>) -> Result<number::E164, ApiError> {
     let region = region.unwrap_or(&hub.cfg.default_region);
     number::normalize(input, Some(region))
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidNumber, e.to_string()))
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidNumber, e.to_string()).on(FieldName::Number))
 }
 
 async fn register(State(app): State<AppState>, body: Body) -> Result<Response, ApiError> {

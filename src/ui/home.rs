@@ -5,7 +5,7 @@ use super::settings::SettingsWindow;
 use super::video::VideoPanel;
 use super::{duration_text, tick};
 use crate::client::StopReason;
-use crate::client::app::{
+use crate::app::{
     AppCommand, AppHandle, AppState, Connection, Direction, FileStatus, HistoryEntry, HistoryOutcome,
     OutgoingStatus,
 };
@@ -217,7 +217,7 @@ fn ended_text(reason: StopReason) -> &'static str {
 fn session_panel(
     ui: &mut egui::Ui,
     state: &AppState,
-    active: &crate::client::app::Active,
+    active: &crate::app::Active,
     core: &AppHandle,
     video: &mut VideoPanel,
 ) {
@@ -252,7 +252,7 @@ fn session_panel(
             ui.strong("Video");
             let showing = video.has_pictures()
                 || state.video.remote_on
-                || !matches!(state.video.sending, crate::client::app::VideoSending::Off);
+                || !matches!(state.video.sending, crate::app::VideoSending::Off);
             if showing {
                 let h = (ui.available_width() * 9.0 / 16.0).clamp(160.0, 420.0);
                 video.pictures(ui, state, &active.peer.display_name, h);

@@ -1,6 +1,6 @@
 //! First run and login: server (or host one here), number, name, password, device address.
 
-use crate::client::app::{AppCommand, AppHandle, AppState, Credentials, Field, LoginStatus};
+use crate::app::{AppCommand, AppHandle, AppState, Credentials, Field, LoginStatus};
 use crate::number;
 use egui::{Color32, RichText};
 use std::net::IpAddr;

@@ -7,7 +7,7 @@ mod regions;
 mod settings;
 mod video;
 
-use crate::client::app::{self, AppCommand, AppEvent, AppHandle, AppPaths, AppState};
+use crate::app::{self, AppCommand, AppEvent, AppHandle, AppPaths, AppState};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 
 use super::login::ERROR;
 use crate::calls::{Source, WatcherStatus};
-use crate::client::app::{AppCommand, AppHandle, AppSettings, AppState, OnCall};
+use crate::app::{AppCommand, AppHandle, AppSettings, AppState, OnCall};
 
 #[derive(Default)]
 pub struct SettingsWindow {

@@ -3,7 +3,7 @@
 //! slots; each stream has one texture, updated in place with the latest picture only.
 
 use super::login::ERROR;
-use crate::client::app::{AppCommand, AppHandle, AppState, VideoSending};
+use crate::app::{AppCommand, AppHandle, AppState, VideoSending};
 use crate::media::video::FrameSlot;
 use egui::{Color32, Rect, TextureHandle, TextureOptions, pos2, vec2};
 

@@ -6,7 +6,7 @@ use crate::fixture::*;
 use egui::accesskit::Role;
 use egui_kittest::Harness;
 use egui_kittest::kittest::{NodeT, Queryable};
-use sidecall::client::app::{
+use sidecall::app::{
     self, Active, AppCommand, AppEvent, AppHandle, AppPaths, AppSettings, AppState, Connection, Direction,
     HistoryEntry, HistoryOutcome, Ringing, VideoSending,
 };

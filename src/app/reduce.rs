@@ -1,0 +1,818 @@
+//! The app's logic as one pure function: [`reduce`] takes the model and one input (a command
+//! from the window, an event from the server, the data side or a call watcher, or the result
+//! of earlier work) and changes the model, returning the [`Effect`]s to perform. It does no
+//! I/O and reads no clock (the time comes in [`Clock`]), so every call-state rule is tested
+//! here in milliseconds, without sockets; the runtime performs the effects and feeds their
+//! results back as [`Done`] inputs.
+
+use super::AppCommand;
+use super::history::{self, Direction, HistoryEntry, HistoryOutcome};
+use super::settings::{AppSettings, OnCall};
+use super::state::{
+    Active, AppState, Connection, Credentials, Field, FileRow, FileStatus, Hosting, LoginStatus,
+    Outgoing, OutgoingStatus, Ringing, VideoSending, VideoState,
+};
+use crate::calls::{CallEvent, Source, WatcherEvent};
+use crate::client::config::Profile;
+use crate::client::session::{DataEvent, VideoEvent};
+use crate::client::transfer::{ReceiveConfig, TransferEvent, Way};
+use crate::client::{Event, StopReason};
+use crate::media::camera::CameraInfo;
+use crate::media::video::{VideoParams, VideoSource};
+use crate::protocol::{Offer, Outcome, Party, Role, SessionId};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// The time an input happened at.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    pub now: Instant,
+    /// Unix seconds (for the history).
+    pub unix: u64,
+}
+
+impl Clock {
+    pub fn now() -> Clock {
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        Clock { now: Instant::now(), unix }
+    }
+}
+
+/// Everything the core knows: what the window shows, and what only the logic needs.
+#[derive(Clone, Debug)]
+pub struct Model {
+    pub view: AppState,
+    /// The window has the focus (no desktop notification needed).
+    pub focused: bool,
+    /// A client connection runs (logged in).
+    client: bool,
+    /// The session whose data side runs.
+    data: Option<SessionId>,
+    /// The request id of the next dial.
+    next_req: u64,
+    /// A call to request as soon as the connection is up: (call_ref, E.164).
+    pending_call: Option<(String, String)>,
+    /// A session accepted with my camera off, although video was offered.
+    camera_off_for: Option<SessionId>,
+    /// The phone call (call_ref) ended before its request's session id was known.
+    call_ended_early: Option<String>,
+    /// What to do once the in-app server runs.
+    after_host: Option<AfterHost>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum AfterHost {
+    Login { creds: Credentials, register: bool },
+    Resume { token: String, device_ip: Option<IpAddr> },
+}
+
+impl Model {
+    pub fn new(view: AppState) -> Model {
+        Model {
+            view,
+            focused: true,
+            client: false,
+            data: None,
+            next_req: 1,
+            pending_call: None,
+            camera_off_for: None,
+            call_ended_early: None,
+            after_host: None,
+        }
+    }
+}
+
+/// One thing that happened.
+#[derive(Debug)]
+pub enum Input {
+    /// The core has started: go online with the saved login.
+    Start,
+    Command(AppCommand),
+    Server(Event),
+    Data(DataEvent),
+    Watcher(WatcherEvent),
+    Done(Done),
+}
+
+/// The result of an effect that took time (it ran as a task; the loop did not wait).
+#[derive(Debug)]
+pub enum Done {
+    Hosted(Result<Hosting, String>),
+    /// A login step: "Creating your account…", "Logging in…".
+    LoginProgress(String),
+    LoggedIn {
+        profile: Profile,
+        /// The login's credentials (the settings keep the region and hosting choice).
+        creds: Credentials,
+    },
+    LoginFailed {
+        field: Option<Field>,
+        message: String,
+    },
+    IpDetected(Option<IpAddr>),
+    CamerasFound(Result<Vec<CameraInfo>, String>),
+    FilesPicked(Vec<PathBuf>),
+    /// Something to tell the user (a test's result, a failed save).
+    Notice(String),
+}
+
+/// A call on the server connection.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ClientCall {
+    Dial { req_id: u64, target: String, offer: Offer, region: String, call_ref: Option<String> },
+    Answer { session_id: SessionId, accept: bool },
+    End { session_id: SessionId },
+    UpdateSettings { accepting: Option<bool>, do_not_disturb: Option<bool> },
+    SetBlocked(Vec<String>),
+}
+
+/// A call on the running session's data side.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DataCall {
+    StartVideo(VideoParams),
+    StopVideo,
+    SetVideoBitrate(u32),
+    SendFiles(Vec<PathBuf>),
+    AcceptFile(u32),
+    RejectFile(u32),
+    CancelFile { id: u32, way: Way },
+}
+
+/// What the runtime is to do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    /// Start the in-app server; answers [`Done::Hosted`].
+    Host { port: u16, region: String },
+    /// Register (if asked) and log in; answers [`Done::LoginProgress`], then
+    /// [`Done::LoggedIn`] or [`Done::LoginFailed`].
+    Login { server_url: String, creds: Credentials, register: bool },
+    /// Revoke the token on the server (in the background; failures are logged).
+    ServerLogout { server: String, token: String },
+    /// (Re)start the server connection.
+    GoOnline { server: String, token: String, device_ip: Option<IpAddr> },
+    /// Stop the server connection.
+    Disconnect,
+    Client(ClientCall),
+    /// Start the data side of an accepted session.
+    StartData { session_id: SessionId, role: Role, video: Option<VideoParams>, receive: ReceiveConfig },
+    Data(DataCall),
+    StartRing { volume: f32 },
+    StopRing,
+    /// A desktop notification (the window is not focused).
+    Notify { caller: Party, offer: Offer },
+    /// Tell the window a request rings (it asks for attention).
+    Attention { caller: Party },
+    SaveSettings(Box<AppSettings>),
+    SaveProfile(Profile),
+    /// Save `view.history` as it is now.
+    SaveHistory,
+    /// (Re)start the call watchers for these settings.
+    StartWatchers(Box<AppSettings>),
+    DetectIp(String),
+    ListCameras,
+    PickFiles,
+    TestWatcher { source: Source, settings: Box<AppSettings> },
+    TestRing { volume: f32 },
+    ShowInFolder(PathBuf),
+}
+
+/// Applies one input; returns what to do, in order.
+pub fn reduce(m: &mut Model, input: Input, clock: Clock) -> Vec<Effect> {
+    let mut fx = Vec::new();
+    match input {
+        Input::Start => start(m, &mut fx),
+        Input::Command(cmd) => command(m, cmd, clock, &mut fx),
+        Input::Server(ev) => server_event(m, ev, clock, &mut fx),
+        Input::Data(ev) => data_event(m, ev, clock),
+        Input::Watcher(ev) => watcher_event(m, ev, &mut fx),
+        Input::Done(done) => finished(m, done, &mut fx),
+    }
+    fx
+}
+
+fn start(m: &mut Model, fx: &mut Vec<Effect>) {
+    fx.push(Effect::StartWatchers(Box::new(m.view.settings.clone())));
+    let Some(profile) = m.view.profile.clone() else { return };
+    let Some(token) = profile.token.clone() else { return };
+    if m.view.settings.host_server {
+        m.after_host = Some(AfterHost::Resume { token, device_ip: profile.device_ip });
+        host(m, fx);
+    } else {
+        go_online(m, profile.server, token, profile.device_ip, fx);
+    }
+}
+
+fn host(m: &mut Model, fx: &mut Vec<Effect>) {
+    m.view.login = LoginStatus::Busy("Starting the server on this computer…".into());
+    fx.push(Effect::Host { port: m.view.settings.host_port, region: m.view.settings.region.clone() });
+}
+
+fn go_online(m: &mut Model, server: String, token: String, device_ip: Option<IpAddr>, fx: &mut Vec<Effect>) {
+    m.client = true;
+    m.view.connection = Connection::Connecting { attempt: 1 };
+    fx.push(Effect::GoOnline { server, token, device_ip });
+}
+
+fn login(m: &mut Model, creds: Credentials, register: bool, fx: &mut Vec<Effect>) {
+    if creds.host_server {
+        match &m.view.hosting {
+            Some(h) => {
+                let server_url = h.local_url.clone();
+                fx.push(Effect::Login { server_url, creds, register });
+            }
+            None => {
+                m.after_host = Some(AfterHost::Login { creds, register });
+                host(m, fx);
+            }
+        }
+        return;
+    }
+    match crate::client::api::normalize_server_url(&creds.server) {
+        Ok(server_url) => {
+            m.view.login = LoginStatus::Busy(
+                if register { "Creating your account…" } else { "Logging in…" }.into(),
+            );
+            fx.push(Effect::Login { server_url, creds, register });
+        }
+        Err(e) => m.view.login = LoginStatus::Failed { field: Some(Field::Server), message: e.to_string() },
+    }
+}
+
+fn command(m: &mut Model, cmd: AppCommand, clock: Clock, fx: &mut Vec<Effect>) {
+    let v = &mut m.view;
+    match cmd {
+        AppCommand::Register(c) => login(m, c, true, fx),
+        AppCommand::Login(c) => login(m, c, false, fx),
+        AppCommand::Logout => {
+            m.client = false;
+            fx.push(Effect::Disconnect);
+            fx.push(Effect::StopRing);
+            if let Some(mut profile) = v.profile.take() {
+                if let Some(token) = profile.token.take() {
+                    fx.push(Effect::ServerLogout { server: profile.server.clone(), token });
+                }
+                profile.device_id = None;
+                fx.push(Effect::SaveProfile(profile.clone()));
+                v.profile = Some(profile);
+            }
+            v.connection = Connection::LoggedOut;
+            v.account = None;
+            v.outgoing = None;
+            v.incoming.clear();
+            v.active = None;
+        }
+        AppCommand::DetectIp { server } => fx.push(Effect::DetectIp(server)),
+        AppCommand::Dial { target, offer } => dial(m, target, offer, None, fx),
+        AppCommand::AcceptWithoutVideo(session_id) => {
+            m.camera_off_for = Some(session_id.clone());
+            client_call(m, ClientCall::Answer { session_id: session_id.clone(), accept: true }, fx);
+            stop_ringing_for(m, &session_id, None, clock, fx);
+        }
+        AppCommand::Answer { session_id, accept } => {
+            client_call(m, ClientCall::Answer { session_id: session_id.clone(), accept }, fx);
+            let outcome = if accept { None } else { Some(HistoryOutcome::Declined) };
+            stop_ringing_for(m, &session_id, outcome, clock, fx);
+        }
+        AppCommand::End { session_id } => client_call(m, ClientCall::End { session_id }, fx),
+        AppCommand::SetAccepting(on) => {
+            client_call(m, ClientCall::UpdateSettings { accepting: Some(on), do_not_disturb: None }, fx)
+        }
+        AppCommand::SetDoNotDisturb(on) => {
+            client_call(m, ClientCall::UpdateSettings { accepting: None, do_not_disturb: Some(on) }, fx)
+        }
+        AppCommand::SaveSettings { settings, blocked } => save_settings(m, *settings, blocked, fx),
+        AppCommand::WindowFocused(f) => m.focused = f,
+        AppCommand::StartVideo(source) => {
+            if m.data.is_some() {
+                fx.push(Effect::Data(DataCall::StartVideo(v.settings.video.params(source))));
+                v.video.sending = VideoSending::Starting;
+            } else {
+                v.notice = Some("Video can be started during a session.".into());
+            }
+        }
+        AppCommand::StopVideo => {
+            if m.data.is_some() {
+                fx.push(Effect::Data(DataCall::StopVideo));
+            }
+            v.video.sending = VideoSending::Off;
+        }
+        AppCommand::ListCameras => fx.push(Effect::ListCameras),
+        AppCommand::SetVideoSource(source) => match source.parse::<VideoSource>() {
+            Ok(s) => {
+                change_settings(m, |v| v.video.source = s.to_string(), fx);
+                let running = matches!(m.view.video.sending, VideoSending::On { .. } | VideoSending::Starting);
+                if m.data.is_some() && running {
+                    fx.push(Effect::Data(DataCall::StartVideo(m.view.settings.video.params(Some(s)))));
+                    m.view.video.sending = VideoSending::Starting;
+                }
+            }
+            Err(e) => v.notice = Some(e),
+        },
+        AppCommand::SetMirrorPreview(on) => change_settings(m, |v| v.video.mirror_preview = on, fx),
+        AppCommand::DismissNotice => v.notice = None,
+        AppCommand::SendFiles(paths) => send_files(m, paths, fx),
+        AppCommand::PickFiles => fx.push(Effect::PickFiles),
+        AppCommand::AcceptFile(id) => data_call(m, DataCall::AcceptFile(id), fx),
+        AppCommand::RejectFile(id) => data_call(m, DataCall::RejectFile(id), fx),
+        AppCommand::CancelFile { id, way } => data_call(m, DataCall::CancelFile { id, way }, fx),
+        AppCommand::TestWatcher { source, settings } => fx.push(Effect::TestWatcher { source, settings }),
+        AppCommand::CallPrompt(yes) => {
+            if let Some((call_ref, number)) = v.call_prompt.take()
+                && yes
+            {
+                dial(m, number, Offer { files: true, video: false }, Some(call_ref), fx);
+            }
+        }
+        AppCommand::TelLink(number) => watcher_event(
+            m,
+            WatcherEvent::Call(Source::Tel, CallEvent::Outgoing { call_ref: "tel:launch".into(), number }),
+            fx,
+        ),
+        AppCommand::ShowInFolder(path) => fx.push(Effect::ShowInFolder(path)),
+        AppCommand::TestRing { volume } => fx.push(Effect::TestRing { volume }),
+        AppCommand::Shutdown => {}
+    }
+}
+
+fn client_call(m: &Model, call: ClientCall, fx: &mut Vec<Effect>) {
+    if m.client {
+        fx.push(Effect::Client(call));
+    }
+}
+
+fn data_call(m: &Model, call: DataCall, fx: &mut Vec<Effect>) {
+    if m.data.is_some() {
+        fx.push(Effect::Data(call));
+    }
+}
+
+fn send_files(m: &mut Model, paths: Vec<PathBuf>, fx: &mut Vec<Effect>) {
+    if m.data.is_none() {
+        m.view.notice = Some("Files can be sent during a session.".into());
+    } else if !paths.is_empty() {
+        fx.push(Effect::Data(DataCall::SendFiles(paths)));
+    }
+}
+
+fn dial(m: &mut Model, target: String, offer: Offer, call_ref: Option<String>, fx: &mut Vec<Effect>) {
+    if !m.client {
+        return;
+    }
+    if m.view.outgoing.as_ref().is_some_and(|o| !o.status.is_final()) {
+        m.view.notice = Some("a request is already ringing: cancel it first".into());
+        return;
+    }
+    let req_id = m.next_req;
+    m.next_req += 1;
+    fx.push(Effect::Client(ClientCall::Dial {
+        req_id,
+        target: target.clone(),
+        offer,
+        region: m.view.settings.region.clone(),
+        call_ref: call_ref.clone(),
+    }));
+    m.view.outgoing =
+        Some(Outgoing { req_id, target, offer, session_id: None, status: OutgoingStatus::Dialing, call_ref });
+}
+
+/// Saves the settings with one change (the block list as it is).
+fn change_settings(m: &mut Model, change: impl FnOnce(&mut AppSettings), fx: &mut Vec<Effect>) {
+    let mut settings = m.view.settings.clone();
+    change(&mut settings);
+    let blocked = m.view.blocked.clone();
+    save_settings(m, settings, blocked, fx);
+}
+
+fn save_settings(m: &mut Model, mut settings: AppSettings, blocked: Vec<String>, fx: &mut Vec<Effect>) {
+    let region = settings.region.clone();
+    let mut bad = Vec::new();
+    settings.auto_accept = settings
+        .auto_accept
+        .iter()
+        .filter(|n| !n.trim().is_empty())
+        .filter_map(|n| match crate::number::normalize(n, Some(&region)) {
+            Ok(e) => Some(e.to_string()),
+            Err(e) => {
+                bad.push(e.to_string());
+                None
+            }
+        })
+        .collect();
+    settings.ring_volume = settings.ring_volume.clamp(0.0, 1.0);
+    fx.push(Effect::SaveSettings(Box::new(settings.clone())));
+    if !bad.is_empty() {
+        m.view.notice = Some(format!("not added to auto-accept: {}", bad.join("; ")));
+    }
+    let old = &m.view.settings;
+    let watchers_changed = (&settings.fritz, &settings.ami, &settings.phone) != (&old.fritz, &old.ami, &old.phone);
+    if settings.video.bitrate_kbps != old.video.bitrate_kbps {
+        // Takes effect at once for the video being sent.
+        data_call(m, DataCall::SetVideoBitrate(settings.video.params(None).effective_bitrate()), fx);
+    }
+    if watchers_changed {
+        fx.push(Effect::StartWatchers(Box::new(settings.clone())));
+    }
+    m.view.settings = settings;
+    let blocked: Vec<String> = blocked.into_iter().filter(|n| !n.trim().is_empty()).collect();
+    if blocked != m.view.blocked {
+        client_call(m, ClientCall::SetBlocked(blocked), fx);
+    }
+}
+
+fn finished(m: &mut Model, done: Done, fx: &mut Vec<Effect>) {
+    let v = &mut m.view;
+    match done {
+        Done::Hosted(Ok(hosting)) => {
+            let url = hosting.local_url.clone();
+            v.hosting = Some(hosting);
+            v.login = LoginStatus::Idle;
+            match m.after_host.take() {
+                Some(AfterHost::Login { creds, register }) => login(m, creds, register, fx),
+                Some(AfterHost::Resume { token, device_ip }) => go_online(m, url, token, device_ip, fx),
+                None => {}
+            }
+        }
+        Done::Hosted(Err(message)) => match m.after_host.take() {
+            Some(AfterHost::Login { .. }) => {
+                v.login = LoginStatus::Failed { field: Some(Field::Server), message }
+            }
+            Some(AfterHost::Resume { token, device_ip }) => {
+                // Go online with the saved server all the same: it may run elsewhere.
+                v.login = LoginStatus::Idle;
+                v.notice = Some(message);
+                if let Some(server) = v.profile.as_ref().map(|p| p.server.clone()) {
+                    go_online(m, server, token, device_ip, fx);
+                }
+            }
+            None => v.notice = Some(message),
+        },
+        Done::LoginProgress(step) => v.login = LoginStatus::Busy(step),
+        Done::LoginFailed { field, message } => v.login = LoginStatus::Failed { field, message },
+        Done::LoggedIn { profile, creds } => {
+            fx.push(Effect::SaveProfile(profile.clone()));
+            let mut settings = v.settings.clone();
+            settings.host_server = creds.host_server;
+            if let Some(r) = profile.region.clone() {
+                settings.region = r;
+            }
+            if settings != v.settings {
+                fx.push(Effect::SaveSettings(Box::new(settings.clone())));
+                v.settings = settings;
+            }
+            let token = profile.token.clone().unwrap_or_default();
+            let (server, device_ip) = (profile.server.clone(), profile.device_ip);
+            v.profile = Some(profile);
+            v.login = LoginStatus::Idle;
+            go_online(m, server, token, device_ip, fx);
+        }
+        Done::IpDetected(ip) => v.detected_ip = ip,
+        Done::CamerasFound(found) => v.video.cameras = Some(found),
+        Done::FilesPicked(paths) => send_files(m, paths, fx),
+        Done::Notice(text) => v.notice = Some(text),
+    }
+}
+
+fn record(m: &mut Model, entry: HistoryEntry, fx: &mut Vec<Effect>) {
+    history::add(&mut m.view.history, entry);
+    fx.push(Effect::SaveHistory);
+}
+
+/// An incoming request stopped ringing here; `outcome` goes to the history if given.
+fn stop_ringing_for(
+    m: &mut Model,
+    id: &SessionId,
+    outcome: Option<HistoryOutcome>,
+    clock: Clock,
+    fx: &mut Vec<Effect>,
+) {
+    if let Some(pos) = m.view.incoming.iter().position(|r| r.session_id == *id) {
+        let r = m.view.incoming.remove(pos);
+        if let Some(outcome) = outcome {
+            let entry = HistoryEntry {
+                at: clock.unix,
+                direction: Direction::Incoming,
+                number: r.caller.number,
+                name: Some(r.caller.display_name),
+                outcome,
+            };
+            record(m, entry, fx);
+        }
+    }
+    if m.view.incoming.is_empty() {
+        fx.push(Effect::StopRing);
+    }
+}
+
+fn outgoing_done(m: &mut Model, status: OutgoingStatus, outcome: HistoryOutcome, clock: Clock, fx: &mut Vec<Effect>) {
+    let Some(o) = m.view.outgoing.as_mut() else { return };
+    o.status = status;
+    let number = o.target.clone();
+    if !matches!(outcome, HistoryOutcome::Completed { .. }) {
+        let entry = HistoryEntry { at: clock.unix, direction: Direction::Outgoing, number, name: None, outcome };
+        record(m, entry, fx);
+    }
+}
+
+fn server_event(m: &mut Model, ev: Event, clock: Clock, fx: &mut Vec<Effect>) {
+    let v = &mut m.view;
+    match ev {
+        Event::Connecting { attempt } => v.connection = Connection::Connecting { attempt },
+        Event::Online { account, settings, .. } => {
+            v.connection = Connection::Online;
+            v.account = Some(account);
+            v.server_settings = settings;
+            if let Some((call_ref, number)) = m.pending_call.take() {
+                dial(m, number, Offer { files: true, video: false }, Some(call_ref), fx);
+            }
+        }
+        Event::Offline { reason, retry_in_ms } => v.connection = Connection::Offline { reason, retry_in_ms },
+        Event::LoggedOut { reason } => {
+            v.connection = Connection::LoggedOut;
+            v.account = None;
+            v.login = LoginStatus::Failed { field: Some(Field::Password), message: format!("{reason}: log in again") };
+            if let Some(p) = v.profile.as_mut() {
+                p.token = None;
+            }
+        }
+        Event::Settings { settings } => v.server_settings = settings,
+        Event::Blocked { numbers } => v.blocked = numbers,
+        Event::Incoming { session_id, caller, offer, expires_in_ms, .. } => {
+            if v.settings.auto_accept.contains(&caller.number) {
+                tracing::info!(caller = %caller.number, "auto-accepting");
+                client_call(m, ClientCall::Answer { session_id, accept: true }, fx);
+                return;
+            }
+            let deadline = clock.now + Duration::from_millis(expires_in_ms);
+            v.incoming.push(Ringing { session_id, caller: caller.clone(), offer, deadline });
+            if !v.settings.ring_muted {
+                fx.push(Effect::StartRing { volume: v.settings.ring_volume });
+            }
+            if !m.focused {
+                fx.push(Effect::Notify { caller: caller.clone(), offer });
+            }
+            fx.push(Effect::Attention { caller });
+        }
+        Event::IncomingClosed { session_id, reason } => {
+            let outcome = match reason {
+                StopReason::AnsweredElsewhere => None,
+                StopReason::DeclinedElsewhere => Some(HistoryOutcome::Declined),
+                _ => Some(HistoryOutcome::Missed),
+            };
+            stop_ringing_for(m, &session_id, outcome, clock, fx);
+        }
+        Event::DialPending { req_id, session_id } => {
+            if let Some(o) = v.outgoing.as_mut().filter(|o| o.req_id == req_id) {
+                if o.call_ref.is_some() && o.call_ref == m.call_ended_early.take() {
+                    tracing::info!("the phone call ended while the request went out: cancelling it");
+                    fx.push(Effect::Client(ClientCall::End { session_id: session_id.clone() }));
+                }
+                o.session_id = Some(session_id);
+                o.status = OutgoingStatus::Ringing;
+            }
+        }
+        Event::DialResult { req_id, outcome, .. } => {
+            if v.outgoing.as_ref().is_none_or(|o| o.req_id != req_id) {
+                return;
+            }
+            let (status, hist) = match outcome {
+                Outcome::Accepted => (OutgoingStatus::Accepted, HistoryOutcome::Completed { seconds: 0 }),
+                Outcome::Declined => (OutgoingStatus::Declined, HistoryOutcome::Declined),
+                Outcome::TimedOut => (OutgoingStatus::NoAnswer, HistoryOutcome::NoAnswer),
+                Outcome::Unavailable => (OutgoingStatus::Unavailable, HistoryOutcome::Unavailable),
+                Outcome::InvalidNumber { reason } => {
+                    (OutgoingStatus::InvalidNumber(reason.clone()), HistoryOutcome::Failed { reason })
+                }
+                Outcome::Cancelled => (OutgoingStatus::Cancelled, HistoryOutcome::Cancelled),
+            };
+            outgoing_done(m, status, hist, clock, fx);
+        }
+        Event::DialFailed { req_id, message, .. } => {
+            if v.outgoing.as_ref().is_some_and(|o| o.req_id == req_id) {
+                let outcome = HistoryOutcome::Failed { reason: message.clone() };
+                outgoing_done(m, OutgoingStatus::Failed(message), outcome, clock, fx);
+            }
+        }
+        Event::SessionStarted { session_id, role, offer, peer } => {
+            stop_ringing_for(m, &session_id, None, clock, fx);
+            let v = &mut m.view;
+            v.last_ended = None;
+            v.files.clear();
+            v.channel_open = false;
+            v.video = VideoState { cameras: v.video.cameras.take(), ..Default::default() };
+            // Video from the start when it was offered: the caller asked for it, and the
+            // callee accepted it (if the setting says so).
+            let camera_off = m.camera_off_for.take().is_some_and(|s| s == session_id);
+            let video = (offer.video
+                && !camera_off
+                && (role == Role::Caller || v.settings.video.camera_on_video_offer))
+                .then(|| v.settings.video.params(None));
+            if video.is_some() {
+                v.video.sending = VideoSending::Starting;
+            }
+            if m.client {
+                let receive = ReceiveConfig {
+                    dir: v.settings.save_dir.clone().unwrap_or_else(crate::client::transfer::default_save_dir),
+                    auto_accept: v.settings.auto_accept_files,
+                };
+                fx.push(Effect::StartData { session_id: session_id.clone(), role, video, receive });
+                m.data = Some(session_id.clone());
+            }
+            let call_ref = v
+                .outgoing
+                .as_ref()
+                .filter(|o| o.session_id.as_ref() == Some(&session_id))
+                .and_then(|o| o.call_ref.clone());
+            v.active = Some(Active { session_id, role, peer, offer, since: clock.now, call_ref });
+        }
+        Event::SessionEnded { session_id, reason } => {
+            if m.data.as_ref() == Some(&session_id) {
+                m.data = None;
+                v.channel_open = false;
+                v.video.sending = VideoSending::Off;
+                v.video.remote_on = false;
+            }
+            if let Some(a) = v.active.take_if(|a| a.session_id == session_id) {
+                v.last_ended = Some(reason);
+                if v.outgoing.as_ref().is_some_and(|o| o.session_id.as_ref() == Some(&session_id)) {
+                    v.outgoing = None;
+                }
+                let entry = HistoryEntry {
+                    at: clock.unix,
+                    direction: match a.role {
+                        Role::Caller => Direction::Outgoing,
+                        Role::Callee => Direction::Incoming,
+                    },
+                    number: a.peer.number,
+                    name: Some(a.peer.display_name),
+                    outcome: HistoryOutcome::Completed { seconds: clock.now.saturating_duration_since(a.since).as_secs() },
+                };
+                record(m, entry, fx);
+            }
+        }
+        Event::Error { message, .. } => v.notice = Some(message),
+        // Signals are routed to the data side by the session controller.
+        Event::Signal { .. } | Event::Stopped => {}
+    }
+}
+
+fn watcher_event(m: &mut Model, ev: WatcherEvent, fx: &mut Vec<Effect>) {
+    let v = &mut m.view;
+    match ev {
+        WatcherEvent::Status(src, st) => match v.watchers.iter_mut().find(|(s, _)| *s == src) {
+            Some(slot) => slot.1 = st,
+            None => v.watchers.push((src, st)),
+        },
+        WatcherEvent::Call(_, CallEvent::Outgoing { call_ref, number }) => phone_dialed(m, call_ref, &number, fx),
+        WatcherEvent::Call(_, CallEvent::Ended { call_ref }) => {
+            if v.call_prompt.as_ref().is_some_and(|(r, _)| *r == call_ref) {
+                v.call_prompt = None;
+            }
+            if !v.settings.end_with_call || !m.client {
+                return;
+            }
+            let ours = |r: &Option<String>| r.as_deref() == Some(call_ref.as_str());
+            if let Some(a) = v.active.as_ref().filter(|a| ours(&a.call_ref)) {
+                tracing::info!(%call_ref, "the phone call ended: ending the session");
+                fx.push(Effect::Client(ClientCall::End { session_id: a.session_id.clone() }));
+            } else if let Some(o) = v.outgoing.as_ref().filter(|o| {
+                ours(&o.call_ref)
+                    // Still ringing, or accepted with the start not yet seen here.
+                    && matches!(o.status, OutgoingStatus::Dialing | OutgoingStatus::Ringing | OutgoingStatus::Accepted)
+            }) {
+                match &o.session_id {
+                    Some(id) => fx.push(Effect::Client(ClientCall::End { session_id: id.clone() })),
+                    // The request is out but its session id has not arrived yet (events from
+                    // the phone and from the server race): end it when it does.
+                    None => m.call_ended_early = Some(call_ref),
+                }
+            }
+        }
+        WatcherEvent::Call(..) => {}
+    }
+}
+
+/// The phone placed a call to `raw` (as dialed).
+fn phone_dialed(m: &mut Model, call_ref: String, raw: &str, fx: &mut Vec<Effect>) {
+    let s = &m.view.settings;
+    let area = (!s.area_code.trim().is_empty()).then_some(s.area_code.as_str());
+    let number = match crate::number::normalize_dialed(raw, &s.region, area) {
+        Ok(n) => n.to_string(),
+        Err(e) => {
+            m.view.notice = Some(format!("The phone dialed {raw}, which Sidecall cannot use: {e}"));
+            return;
+        }
+    };
+    match s.on_call {
+        OnCall::Off => tracing::info!(%number, "the phone dialed; automatic sessions are off"),
+        OnCall::Ask => m.view.call_prompt = Some((call_ref, number)),
+        OnCall::Automatic if m.view.connection != Connection::Online => {
+            // Just started (a tel: link opened the app): dial once online.
+            m.pending_call = Some((call_ref, number));
+        }
+        OnCall::Automatic => {
+            if m.view.active.is_none() {
+                dial(m, number, Offer { files: true, video: false }, Some(call_ref), fx);
+            }
+        }
+    }
+}
+
+fn data_event(m: &mut Model, ev: DataEvent, clock: Clock) {
+    let v = &mut m.view;
+    match ev {
+        DataEvent::ChannelOpen { .. } => v.channel_open = true,
+        DataEvent::Failed(why) => {
+            if v.active.is_some() {
+                v.notice = Some(format!("The peer-to-peer connection failed: {why}"));
+            }
+        }
+        DataEvent::Transfer(t) => transfer_event(&mut v.files, t, v.settings.auto_accept_files, clock.now),
+        DataEvent::Video(ev) => match ev {
+            VideoEvent::SendingStarted { what } => v.video.sending = VideoSending::On { what },
+            VideoEvent::SendingStopped => v.video.sending = VideoSending::Off,
+            VideoEvent::SendingFailed { reason, .. } => v.video.sending = VideoSending::Failed(reason),
+            VideoEvent::RemoteStarted => v.video.remote_on = true,
+            VideoEvent::RemoteStopped => v.video.remote_on = false,
+        },
+    }
+}
+
+fn transfer_event(files: &mut Vec<FileRow>, t: TransferEvent, auto_accept: bool, now: Instant) {
+    let new_row =
+        |id, way, name: String, size, status| FileRow { id, way, name, size, bytes: 0, speed: 0.0, status, last: (now, 0) };
+    let row = |files: &mut Vec<FileRow>, id: u32, way: Way| -> Option<usize> {
+        files.iter().rposition(|r| r.id == id && r.way == way)
+    };
+    match t {
+        TransferEvent::Preparing { name, size } => {
+            files.push(new_row(0, Way::Sending, name, size, FileStatus::Preparing))
+        }
+        TransferEvent::Offered { id, name, size } => {
+            // The row of the file being prepared gets its id now.
+            match files.iter_mut().find(|r| r.id == 0 && r.status == FileStatus::Preparing && r.name == name) {
+                Some(r) => {
+                    r.id = id;
+                    r.size = size;
+                    r.status = FileStatus::Waiting;
+                }
+                None => files.push(new_row(id, Way::Sending, name, size, FileStatus::Waiting)),
+            }
+        }
+        TransferEvent::Incoming { id, name, size, .. } => {
+            let status = if auto_accept { FileStatus::Active } else { FileStatus::Offered };
+            files.push(new_row(id, Way::Receiving, name, size, status));
+        }
+        TransferEvent::Started { id, way, offset, .. } => {
+            if let Some(i) = row(files, id, way) {
+                let r = &mut files[i];
+                r.status = FileStatus::Active;
+                r.bytes = offset;
+                r.last = (now, offset);
+            }
+        }
+        TransferEvent::Progress { id, way, bytes, .. } => {
+            if let Some(i) = row(files, id, way) {
+                let r = &mut files[i];
+                let dt = now.saturating_duration_since(r.last.0).as_secs_f64();
+                if dt >= 0.5 {
+                    r.speed = bytes.saturating_sub(r.last.1) as f64 / dt;
+                    r.last = (now, bytes);
+                }
+                r.bytes = bytes;
+            }
+        }
+        TransferEvent::Completed { id, way, path, size, .. } => {
+            if let Some(i) = row(files, id, way) {
+                files[i].bytes = size;
+                files[i].status = FileStatus::Done { path };
+            }
+        }
+        TransferEvent::Failed { id, way, name, reason } => match row(files, id, way) {
+            Some(i) => files[i].status = FileStatus::Failed(reason),
+            None => files.push(new_row(id, way, name, 0, FileStatus::Failed(reason))),
+        },
+        TransferEvent::Rejected { id, way, reason, .. } => {
+            if let Some(i) = row(files, id, way) {
+                files[i].status = FileStatus::Rejected(reason);
+            }
+        }
+        TransferEvent::Cancelled { id, way, reason, .. } => {
+            if let Some(i) = row(files, id, way) {
+                files[i].status = FileStatus::Cancelled(reason);
+            }
+        }
+        TransferEvent::ChannelClosed => {
+            for r in files.iter_mut().filter(|r| !r.status.is_final()) {
+                r.status = FileStatus::Failed("the connection closed (a later try resumes)".into());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "reduce_tests.rs"]
+mod tests;
