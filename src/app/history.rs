@@ -102,4 +102,3 @@ mod tests {
         assert!(load(&path).is_empty());
     }
 }
-

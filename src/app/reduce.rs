@@ -9,8 +9,8 @@ use super::AppCommand;
 use super::history::{self, Direction, HistoryEntry, HistoryOutcome};
 use super::settings::{AppSettings, OnCall};
 use super::state::{
-    Active, AppState, Connection, Credentials, Field, FileRow, FileStatus, Hosting, LoginStatus,
-    Outgoing, OutgoingStatus, Ringing, VideoSending, VideoState,
+    Active, AppState, Connection, Credentials, Field, FileRow, FileStatus, Hosting, LoginStatus, Outgoing,
+    OutgoingStatus, Ringing, VideoSending, VideoState,
 };
 use crate::calls::{CallEvent, Source, WatcherEvent};
 use crate::client::config::Profile;
@@ -146,26 +146,52 @@ pub enum DataCall {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Effect {
     /// Start the in-app server; answers [`Done::Hosted`].
-    Host { port: u16, region: String },
+    Host {
+        port: u16,
+        region: String,
+    },
     /// Register (if asked) and log in; answers [`Done::LoginProgress`], then
     /// [`Done::LoggedIn`] or [`Done::LoginFailed`].
-    Login { server_url: String, creds: Credentials, register: bool },
+    Login {
+        server_url: String,
+        creds: Credentials,
+        register: bool,
+    },
     /// Revoke the token on the server (in the background; failures are logged).
-    ServerLogout { server: String, token: String },
+    ServerLogout {
+        server: String,
+        token: String,
+    },
     /// (Re)start the server connection.
-    GoOnline { server: String, token: String, device_ip: Option<IpAddr> },
+    GoOnline {
+        server: String,
+        token: String,
+        device_ip: Option<IpAddr>,
+    },
     /// Stop the server connection.
     Disconnect,
     Client(ClientCall),
     /// Start the data side of an accepted session.
-    StartData { session_id: SessionId, role: Role, video: Option<VideoParams>, receive: ReceiveConfig },
+    StartData {
+        session_id: SessionId,
+        role: Role,
+        video: Option<VideoParams>,
+        receive: ReceiveConfig,
+    },
     Data(DataCall),
-    StartRing { volume: f32 },
+    StartRing {
+        volume: f32,
+    },
     StopRing,
     /// A desktop notification (the window is not focused).
-    Notify { caller: Party, offer: Offer },
+    Notify {
+        caller: Party,
+        offer: Offer,
+    },
     /// Tell the window a request rings (it asks for attention).
-    Attention { caller: Party },
+    Attention {
+        caller: Party,
+    },
     SaveSettings(Box<AppSettings>),
     SaveProfile(Profile),
     /// Save `view.history` as it is now.
@@ -175,8 +201,13 @@ pub enum Effect {
     DetectIp(String),
     ListCameras,
     PickFiles,
-    TestWatcher { source: Source, settings: Box<AppSettings> },
-    TestRing { volume: f32 },
+    TestWatcher {
+        source: Source,
+        settings: Box<AppSettings>,
+    },
+    TestRing {
+        volume: f32,
+    },
     ShowInFolder(PathBuf),
 }
 
@@ -233,9 +264,8 @@ fn login(m: &mut Model, creds: Credentials, register: bool, fx: &mut Vec<Effect>
     }
     match crate::client::api::normalize_server_url(&creds.server) {
         Ok(server_url) => {
-            m.view.login = LoginStatus::Busy(
-                if register { "Creating your account…" } else { "Logging in…" }.into(),
-            );
+            m.view.login =
+                LoginStatus::Busy(if register { "Creating your account…" } else { "Logging in…" }.into());
             fx.push(Effect::Login { server_url, creds, register });
         }
         Err(e) => m.view.login = LoginStatus::Failed { field: Some(Field::Server), message: e.to_string() },
@@ -304,7 +334,8 @@ fn command(m: &mut Model, cmd: AppCommand, clock: Clock, fx: &mut Vec<Effect>) {
         AppCommand::SetVideoSource(source) => match source.parse::<VideoSource>() {
             Ok(s) => {
                 change_settings(m, |v| v.video.source = s.to_string(), fx);
-                let running = matches!(m.view.video.sending, VideoSending::On { .. } | VideoSending::Starting);
+                let running =
+                    matches!(m.view.video.sending, VideoSending::On { .. } | VideoSending::Starting);
                 if m.data.is_some() && running {
                     fx.push(Effect::Data(DataCall::StartVideo(m.view.settings.video.params(Some(s)))));
                     m.view.video.sending = VideoSending::Starting;
@@ -408,7 +439,8 @@ fn save_settings(m: &mut Model, mut settings: AppSettings, blocked: Vec<String>,
         m.view.notice = Some(format!("not added to auto-accept: {}", bad.join("; ")));
     }
     let old = &m.view.settings;
-    let watchers_changed = (&settings.fritz, &settings.ami, &settings.phone) != (&old.fritz, &old.ami, &old.phone);
+    let watchers_changed =
+        (&settings.fritz, &settings.ami, &settings.phone) != (&old.fritz, &old.ami, &old.phone);
     if settings.video.bitrate_kbps != old.video.bitrate_kbps {
         // Takes effect at once for the video being sent.
         data_call(m, DataCall::SetVideoBitrate(settings.video.params(None).effective_bitrate()), fx);
@@ -507,12 +539,19 @@ fn stop_ringing_for(
     }
 }
 
-fn outgoing_done(m: &mut Model, status: OutgoingStatus, outcome: HistoryOutcome, clock: Clock, fx: &mut Vec<Effect>) {
+fn outgoing_done(
+    m: &mut Model,
+    status: OutgoingStatus,
+    outcome: HistoryOutcome,
+    clock: Clock,
+    fx: &mut Vec<Effect>,
+) {
     let Some(o) = m.view.outgoing.as_mut() else { return };
     o.status = status;
     let number = o.target.clone();
     if !matches!(outcome, HistoryOutcome::Completed { .. }) {
-        let entry = HistoryEntry { at: clock.unix, direction: Direction::Outgoing, number, name: None, outcome };
+        let entry =
+            HistoryEntry { at: clock.unix, direction: Direction::Outgoing, number, name: None, outcome };
         record(m, entry, fx);
     }
 }
@@ -533,7 +572,10 @@ fn server_event(m: &mut Model, ev: Event, clock: Clock, fx: &mut Vec<Effect>) {
         Event::LoggedOut { reason } => {
             v.connection = Connection::LoggedOut;
             v.account = None;
-            v.login = LoginStatus::Failed { field: Some(Field::Password), message: format!("{reason}: log in again") };
+            v.login = LoginStatus::Failed {
+                field: Some(Field::Password),
+                message: format!("{reason}: log in again"),
+            };
             if let Some(p) = v.profile.as_mut() {
                 p.token = None;
             }
@@ -615,7 +657,11 @@ fn server_event(m: &mut Model, ev: Event, clock: Clock, fx: &mut Vec<Effect>) {
             }
             if m.client {
                 let receive = ReceiveConfig {
-                    dir: v.settings.save_dir.clone().unwrap_or_else(crate::client::transfer::default_save_dir),
+                    dir: v
+                        .settings
+                        .save_dir
+                        .clone()
+                        .unwrap_or_else(crate::client::transfer::default_save_dir),
                     auto_accept: v.settings.auto_accept_files,
                 };
                 fx.push(Effect::StartData { session_id: session_id.clone(), role, video, receive });
@@ -648,7 +694,9 @@ fn server_event(m: &mut Model, ev: Event, clock: Clock, fx: &mut Vec<Effect>) {
                     },
                     number: a.peer.number,
                     name: Some(a.peer.display_name),
-                    outcome: HistoryOutcome::Completed { seconds: clock.now.saturating_duration_since(a.since).as_secs() },
+                    outcome: HistoryOutcome::Completed {
+                        seconds: clock.now.saturating_duration_since(a.since).as_secs(),
+                    },
                 };
                 record(m, entry, fx);
             }
@@ -666,7 +714,9 @@ fn watcher_event(m: &mut Model, ev: WatcherEvent, fx: &mut Vec<Effect>) {
             Some(slot) => slot.1 = st,
             None => v.watchers.push((src, st)),
         },
-        WatcherEvent::Call(_, CallEvent::Outgoing { call_ref, number }) => phone_dialed(m, call_ref, &number, fx),
+        WatcherEvent::Call(_, CallEvent::Outgoing { call_ref, number }) => {
+            phone_dialed(m, call_ref, &number, fx)
+        }
         WatcherEvent::Call(_, CallEvent::Ended { call_ref }) => {
             if v.call_prompt.as_ref().is_some_and(|(r, _)| *r == call_ref) {
                 v.call_prompt = None;
@@ -742,8 +792,16 @@ fn data_event(m: &mut Model, ev: DataEvent, clock: Clock) {
 }
 
 fn transfer_event(files: &mut Vec<FileRow>, t: TransferEvent, auto_accept: bool, now: Instant) {
-    let new_row =
-        |id, way, name: String, size, status| FileRow { id, way, name, size, bytes: 0, speed: 0.0, status, last: (now, 0) };
+    let new_row = |id, way, name: String, size, status| FileRow {
+        id,
+        way,
+        name,
+        size,
+        bytes: 0,
+        speed: 0.0,
+        status,
+        last: (now, 0),
+    };
     let row = |files: &mut Vec<FileRow>, id: u32, way: Way| -> Option<usize> {
         files.iter().rposition(|r| r.id == id && r.way == way)
     };
@@ -753,7 +811,8 @@ fn transfer_event(files: &mut Vec<FileRow>, t: TransferEvent, auto_accept: bool,
         }
         TransferEvent::Offered { id, name, size } => {
             // The row of the file being prepared gets its id now.
-            match files.iter_mut().find(|r| r.id == 0 && r.status == FileStatus::Preparing && r.name == name) {
+            match files.iter_mut().find(|r| r.id == 0 && r.status == FileStatus::Preparing && r.name == name)
+            {
                 Some(r) => {
                     r.id = id;
                     r.size = size;

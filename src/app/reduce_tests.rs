@@ -173,7 +173,11 @@ fn an_accepted_call_starts_the_data_side_and_its_end_is_written_down_with_its_le
     let mut m = online();
     let req = dial_bob(&mut m);
     server(&mut m, Event::DialPending { req_id: req, session_id: sid("s1") }, 0);
-    server(&mut m, Event::DialResult { req_id: req, session_id: Some(sid("s1")), outcome: Outcome::Accepted }, 1);
+    server(
+        &mut m,
+        Event::DialResult { req_id: req, session_id: Some(sid("s1")), outcome: Outcome::Accepted },
+        1,
+    );
     let fx = server(&mut m, started("s1", Role::Caller, false), 1);
     assert!(
         fx.iter().any(|e| matches!(e, Effect::StartData { session_id, role: Role::Caller, video: None, .. } if *session_id == sid("s1"))),
@@ -276,7 +280,11 @@ fn the_phone_dials_and_hangs_up() {
     let req = dialed(&fx).expect("dialed for the phone call");
     assert_eq!(m.view.outgoing.as_ref().map(|o| o.target.as_str()), Some(BOB));
     server(&mut m, Event::DialPending { req_id: req, session_id: sid("s1") }, 0);
-    server(&mut m, Event::DialResult { req_id: req, session_id: Some(sid("s1")), outcome: Outcome::Accepted }, 0);
+    server(
+        &mut m,
+        Event::DialResult { req_id: req, session_id: Some(sid("s1")), outcome: Outcome::Accepted },
+        0,
+    );
     server(&mut m, started("s1", Role::Caller, false), 0);
     assert_eq!(m.view.active.as_ref().and_then(|a| a.call_ref.as_deref()), Some("c1"));
     // Another call's end leaves the session alone; its own ends it.
@@ -332,7 +340,10 @@ fn on_call_ask_prompts_and_off_does_nothing() {
 
     let mut m = online();
     m.view.settings.on_call = OnCall::Off;
-    assert_eq!(dialed(&phone(&mut m, CallEvent::Outgoing { call_ref: "c".into(), number: BOB.into() })), None);
+    assert_eq!(
+        dialed(&phone(&mut m, CallEvent::Outgoing { call_ref: "c".into(), number: BOB.into() })),
+        None
+    );
 
     let mut m = online();
     let fx = phone(&mut m, CallEvent::Outgoing { call_ref: "c".into(), number: "12".into() });
@@ -367,7 +378,9 @@ fn logout_revokes_on_the_server_and_clears_the_calls() {
     let fx = cmd(&mut m, AppCommand::Logout, 0);
     assert!(fx.contains(&Effect::Disconnect));
     assert!(fx.contains(&Effect::ServerLogout { server: "http://127.0.0.1:7480".into(), token: "t".into() }));
-    assert!(fx.iter().any(|e| matches!(e, Effect::SaveProfile(p) if p.token.is_none() && p.device_id.is_none())));
+    assert!(
+        fx.iter().any(|e| matches!(e, Effect::SaveProfile(p) if p.token.is_none() && p.device_id.is_none()))
+    );
     assert!(m.view.incoming.is_empty());
     assert_eq!(m.view.connection, Connection::LoggedOut);
     // Logged out: no more calls on the server connection.
@@ -377,7 +390,12 @@ fn logout_revokes_on_the_server_and_clears_the_calls() {
 #[test]
 fn login_through_the_hosted_server_hosts_first_then_logs_in_and_goes_online() {
     let mut m = Model::new(AppState::new(AppSettings::default()));
-    let creds = Credentials { number: ALICE.into(), password: "secret-pw".into(), host_server: true, ..Default::default() };
+    let creds = Credentials {
+        number: ALICE.into(),
+        password: "secret-pw".into(),
+        host_server: true,
+        ..Default::default()
+    };
     let fx = cmd(&mut m, AppCommand::Register(creds.clone()), 0);
     assert!(matches!(fx.as_slice(), [Effect::Host { .. }]), "{fx:?}");
     assert!(matches!(m.view.login, LoginStatus::Busy(_)));
@@ -451,7 +469,8 @@ fn file_rows_follow_their_transfers() {
     transfer_event(&mut files, TransferEvent::Preparing { name: "a.bin".into(), size: 10 }, true, t0);
     transfer_event(&mut files, TransferEvent::Offered { id: 4, name: "a.bin".into(), size: 10 }, true, t0);
     assert_eq!((files[0].id, files[0].status.clone()), (4, FileStatus::Waiting));
-    let started = TransferEvent::Started { id: 4, way: Way::Sending, name: "a.bin".into(), offset: 2, size: 10 };
+    let started =
+        TransferEvent::Started { id: 4, way: Way::Sending, name: "a.bin".into(), offset: 2, size: 10 };
     transfer_event(&mut files, started, true, t0);
     let progress = TransferEvent::Progress { id: 4, way: Way::Sending, bytes: 6, size: 10 };
     transfer_event(&mut files, progress, true, clock(2).now);

@@ -197,7 +197,8 @@ impl Core {
                 let mut cfg = ClientConfig::new(server, token);
                 cfg.device_ip = device_ip;
                 let (handle, events) = client::spawn(cfg, Some(self.wake.clone()));
-                self.sessions = Some(SessionController::new(handle.clone(), self.loopback, self.data_tx.clone()));
+                self.sessions =
+                    Some(SessionController::new(handle.clone(), self.loopback, self.data_tx.clone()));
                 self.client = Some(handle);
                 self.client_events = Some(events);
             }
@@ -221,8 +222,10 @@ impl Core {
             }
             Effect::StartData { session_id, role, video, receive } => {
                 let Some(sessions) = self.sessions.as_mut() else { return };
-                let display =
-                    VideoDisplay { remote: Some(self.video.remote.clone()), local: Some(self.video.local.clone()) };
+                let display = VideoDisplay {
+                    remote: Some(self.video.remote.clone()),
+                    local: Some(self.video.local.clone()),
+                };
                 let d = sessions.start(session_id, role, receive, video, display);
                 *self.video.stats.lock() = Some(d.video_stats_handle());
             }
@@ -267,19 +270,23 @@ impl Core {
             }
             Effect::DetectIp(server) => self.spawn(async move {
                 // Name resolution may block: keep it off the runtime's threads.
-                let ip = tokio::task::spawn_blocking(move || api::local_ip_towards(&server)).await.ok().flatten();
+                let ip =
+                    tokio::task::spawn_blocking(move || api::local_ip_towards(&server)).await.ok().flatten();
                 Done::IpDetected(ip)
             }),
             Effect::ListCameras => self.spawn(async {
                 let found = tokio::task::spawn_blocking(crate::media::camera::list)
                     .await
-                    .unwrap_or_else(|e| Err(format!("listing cameras failed: {e}")));
-                Done::CamerasFound(found.map_err(|e| e.to_string()))
+                    .map_err(|e| format!("listing cameras failed: {e}"))
+                    .and_then(|r| r.map_err(|e| e.to_string()));
+                Done::CamerasFound(found)
             }),
             Effect::PickFiles => {
                 let tx = self.internal_tx.clone();
                 tokio::spawn(async move {
-                    if let Some(files) = rfd::AsyncFileDialog::new().set_title("Send files").pick_files().await {
+                    if let Some(files) =
+                        rfd::AsyncFileDialog::new().set_title("Send files").pick_files().await
+                    {
                         let paths = files.iter().map(|f| f.path().to_path_buf()).collect();
                         let _ = tx.send(Internal::Done(Done::FilesPicked(paths)));
                     }
@@ -290,7 +297,8 @@ impl Core {
             }
             Effect::TestRing { volume } => self.spawn(async move {
                 let d = std::time::Duration::from_millis(1600);
-                let played = tokio::task::spawn_blocking(move || crate::media::ring::sound_check(d, volume)).await;
+                let played =
+                    tokio::task::spawn_blocking(move || crate::media::ring::sound_check(d, volume)).await;
                 Done::Notice(match played {
                     Ok(Ok(device)) => format!("Played the ring on {device}."),
                     Ok(Err(e)) => format!("No sound for the ring: {e}. Requests still show in the window."),
@@ -315,7 +323,11 @@ impl Core {
 }
 
 /// Starts the in-app server; returns it with the URLs this app and others use for it.
-async fn host(port: u16, region: String, dir: std::path::PathBuf) -> Result<(RunningServer, Hosting), String> {
+async fn host(
+    port: u16,
+    region: String,
+    dir: std::path::PathBuf,
+) -> Result<(RunningServer, Hosting), String> {
     let mut cfg = ServerConfig::new(SocketAddr::from(([0, 0, 0, 0], port)), dir);
     cfg.hub.default_region = region;
     let running = server::start(cfg).await.map_err(|e| match e {

@@ -240,4 +240,3 @@ impl AppState {
         self.connection != Connection::LoggedOut
     }
 }
-

@@ -1,9 +1,9 @@
 //! `sidecall account register|login|logout|show`.
 
-use super::{Cli, AccountCmd, LoginArgs, Exit, Failure, password, profile_path};
-use crate::client::login::{self, LoginParams};
+use super::{AccountCmd, Cli, Exit, Failure, LoginArgs, password, profile_path};
 use crate::client::api;
 use crate::client::config::Profile;
+use crate::client::login::{self, LoginParams};
 use crate::protocol::ErrorCode;
 
 fn params(args: &LoginArgs, password: String) -> Result<LoginParams, Failure> {
@@ -37,9 +37,7 @@ pub(super) async fn account(cli: &Cli, cmd: &AccountCmd) -> Result<Exit, Failure
             println!("registered {} ({})", resp.number, resp.display_name);
             do_login(cli, &params).await
         }
-        AccountCmd::Login(args) => {
-            do_login(cli, &params(args, password(false)?)?).await
-        }
+        AccountCmd::Login(args) => do_login(cli, &params(args, password(false)?)?).await,
         AccountCmd::Logout => {
             let path = profile_path(cli)?;
             let Some(mut profile) = Profile::load(&path)? else {

@@ -6,7 +6,7 @@ pub(super) async fn cameras(json: bool) -> Result<Exit, Failure> {
     let found = tokio::task::spawn_blocking(crate::media::camera::list)
         .await
         .map_err(|e| fail(Exit::Error, format!("listing cameras failed: {e}")))?
-        .map_err(|e| fail(Exit::Error, e))?;
+        .map_err(|e| fail(Exit::Error, e.to_string()))?;
     if json {
         println!("{}", serde_json::to_string(&found).unwrap_or_default());
     } else if found.is_empty() {

@@ -39,9 +39,9 @@ impl ProgressPrinter {
             DataEvent::Video(v) => match v {
                 VideoEvent::SendingStarted { what } => eprintln!("sending video: {what}"),
                 VideoEvent::SendingStopped => eprintln!("stopped sending video"),
-                VideoEvent::SendingFailed { reason } => {
+                VideoEvent::SendingFailed { reason, camera } => {
                     eprintln!("no video sent: {reason}");
-                    if reason.contains("camera") {
+                    if *camera {
                         eprintln!("(`--video test-pattern` sends the built-in test picture instead)");
                     }
                 }

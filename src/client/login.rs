@@ -33,7 +33,10 @@ pub fn host_name() -> Option<String> {
 }
 
 /// Creates the account `display_name` for the number and password in `p`.
-pub async fn register(p: &LoginParams, display_name: &str) -> Result<crate::protocol::RegisterResponse, ApiError> {
+pub async fn register(
+    p: &LoginParams,
+    display_name: &str,
+) -> Result<crate::protocol::RegisterResponse, ApiError> {
     let server = api::normalize_server_url(&p.server)?;
     let req = RegisterRequest {
         number: p.number.clone(),

@@ -1,11 +1,11 @@
 //! The data side of an accepted session: a WebRTC peer whose signaling goes through the
 //! server connection, and the file transfers on its channel. Used by the CLI and the app.
 
-use crate::client::{ClientHandle, Event};
 use crate::client::transfer::{self, ReceiveConfig, TransferCmd, TransferEvent, Way};
+use crate::client::{ClientHandle, Event};
 use crate::media::video::{
     Capture, CaptureEvent, EncodedFrame, FrameSlot, Receiver, RecvControl, RecvSnapshot, SendControl,
-    SendSnapshot, SlotWriter, VideoParams,
+    SendSnapshot, SlotWriter, VideoFailure, VideoParams,
 };
 use crate::protocol::{IceServer, Role, SessionId, SignalData};
 use crate::rtc::{LocalVideo, Peer, PeerEvent, RemoteVideo};
@@ -38,7 +38,8 @@ pub enum VideoEvent {
     /// We stopped sending (by choice).
     SendingStopped,
     /// Our source failed (no camera, unplugged…); nothing is sent, files are unaffected.
-    SendingFailed { reason: String },
+    /// `camera`: the camera was the problem (the test pattern would work).
+    SendingFailed { reason: String, camera: bool },
     /// The other side started sending pictures.
     RemoteStarted,
     /// The other side stopped sending pictures.
@@ -325,7 +326,8 @@ async fn start_sending(
         }
         Err(e) => {
             *shared.send.lock() = None;
-            let _ = events.send(DataEvent::Video(VideoEvent::SendingFailed { reason: e.to_string() }));
+            let _ = events
+                .send(DataEvent::Video(VideoEvent::SendingFailed { reason: e.to_string(), camera: false }));
             None
         }
     }
@@ -481,9 +483,10 @@ async fn drive(
                     client.signal(&session_id, SignalData::Video { sending: true });
                     let _ = events.send(DataEvent::Video(VideoEvent::SendingStarted { what }));
                 }
-                CaptureEvent::Failed(reason) => {
+                CaptureEvent::Failed(why) => {
                     stopped(&mut sending);
-                    let _ = events.send(DataEvent::Video(VideoEvent::SendingFailed { reason }));
+                    let camera = matches!(why, VideoFailure::Source(_));
+                    let _ = events.send(DataEvent::Video(VideoEvent::SendingFailed { reason: why.to_string(), camera }));
                 }
             },
             Some(ev) = own_rx.recv() => {

@@ -2,7 +2,8 @@
 //! Windows): list them, open one at a size and frame rate, read pictures as I420.
 
 use super::pattern::I420;
-use super::video::Size;
+pub use super::source::{CameraError, NO_CAMERA};
+use super::source::{Size, Source};
 use nokhwa::pixel_format::RgbFormat;
 use nokhwa::utils::{
     ApiBackend, CameraFormat, CameraIndex, FrameFormat, RequestedFormat, RequestedFormatType, Resolution,
@@ -18,8 +19,8 @@ pub struct CameraInfo {
 }
 
 /// The cameras present now; an empty list when there are none (or none we may open).
-pub fn list() -> Result<Vec<CameraInfo>, String> {
-    let found = nokhwa::query(ApiBackend::Auto).map_err(|e| format!("cannot list cameras: {e}"))?;
+pub fn list() -> Result<Vec<CameraInfo>, CameraError> {
+    let found = nokhwa::query(ApiBackend::Auto).map_err(|e| CameraError::List(e.to_string()))?;
     Ok(found
         .into_iter()
         .enumerate()
@@ -34,9 +35,6 @@ pub fn list() -> Result<Vec<CameraInfo>, String> {
         .collect())
 }
 
-/// What to tell a user who has no camera.
-pub const NO_CAMERA: &str = "no camera found: connect one (and check you may use it, e.g. the `video` group on Linux), or send the test pattern";
-
 /// An open camera delivering pictures.
 pub struct Camera {
     cam: nokhwa::Camera,
@@ -46,16 +44,16 @@ pub struct Camera {
 
 impl Camera {
     /// Opens camera `index` (the first when `None`) as close as it can to `size` at `fps`.
-    pub fn open(index: Option<u32>, size: Size, fps: u32) -> Result<Camera, String> {
+    pub fn open(index: Option<u32>, size: Size, fps: u32) -> Result<Camera, CameraError> {
         let index = match index {
             Some(i) => i,
-            None => list()?.first().map(|c| c.index).ok_or_else(|| NO_CAMERA.to_owned())?,
+            None => list()?.first().map(|c| c.index).ok_or(CameraError::NoCamera)?,
         };
         let wanted = CameraFormat::new(Resolution::new(size.width, size.height), FrameFormat::MJPEG, fps);
         let format = RequestedFormat::new::<RgbFormat>(RequestedFormatType::Closest(wanted));
         let mut cam = nokhwa::Camera::new(CameraIndex::Index(index), format)
-            .map_err(|e| format!("cannot open camera {index}: {e}"))?;
-        cam.open_stream().map_err(|e| format!("camera {index} does not start: {e}"))?;
+            .map_err(|e| CameraError::Open { index, reason: e.to_string() })?;
+        cam.open_stream().map_err(|e| CameraError::Start { index, reason: e.to_string() })?;
         let name = cam.info().human_name();
         Ok(Camera { cam, name, rgb: Vec::new() })
     }
@@ -74,14 +72,20 @@ impl Camera {
 
     /// The next picture; blocks until the camera delivers. An error means the camera is gone
     /// (unplugged) or broken.
-    pub fn frame(&mut self) -> Result<I420, String> {
-        let buf = self.cam.frame().map_err(|e| format!("the camera stopped delivering pictures: {e}"))?;
+    pub fn frame(&mut self) -> Result<I420, CameraError> {
+        let buf = self.cam.frame().map_err(|e| CameraError::Stopped(e.to_string()))?;
         let res = buf.resolution();
         let (w, h) = (res.width() as usize, res.height() as usize);
         self.rgb.resize(w * h * 3, 0);
         buf.decode_image_to_buffer::<RgbFormat>(&mut self.rgb)
-            .map_err(|e| format!("cannot read the camera's picture: {e}"))?;
-        rgb_to_i420(&self.rgb, w, h)
+            .map_err(|e| CameraError::BadPicture(e.to_string()))?;
+        rgb_to_i420(&self.rgb, w, h).map_err(CameraError::BadPicture)
+    }
+}
+
+impl Source for Camera {
+    fn next(&mut self) -> Result<I420, CameraError> {
+        self.frame()
     }
 }
 

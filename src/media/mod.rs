@@ -4,4 +4,5 @@ pub mod camera;
 pub mod codec;
 pub mod pattern;
 pub mod ring;
+pub mod source;
 pub mod video;

@@ -2,8 +2,8 @@
 
 use crate::number;
 use crate::protocol::{
-    ErrorBody, ErrorCode, FieldName, HttpError, LoginRequest, LoginResponse, MAX_HTTP_BODY_BYTES, RegisterRequest,
-    RegisterResponse,
+    ErrorBody, ErrorCode, FieldName, HttpError, LoginRequest, LoginResponse, MAX_HTTP_BODY_BYTES,
+    RegisterRequest, RegisterResponse,
 };
 use crate::server::auth;
 use crate::server::hub::Hub;
@@ -57,7 +57,8 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = HttpError { error: ErrorBody { code: self.code, message: self.message, field: self.field } };
+        let body =
+            HttpError { error: ErrorBody { code: self.code, message: self.message, field: self.field } };
         (self.status, axum::Json(body)).into_response()
     }
 }
@@ -114,8 +115,9 @@ fn check_password(password: &str) -> Result<(), ApiError> {
 
 fn normalize(hub: &Hub, input: &str, region: Option<&str>) -> Result<number::E164, ApiError> {
     let region = region.unwrap_or(&hub.cfg.default_region);
-    number::normalize(input, Some(region))
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidNumber, e.to_string()).on(FieldName::Number))
+    number::normalize(input, Some(region)).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidNumber, e.to_string()).on(FieldName::Number)
+    })
 }
 
 async fn register(State(app): State<AppState>, body: Body) -> Result<Response, ApiError> {

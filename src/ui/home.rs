@@ -4,11 +4,11 @@ use super::login::{ERROR, OK, preview};
 use super::settings::SettingsWindow;
 use super::video::VideoPanel;
 use super::{duration_text, tick};
-use crate::client::StopReason;
 use crate::app::{
     AppCommand, AppHandle, AppState, Connection, Direction, FileStatus, HistoryEntry, HistoryOutcome,
     OutgoingStatus,
 };
+use crate::client::StopReason;
 use crate::client::transfer::Way;
 use crate::protocol::{Offer, Role};
 use egui::{Color32, RichText};

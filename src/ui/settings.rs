@@ -1,8 +1,8 @@
 //! The settings window: country, ring, auto-accept and block lists.
 
 use super::login::ERROR;
-use crate::calls::{Source, WatcherStatus};
 use crate::app::{AppCommand, AppHandle, AppSettings, AppState, OnCall};
+use crate::calls::{Source, WatcherStatus};
 
 #[derive(Default)]
 pub struct SettingsWindow {

@@ -291,8 +291,8 @@ fn parsers_survive_random_input() {
 #[test]
 fn a_phone_call_on_the_fritzbox_starts_and_ends_the_session() {
     use crate::fixture::{BOB, TestServer};
-    use sidecall::client::StopReason;
     use sidecall::app::{self, AppCommand, AppEvent, AppPaths, Credentials};
+    use sidecall::client::StopReason;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
     let server = rt.block_on(TestServer::start());
     let box_ = rt.block_on(TcpListener::bind("127.0.0.1:0")).expect("bind");
