@@ -5,6 +5,6 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let _ = serde_json::from_slice::<sidecall::protocol::ClientMsg>(data);
     let _ = serde_json::from_slice::<sidecall::protocol::ServerMsg>(data);
-    let _ = serde_json::from_slice::<sidecall::client::transfer::FileMsg>(data);
+    let _ = sidecall::client::transfer::wire::decode(data);
     let _ = sidecall::client::transfer::sanitize_name(&String::from_utf8_lossy(data));
 });

@@ -1,10 +1,14 @@
 //! Files over the session's data channel: offer, accept or reject, chunks with back-pressure,
 //! resume from an offset, SHA-256 verification, cancel by either side, both directions at once.
-//! The wire format is in PROTOCOL.md ("File transfer").
+//! The wire format is in PROTOCOL.md ("File transfer") and [`wire`]; this is the engine.
+
+pub mod wire;
+
+pub use wire::{CHUNK_BYTES, FileMsg, sanitize_name};
+use wire::{Frame, control};
 
 use crate::rtc::{Channel, ChannelTx};
-use bytes::{BufMut, BytesMut};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -13,57 +17,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::mpsc;
-
-/// A control message (JSON follows).
-const KIND_CONTROL: u8 = 1;
-/// A chunk: file id (u32 BE), offset (u64 BE), bytes.
-const KIND_CHUNK: u8 = 2;
-const CHUNK_HEADER: usize = 1 + 4 + 8;
-/// Bytes of file per chunk message (the whole message stays within SCTP's default 64 KiB
-/// max-message-size, which every WebRTC stack accepts).
-pub const CHUNK_BYTES: usize = 64 * 1024 - CHUNK_HEADER;
-/// Longest file name kept, in bytes.
-const MAX_NAME_BYTES: usize = 200;
-
-/// Control messages of the file-transfer protocol.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum FileMsg {
-    Offer {
-        id: u32,
-        name: String,
-        size: u64,
-        sha256: String,
-        mime: String,
-    },
-    /// Send from `offset` (bytes the receiver already holds from an interrupted try).
-    Accept {
-        id: u32,
-        offset: u64,
-    },
-    Reject {
-        id: u32,
-        reason: String,
-    },
-    /// Either side stops a file.
-    Cancel {
-        id: u32,
-        reason: String,
-    },
-    /// The sender sent the last byte.
-    Done {
-        id: u32,
-    },
-    /// The receiver checked the hash and kept the file.
-    Verified {
-        id: u32,
-    },
-    /// The receiver could not keep the file.
-    Failed {
-        id: u32,
-        reason: String,
-    },
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -160,36 +113,6 @@ pub fn default_save_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("Sidecall"))
 }
 
-/// A file name that is safe to create in the save folder: no path, no control characters,
-/// no reserved characters or device names, not hidden, not too long.
-pub fn sanitize_name(raw: &str) -> String {
-    let base = raw.rsplit(['/', '\\']).next().unwrap_or("");
-    let mut name: String =
-        base.chars().map(|c| if c.is_control() || "<>:\"|?*".contains(c) { '_' } else { c }).collect();
-    name = name.trim_matches(|c: char| c == '.' || c.is_whitespace()).to_string();
-    if name.is_empty() {
-        name = "file".into();
-    }
-    let stem = name.split('.').next().unwrap_or("").to_ascii_uppercase();
-    let reserved = matches!(stem.as_str(), "CON" | "PRN" | "AUX" | "NUL")
-        || ((stem.starts_with("COM") || stem.starts_with("LPT"))
-            && stem.len() == 4
-            && stem.as_bytes()[3].is_ascii_digit());
-    if reserved {
-        name = format!("_{name}");
-    }
-    if name.len() > MAX_NAME_BYTES {
-        let ext =
-            name.rfind('.').map(|i| name[i..].to_string()).filter(|e| e.len() <= 16).unwrap_or_default();
-        let mut cut = MAX_NAME_BYTES - ext.len();
-        while !name.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        name = format!("{}{ext}", &name[..cut]);
-    }
-    name
-}
-
 /// `name`, or `name (1).ext`, `name (2).ext` … whichever does not exist in `dir`.
 fn unique_path(dir: &Path, name: &str) -> PathBuf {
     let first = dir.join(name);
@@ -201,14 +124,6 @@ fn unique_path(dir: &Path, name: &str) -> PathBuf {
         _ => (name, ""),
     };
     (1..).map(|n| dir.join(format!("{stem} ({n}){ext}"))).find(|p| !p.exists()).unwrap_or(first)
-}
-
-fn control(msg: &FileMsg) -> BytesMut {
-    let json = serde_json::to_vec(msg).unwrap_or_default();
-    let mut b = BytesMut::with_capacity(1 + json.len());
-    b.put_u8(KIND_CONTROL);
-    b.extend_from_slice(&json);
-    b
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -239,10 +154,13 @@ async fn hash_file(path: PathBuf) -> std::io::Result<(u64, String)> {
 
 /// Explains an I/O error to both sides in plain words.
 fn io_reason(e: &std::io::Error) -> String {
-    match e.raw_os_error() {
-        Some(28) => "the receiver's disk is full".into(),
-        Some(27) => "the file is larger than the receiver may write (file size limit)".into(),
-        Some(13) | Some(1) => "the receiver may not write to its save folder (permission denied)".into(),
+    use std::io::ErrorKind;
+    match e.kind() {
+        ErrorKind::StorageFull => "the receiver's disk is full".into(),
+        ErrorKind::FileTooLarge => "the file is larger than the receiver may write (file size limit)".into(),
+        ErrorKind::PermissionDenied => {
+            "the receiver may not write to its save folder (permission denied)".into()
+        }
         _ => format!("cannot write the file: {e}"),
     }
 }
@@ -340,17 +258,14 @@ pub async fn run(
             }
             msg = channel.recv() => {
                 let Some(msg) = msg else { break };
-                match msg.first().copied() {
-                    Some(KIND_CHUNK) if msg.len() >= CHUNK_HEADER => {
-                        let id = u32::from_be_bytes([msg[1], msg[2], msg[3], msg[4]]);
-                        let offset = u64::from_be_bytes([msg[5], msg[6], msg[7], msg[8], msg[9], msg[10], msg[11], msg[12]]);
+                match wire::decode(&msg) {
+                    Ok(Frame::Chunk { id, offset, data }) => {
                         let Some(f) = incoming.get_mut(&id) else { continue };
-                        if offset != f.received || f.received + (msg.len() - CHUNK_HEADER) as u64 > f.size {
+                        if offset != f.received || f.received + data.len() as u64 > f.size {
                             let reason = format!("out-of-order data at {offset} (expected {})", f.received);
                             fail_incoming(&tx, &mut incoming, id, reason, &events).await;
                             continue;
                         }
-                        let data = &msg[CHUNK_HEADER..];
                         let written = match f.file.as_mut() {
                             Some(w) => w.write_all(data).await,
                             None => Ok(()),
@@ -366,11 +281,8 @@ pub async fn run(
                             emit(TransferEvent::Progress { id, way: Way::Receiving, bytes: f.received, size: f.size });
                         }
                     }
-                    Some(KIND_CONTROL) => match serde_json::from_slice::<FileMsg>(&msg[1..]) {
-                        Ok(m) => handle_control(m, &tx, &cfg, &mut outgoing, &mut offered_in, &mut incoming, &jobs_tx, &events).await,
-                        Err(e) => tracing::warn!("unreadable file-transfer message: {e}"),
-                    },
-                    _ => tracing::warn!("unknown file-transfer frame ({} bytes) ignored", msg.len()),
+                    Ok(Frame::Control(m)) => handle_control(m, &tx, &cfg, &mut outgoing, &mut offered_in, &mut incoming, &jobs_tx, &events).await,
+                    Err(e) => tracing::warn!("file-transfer message ignored: {e}"),
                 }
             }
         }
@@ -662,12 +574,9 @@ async fn stream_one(
         file.read_exact(&mut buf[..want])
             .await
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let mut msg = BytesMut::with_capacity(CHUNK_HEADER + want);
-        msg.put_u8(KIND_CHUNK);
-        msg.put_u32(id);
-        msg.put_u64(pos);
-        msg.extend_from_slice(&buf[..want]);
-        tx.send(msg).await.map_err(|e| format!("the connection broke: {e}"))?;
+        tx.send(wire::chunk(id, pos, &buf[..want]))
+            .await
+            .map_err(|e| format!("the connection broke: {e}"))?;
         pos += want as u64;
         if last_report.elapsed() >= Duration::from_millis(100) {
             last_report = Instant::now();
@@ -684,21 +593,6 @@ async fn stream_one(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hostile_names_are_made_safe() {
-        assert_eq!(sanitize_name("../../etc/passwd"), "passwd");
-        assert_eq!(sanitize_name("..\\..\\Windows\\system.ini"), "system.ini");
-        assert_eq!(sanitize_name("CON"), "_CON");
-        assert_eq!(sanitize_name("com1.txt"), "_com1.txt");
-        assert_eq!(sanitize_name("a\u{7}b\nc.txt"), "a_b_c.txt");
-        assert_eq!(sanitize_name("..."), "file");
-        assert_eq!(sanitize_name(".bashrc"), "bashrc");
-        assert_eq!(sanitize_name("what?<>.txt"), "what___.txt");
-        let long = format!("{}.pdf", "ä".repeat(300));
-        let s = sanitize_name(&long);
-        assert!(s.len() <= MAX_NAME_BYTES && s.ends_with(".pdf"), "{s}");
-    }
 
     #[test]
     fn names_never_overwrite() {
