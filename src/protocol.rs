@@ -276,6 +276,28 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in the order of PROTOCOL.md's table.
+    pub const ALL: [ErrorCode; 18] = [
+        ErrorCode::BadMessage,
+        ErrorCode::BinaryNotSupported,
+        ErrorCode::NotAuthenticated,
+        ErrorCode::AlreadyAuthenticated,
+        ErrorCode::AuthFailed,
+        ErrorCode::UnsupportedVersion,
+        ErrorCode::InvalidNumber,
+        ErrorCode::SelfRequest,
+        ErrorCode::UnknownSession,
+        ErrorCode::AlreadyAnswered,
+        ErrorCode::SessionClosed,
+        ErrorCode::SessionNotActive,
+        ErrorCode::RateLimited,
+        ErrorCode::AccountExists,
+        ErrorCode::WrongCredentials,
+        ErrorCode::InvalidField,
+        ErrorCode::TooLarge,
+        ErrorCode::Internal,
+    ];
+
     /// The code as it appears on the wire.
     pub fn as_str(self) -> &'static str {
         match self {

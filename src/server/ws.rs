@@ -69,8 +69,7 @@ async fn read_frame(
         None => Incoming::Gone,
         Some(Err(e)) => {
             let text = e.to_string();
-            if text.contains("Space limit exceeded") || text.contains("too long") || text.contains("too big")
-            {
+            if too_large(e) {
                 count_error(hub, ErrorCode::TooLarge);
                 tracing::info!("closing a connection that sent an oversized message: {text}");
                 close(socket, close_code::TOO_BIG, "message too large: the limit is 65536 bytes").await;
@@ -383,4 +382,16 @@ pub fn configure(upgrade: axum::extract::ws::WebSocketUpgrade) -> axum::extract:
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
         .max_write_buffer_size(MAX_MESSAGE_BYTES * 4)
+}
+
+/// Whether a read failed because the peer sent more than the limits allow (a message or a
+/// frame over the cap, or a control frame over 125 bytes).
+fn too_large(e: axum::Error) -> bool {
+    use tokio_tungstenite::tungstenite::Error;
+    use tokio_tungstenite::tungstenite::error::ProtocolError;
+    match e.into_inner().downcast_ref::<Error>() {
+        Some(Error::Capacity(_)) => true,
+        Some(Error::Protocol(p)) => matches!(p, ProtocolError::ControlFrameTooBig),
+        _ => false,
+    }
 }

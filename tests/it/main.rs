@@ -7,6 +7,7 @@ mod cli;
 mod fixture;
 mod handshake;
 mod heartbeat;
+mod protocol_doc;
 mod restart;
 mod rtc;
 mod store;
