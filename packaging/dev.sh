@@ -3,7 +3,7 @@
 #
 #   packaging/dev.sh run [ARGS…]     install what is missing, build, open the Sidecall app
 #   packaging/dev.sh test            install what is missing, run every test
-#   packaging/dev.sh server [ARGS…]  build and run the standalone server
+#   packaging/dev.sh server [ARGS…]  build and run the standalone server (server packages only)
 #   packaging/dev.sh deps            only install the system packages
 #
 # System packages are installed with apt-get (through sudo when not root).
@@ -11,10 +11,12 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-# What building needs from Debian (cpal links ALSA), and what the window needs to run.
-# libclang-dev: nokhwa (camera) generates its V4L2 bindings with bindgen.
+# What building the server needs from Debian (a C compiler for the bundled SQLite and ring).
+SERVER_PACKAGES=(build-essential pkg-config ca-certificates)
+# What the desktop app and command line need besides (cpal links ALSA), and what the window
+# needs to run. libclang-dev: nokhwa (camera) generates its V4L2 bindings with bindgen.
 # nasm: OpenH264's SIMD code (without it the encoder silently runs ~3x slower).
-PACKAGES=(build-essential pkg-config ca-certificates libasound2-dev nasm libclang-dev)
+DESKTOP_PACKAGES=(libasound2-dev nasm libclang-dev)
 RUN_PACKAGES=(libxkbcommon-x11-0 libgl1 libegl1 libgl1-mesa-dri)
 # The tests also talk to a real browser (Chromium, headless) to check WebRTC interoperability.
 TEST_PACKAGES=(chromium)
@@ -34,7 +36,7 @@ as_root() {
 
 install_deps() {
     local missing=()
-    for p in "${PACKAGES[@]}" "$@"; do
+    for p in "${SERVER_PACKAGES[@]}" "$@"; do
         if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
             missing+=("$p")
         fi
@@ -77,26 +79,29 @@ cmd="${1:-}"
 shift || true
 case "$cmd" in
     deps)
-        install_deps
+        install_deps "${DESKTOP_PACKAGES[@]}"
         ;;
     run)
-        install_deps "${RUN_PACKAGES[@]}"
+        install_deps "${DESKTOP_PACKAGES[@]}" "${RUN_PACKAGES[@]}"
         say "building Sidecall (release; the first build takes several minutes)"
         cargo build --release --locked --bins
         say "starting Sidecall (a first run offers to host its own server)"
         exec ./target/release/sidecall "$@"
         ;;
     server)
+        # The server alone: no desktop packages, no window, camera or codec code.
         install_deps
-        cargo build --release --locked --bin sidecall-server
+        cargo build --release --locked --no-default-features --bin sidecall-server
         exec ./target/release/sidecall-server "$@"
         ;;
     test)
-        install_deps "${TEST_PACKAGES[@]}"
+        install_deps "${DESKTOP_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
         prepare_postgres
         say "building and running the tests"
         status=0
         cargo test --locked --all-targets --no-fail-fast -- "$@" || status=$?
+        say "the server alone builds without the desktop's packages"
+        cargo check --locked --no-default-features --bin sidecall-server || status=$?
         say "desktop app smoke test under Xvfb"
         ./packaging/gui-smoke.sh target/debug/sidecall target/gui-smoke.png || status=$?
         exit $status

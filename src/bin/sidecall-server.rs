@@ -44,11 +44,7 @@ fn main() -> std::process::ExitCode {
         Ok(n) => tracing::debug!("open-file limit {n}"),
         Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
     }
-    let data_dir = match args
-        .data_dir
-        .clone()
-        .or_else(|| sidecall::client::config::data_dir().map(|d| d.join("server")))
-    {
+    let data_dir = match args.data_dir.clone().or_else(|| sidecall::data_dir().map(|d| d.join("server"))) {
         Some(d) => d,
         None => {
             eprintln!("sidecall-server: no data folder found for this user: pass --data-dir");

@@ -52,10 +52,7 @@ pub fn config_dir() -> Result<PathBuf, ConfigError> {
 
 /// The folder for data the program keeps (the hosted server's database, logs).
 pub fn data_dir() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("SIDECALL_DATA_DIR") {
-        return Some(PathBuf::from(dir));
-    }
-    directories::ProjectDirs::from("org", "Sidecall", "sidecall").map(|d| d.data_dir().to_path_buf())
+    crate::data_dir()
 }
 
 pub fn profile_path(dir: &Path, name: &str) -> Result<PathBuf, ConfigError> {

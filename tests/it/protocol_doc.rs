@@ -7,7 +7,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sidecall::client::transfer::FileMsg;
 use sidecall::protocol::{
-    ClientMsg, ErrorCode, HttpError, LoginRequest, LoginResponse, RegisterRequest, RegisterResponse, ServerMsg,
+    ClientMsg, ErrorCode, HttpError, LoginRequest, LoginResponse, RegisterRequest, RegisterResponse,
+    ServerMsg,
 };
 
 fn spec() -> String {
@@ -100,7 +101,11 @@ fn every_json_example_in_the_spec_reads_into_its_type() {
         checked += 1;
     }
     // Each message type of both directions has an example.
-    for (dir, ty) in [("client → server", "hello"), ("client → server", "access_request"), ("server → client", "session_started")] {
+    for (dir, ty) in [
+        ("client → server", "hello"),
+        ("client → server", "access_request"),
+        ("server → client", "session_started"),
+    ] {
         assert!(
             all.iter().any(|(h2, _, v)| h2.contains(dir) && v["type"] == ty),
             "no example of {ty} ({dir})"
