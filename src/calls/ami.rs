@@ -3,7 +3,7 @@
 //! `Linkedid`. Messages are `Key: Value` lines ending with an empty line; the server starts
 //! with a banner line (`Asterisk Call Manager/…`).
 
-use super::{CallEvent, Emitter, WatcherStatus, backoff, connect_keepalive, read_line};
+use super::{CallEvent, Emitter, WatchError, WatcherStatus, backoff, connect_keepalive, read_line};
 use std::collections::{HashMap, HashSet};
 use tokio::io::{AsyncWriteExt, BufReader};
 
@@ -123,7 +123,7 @@ async fn read_message<R: tokio::io::AsyncBufRead + Unpin>(
 }
 
 /// Connects and logs in once (for "test connection").
-pub async fn probe(cfg: &AmiConfig) -> Result<(), String> {
+pub async fn probe(cfg: &AmiConfig) -> Result<(), WatchError> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let out = Emitter::new(super::Source::Ami, tx);
     let mut attempt = 0;
@@ -139,11 +139,8 @@ pub async fn probe(cfg: &AmiConfig) -> Result<(), String> {
     };
     tokio::select! {
         _ = connected => Ok(()),
-        r = &mut sess => Err(match r {
-            Ok(reason) => reason,
-            Err(Fatal(reason)) => reason,
-        }),
-        _ = tokio::time::sleep(std::time::Duration::from_secs(8)) => Err("no answer from the manager in 8 s".into()),
+        e = &mut sess => Err(e),
+        _ = tokio::time::sleep(std::time::Duration::from_secs(8)) => Err(WatchError::Timeout(8)),
     }
 }
 
@@ -153,14 +150,13 @@ pub async fn run(cfg: AmiConfig, out: Emitter) {
     let mut attempt = 0u32;
     while !out.closed() {
         out.status(WatcherStatus::Connecting);
-        let reason = match session(&cfg, &out, &mut attempt).await {
-            Ok(reason) => reason,
-            Err(Fatal(reason)) => {
-                tracing::warn!("AMI: {reason}");
-                out.status(WatcherStatus::Failed { reason });
-                return;
-            }
-        };
+        let end = session(&cfg, &out, &mut attempt).await;
+        let reason = end.to_string();
+        if end.is_permanent() {
+            tracing::warn!("AMI: {reason}");
+            out.status(WatcherStatus::Failed { reason });
+            return;
+        }
         let wait = backoff(attempt);
         attempt = attempt.saturating_add(1);
         out.status(WatcherStatus::Retrying { reason, retry_in_ms: wait.as_millis() as u64 });
@@ -168,21 +164,19 @@ pub async fn run(cfg: AmiConfig, out: Emitter) {
     }
 }
 
-struct Fatal(String);
-
-async fn session(cfg: &AmiConfig, out: &Emitter, attempt: &mut u32) -> Result<String, Fatal> {
+/// One connection, until it ends (it always ends with why).
+async fn session(cfg: &AmiConfig, out: &Emitter, attempt: &mut u32) -> WatchError {
     let stream = match connect_keepalive(&cfg.addr).await {
         Ok(s) => s,
-        Err(e) => return Ok(format!("cannot connect to {}: {e}", cfg.addr)),
+        Err(source) => return WatchError::Connect { addr: cfg.addr.clone(), source, hint: "" },
     };
     let mut reader = BufReader::new(stream);
     let mut buf = Vec::new();
     match read_line(&mut reader, &mut buf).await {
         Ok(Some(banner)) if banner.starts_with("Asterisk Call Manager") => {}
-        Ok(Some(other)) => {
-            return Err(Fatal(format!("{} is not an Asterisk manager port (said {other:?})", cfg.addr)));
-        }
-        _ => return Ok("the manager closed the connection before its banner".into()),
+        Ok(Some(other)) => return WatchError::WrongService { addr: cfg.addr.clone(), said: other },
+        Ok(None) => return WatchError::Closed("the manager"),
+        Err(e) => return WatchError::Lost(e),
     }
     let login = format!(
         "Action: Login\r\nActionID: sidecall-login\r\nUsername: {}\r\nSecret: {}\r\nEvents: call\r\n\r\n",
@@ -190,15 +184,15 @@ async fn session(cfg: &AmiConfig, out: &Emitter, attempt: &mut u32) -> Result<St
         cfg.secret.replace(['\r', '\n'], "")
     );
     if let Err(e) = reader.get_mut().write_all(login.as_bytes()).await {
-        return Ok(format!("connection lost: {e}"));
+        return WatchError::Lost(e);
     }
     let mut tracker = Tracker::default();
     let mut logged_in = false;
     loop {
         let lines = match read_message(&mut reader, &mut buf).await {
             Ok(Some(lines)) => lines,
-            Ok(None) => return Ok("the manager closed the connection".into()),
-            Err(e) => return Ok(format!("connection lost: {e}")),
+            Ok(None) => return WatchError::Closed("the manager"),
+            Err(e) => return WatchError::Lost(e),
         };
         let msg = parse_message(&lines);
         if !logged_in {
@@ -209,10 +203,7 @@ async fn session(cfg: &AmiConfig, out: &Emitter, attempt: &mut u32) -> Result<St
                     out.status(WatcherStatus::Connected);
                 }
                 (Some("Error"), _) => {
-                    let why = msg.get("Message").unwrap_or("refused");
-                    return Err(Fatal(format!(
-                        "AMI login failed: {why}. Check the user name and secret in manager.conf"
-                    )));
+                    return WatchError::LoginRefused(msg.get("Message").unwrap_or("refused").to_string());
                 }
                 _ => {}
             }
@@ -221,7 +212,7 @@ async fn session(cfg: &AmiConfig, out: &Emitter, attempt: &mut u32) -> Result<St
         if let Some(ev) = tracker.event(&msg, &cfg.extension)
             && !out.call(ev)
         {
-            return Ok("stopped".into());
+            return WatchError::Stopped;
         }
     }
 }

@@ -8,7 +8,7 @@
 //! 25.11.26 18:03:40;DISCONNECT;0;85;
 //! ```
 
-use super::{CallEvent, Emitter, WatcherStatus, backoff, connect_keepalive, read_line};
+use super::{CallEvent, Emitter, WatchError, WatcherStatus, backoff, connect_keepalive, read_line};
 use tokio::io::BufReader;
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -71,10 +71,13 @@ pub fn parse_line(line: &str) -> Result<CallEvent, ParseError> {
 }
 
 /// Tries the call monitor once (for "test connection").
-pub async fn probe(addr: &str) -> Result<(), String> {
-    connect_keepalive(addr).await.map(|_| ()).map_err(|e| {
-        format!("cannot connect to {addr}: {e}. Is the call monitor on? Dial #96*5* on a phone on the box.")
-    })
+pub async fn probe(addr: &str) -> Result<(), WatchError> {
+    connect_keepalive(addr).await.map(|_| ()).map_err(|source| connect_error(addr, source))
+}
+
+fn connect_error(addr: &str, source: std::io::Error) -> WatchError {
+    let hint = ". Is the call monitor on? Dial #96*5* on a phone on the box.";
+    WatchError::Connect { addr: addr.to_string(), source, hint }
 }
 
 /// Follows the call monitor at `addr` (`host:1012`) until the receiver goes away, reconnecting
@@ -104,16 +107,17 @@ pub async fn run(addr: String, out: Emitter) {
                                 line.chars().take(120).collect::<String>()
                             ),
                         },
-                        Ok(None) => break "the box closed the connection".to_string(),
+                        Ok(None) => break WatchError::Closed("the box"),
                         Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
                             tracing::warn!("call monitor: {e}")
                         }
-                        Err(e) => break format!("connection lost: {e}"),
+                        Err(e) => break WatchError::Lost(e),
                     }
                 }
             }
-            Err(e) => format!("cannot connect to {addr}: {e} (is the call monitor on? dial #96*5* once)"),
-        };
+            Err(source) => connect_error(&addr, source),
+        }
+        .to_string();
         let wait = backoff(attempt);
         attempt = attempt.saturating_add(1);
         tracing::info!("call monitor: {reason}; retrying in {} s", wait.as_secs());

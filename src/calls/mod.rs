@@ -118,6 +118,41 @@ impl Emitter {
     }
 }
 
+/// Why a watcher's connection ended; [`WatchError::is_permanent`] decides between trying
+/// again and stopping until the settings change.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error("cannot connect to {addr}: {source}{hint}")]
+    Connect {
+        addr: String,
+        source: std::io::Error,
+        /// What to check, for this kind of device.
+        hint: &'static str,
+    },
+    #[error("connection lost: {0}")]
+    Lost(std::io::Error),
+    #[error("{0} closed the connection")]
+    Closed(&'static str),
+    /// The port answers, but not as the settings say it should.
+    #[error("{addr} is not an Asterisk manager port (said {said:?})")]
+    WrongService { addr: String, said: String },
+    /// Retrying would only lock the account.
+    #[error("AMI login failed: {0}. Check the user name and secret in manager.conf")]
+    LoginRefused(String),
+    #[error("no answer in {0} s")]
+    Timeout(u64),
+    /// Nobody listens to the watcher's events any more.
+    #[error("stopped")]
+    Stopped,
+}
+
+impl WatchError {
+    /// Whether trying again cannot help (until the settings change).
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, WatchError::WrongService { .. } | WatchError::LoginRefused(_))
+    }
+}
+
 /// Reconnect delays: 1 s doubling to a minute.
 pub(crate) fn backoff(attempt: u32) -> Duration {
     Duration::from_secs(1u64 << attempt.min(6)).min(Duration::from_secs(60))
