@@ -249,27 +249,27 @@ fn go_online(m: &mut Model, server: String, token: String, device_ip: Option<IpA
 }
 
 fn login(m: &mut Model, creds: Credentials, register: bool, fx: &mut Vec<Effect>) {
-    if creds.host_server {
+    let server_url = if creds.host_server {
         match &m.view.hosting {
-            Some(h) => {
-                let server_url = h.local_url.clone();
-                fx.push(Effect::Login { server_url, creds, register });
-            }
+            Some(h) => h.local_url.clone(),
             None => {
+                // Host first; the login follows when the server runs.
                 m.after_host = Some(AfterHost::Login { creds, register });
                 host(m, fx);
+                return;
             }
         }
-        return;
-    }
-    match crate::client::api::normalize_server_url(&creds.server) {
-        Ok(server_url) => {
-            m.view.login =
-                LoginStatus::Busy(if register { "Creating your account…" } else { "Logging in…" }.into());
-            fx.push(Effect::Login { server_url, creds, register });
+    } else {
+        match crate::client::api::normalize_server_url(&creds.server) {
+            Ok(url) => url,
+            Err(e) => {
+                m.view.login = LoginStatus::Failed { field: Some(Field::Server), message: e.to_string() };
+                return;
+            }
         }
-        Err(e) => m.view.login = LoginStatus::Failed { field: Some(Field::Server), message: e.to_string() },
-    }
+    };
+    m.view.login = LoginStatus::Busy(if register { "Creating your account…" } else { "Logging in…" }.into());
+    fx.push(Effect::Login { server_url, creds, register });
 }
 
 fn command(m: &mut Model, cmd: AppCommand, clock: Clock, fx: &mut Vec<Effect>) {

@@ -405,6 +405,7 @@ fn login_through_the_hosted_server_hosts_first_then_logs_in_and_goes_online() {
         matches!(fx.as_slice(), [Effect::Login { server_url, register: true, .. }] if server_url == "http://127.0.0.1:7480"),
         "{fx:?}"
     );
+    assert_eq!(m.view.login, LoginStatus::Busy("Creating your account…".into()));
     let profile = Profile {
         server: "http://127.0.0.1:7480".into(),
         number: ALICE.into(),
