@@ -22,6 +22,14 @@ pub struct Metrics {
     pub dispatch_seconds: Histogram,
     /// From an initiation to the callee's answer.
     pub answer_seconds: Histogram,
+    /// TURN allocations held now.
+    pub relay_allocations: Gauge,
+    /// Bytes relayed, by way (`to_peer`, `to_client`).
+    pub relay_bytes: Family<Labels, Counter>,
+    /// Relay requests refused, by reason.
+    pub relay_refusals: Family<Labels, Counter>,
+    /// Relayed packets dropped, by reason.
+    pub relay_dropped: Family<Labels, Counter>,
 }
 
 impl Metrics {
@@ -53,6 +61,14 @@ impl Metrics {
             dispatch_seconds.clone(),
         );
         registry.register("answer_seconds", "Time from initiation to answer", answer_seconds.clone());
+        let relay_allocations = Gauge::default();
+        let relay_bytes = Family::<Labels, Counter>::default();
+        let relay_refusals = Family::<Labels, Counter>::default();
+        let relay_dropped = Family::<Labels, Counter>::default();
+        registry.register("relay_allocations", "TURN allocations held now", relay_allocations.clone());
+        registry.register("relay_bytes", "Bytes relayed by the TURN relay, by way", relay_bytes.clone());
+        registry.register("relay_refusals", "TURN requests refused, by reason", relay_refusals.clone());
+        registry.register("relay_dropped", "Relayed packets dropped, by reason", relay_dropped.clone());
         Metrics {
             registry,
             online_devices,
@@ -64,6 +80,10 @@ impl Metrics {
             logins,
             dispatch_seconds,
             answer_seconds,
+            relay_allocations,
+            relay_bytes,
+            relay_refusals,
+            relay_dropped,
         }
     }
 

@@ -7,6 +7,7 @@ pub mod http;
 pub mod hub;
 pub mod metrics;
 pub mod ratelimit;
+pub mod relay;
 pub mod store;
 pub mod ws;
 
