@@ -110,7 +110,17 @@ async fn seed(dir: &std::path::Path, n: usize) {
 
 fn start_server(dir: &std::path::Path) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sidecall-server"))
-        .args(["--listen", "127.0.0.1:0", "--log", "warn", "--heartbeat", "30", "--data-dir"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--relay-listen",
+            "127.0.0.1:0",
+            "--log",
+            "warn",
+            "--heartbeat",
+            "30",
+            "--data-dir",
+        ])
         .arg(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -330,7 +330,17 @@ async fn host(
 ) -> Result<(RunningServer, Hosting), String> {
     let mut cfg = ServerConfig::new(SocketAddr::from(([0, 0, 0, 0], port)), dir);
     cfg.hub.default_region = region;
-    let running = server::start(cfg).await.map_err(|e| match e {
+    // With the relay on its standard port; where that is taken, the server runs without it.
+    let mut with_relay = cfg.clone();
+    with_relay.relay = server::RelayMode::Own(server::relay::RelayConfig::default());
+    let started = match server::start(with_relay).await {
+        Err(server::ServerError::Relay(e)) => {
+            tracing::warn!("hosting without a relay: {e}");
+            server::start(cfg).await
+        }
+        other => other,
+    };
+    let running = started.map_err(|e| match e {
         server::ServerError::Bind { .. } => format!(
             "cannot host a server: port {port} is in use (is another Sidecall hosting here?). \
              Connect to that one instead, or free the port."

@@ -31,6 +31,27 @@ struct Args {
     /// STUN/TURN server URL handed to clients (repeatable), e.g. stun:stun.example.org:3478
     #[arg(long = "ice-server")]
     ice_servers: Vec<String>,
+    /// The relay's UDP listener (TURN and STUN) for devices that cannot reach each other.
+    #[arg(long, env = "SIDECALL_RELAY_LISTEN", default_value = "0.0.0.0:3478")]
+    relay_listen: SocketAddr,
+    /// Ports relay allocations use, FIRST-LAST.
+    #[arg(long, default_value = "49152-65535", value_parser = parse_ports)]
+    relay_ports: (u16, u16),
+    /// The relay's public address when this server sits behind a 1:1 NAT.
+    #[arg(long)]
+    relay_public_ip: Option<std::net::IpAddr>,
+    /// Relay towards private, loopback and link-local addresses too (a relay for one LAN).
+    #[arg(long)]
+    relay_allow_private: bool,
+    /// No relay: sessions work only where the devices reach each other.
+    #[arg(long, conflicts_with_all = ["turn_url"])]
+    no_relay: bool,
+    /// Hand out a coturn instead of the built-in relay (repeatable), e.g. turn:turn.example.org:3478
+    #[arg(long = "turn-url", requires = "turn_secret")]
+    turn_url: Vec<String>,
+    /// coturn's static-auth-secret (coturn runs with use-auth-secret).
+    #[arg(long, env = "SIDECALL_TURN_SECRET", requires = "turn_url")]
+    turn_secret: Option<String>,
     /// Log filter, e.g. info or sidecall=debug (RUST_LOG overrides).
     #[arg(long, default_value = "info")]
     log: String,
@@ -60,6 +81,19 @@ fn main() -> std::process::ExitCode {
         cfg.hub.ice_servers =
             vec![IceServer { urls: args.ice_servers.clone(), username: None, credential: None }];
     }
+    cfg.relay = if args.no_relay {
+        server::RelayMode::Off
+    } else if let Some(secret) = args.turn_secret.clone() {
+        server::RelayMode::External { urls: args.turn_url.clone(), secret }
+    } else {
+        server::RelayMode::Own(server::relay::RelayConfig {
+            listen: args.relay_listen,
+            ports: args.relay_ports.0..=args.relay_ports.1,
+            public_ip: args.relay_public_ip,
+            allow_private: args.relay_allow_private,
+            ..Default::default()
+        })
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -83,6 +117,11 @@ fn main() -> std::process::ExitCode {
                     "clients use: sidecall account register --server http://<this machine's address>:{} …",
                     running.addr.port()
                 );
+                match &running.relay {
+                    Some(r) => println!("relay (TURN/STUN) on UDP {}", r.local_addr()),
+                    None if args.no_relay => println!("no relay (--no-relay)"),
+                    None => println!("relay: {}", args.turn_url.join(", ")),
+                }
                 running.run_until_signal().await;
                 std::process::ExitCode::SUCCESS
             }
@@ -92,4 +131,15 @@ fn main() -> std::process::ExitCode {
             }
         }
     })
+}
+
+/// `49152-65535` → (49152, 65535).
+fn parse_ports(s: &str) -> Result<(u16, u16), String> {
+    let bad = || format!("{s:?} is not a port range: write FIRST-LAST, e.g. 49152-65535");
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let (a, b) = (a.trim().parse::<u16>().map_err(|_| bad())?, b.trim().parse::<u16>().map_err(|_| bad())?);
+    if a == 0 || a > b {
+        return Err(bad());
+    }
+    Ok((a, b))
 }

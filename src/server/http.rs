@@ -275,13 +275,19 @@ async fn metrics(State(app): State<AppState>) -> Response {
 async fn websocket(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: axum::http::HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     let hub = app.hub.clone();
     let ip: IpAddr = peer.ip();
+    // The relay is advertised at the name the client reached this server by.
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(crate::server::relay::host_of);
     crate::server::ws::configure(upgrade)
         .on_failed_upgrade(|e| tracing::debug!("websocket upgrade failed: {e}"))
-        .on_upgrade(move |socket| crate::server::ws::connection(hub, socket, ip))
+        .on_upgrade(move |socket| crate::server::ws::connection(hub, socket, ip, host))
 }
 
 async fn not_found() -> ApiError {

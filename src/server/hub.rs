@@ -122,6 +122,8 @@ pub struct Login {
 
 pub struct Hub {
     inner: Mutex<Inner>,
+    /// The relay devices get credentials for, if any.
+    pub relay: parking_lot::RwLock<Option<Arc<crate::server::relay::RelayIce>>>,
     pub store: Arc<dyn Store>,
     pub cfg: HubConfig,
     pub metrics: Arc<Metrics>,
@@ -227,10 +229,36 @@ impl Hub {
     pub fn new(store: Arc<dyn Store>, cfg: HubConfig, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(Hub {
             inner: Mutex::new(Inner::default()),
+            relay: parking_lot::RwLock::new(None),
             store,
             cfg,
             metrics,
             next_conn: AtomicU64::new(1),
+        })
+    }
+
+    /// The ICE servers for a device that reached this server by `host`: the configured ones
+    /// and the relay with a credential of its own.
+    pub fn ice_servers_for(&self, device_id: i64, host: Option<&str>) -> Vec<IceServer> {
+        let mut servers = self.cfg.ice_servers.clone();
+        if let (Some(relay), Some(host)) = (self.relay.read().as_ref(), host) {
+            servers.push(relay.ice_server(device_id, host));
+        }
+        servers
+    }
+
+    /// The user of `device` and the other device of its running session, if any.
+    pub fn session_peer(&self, device: i64) -> Option<(i64, i64)> {
+        let inner = self.inner.lock();
+        let d = inner.devices.get(&device)?;
+        d.sessions.iter().find_map(|id| match inner.sessions.get(id)?.state {
+            SessionState::Active { callee_device } if callee_device == device => {
+                Some((d.user_id, inner.sessions.get(id)?.caller_device))
+            }
+            SessionState::Active { callee_device } if inner.sessions.get(id)?.caller_device == device => {
+                Some((d.user_id, callee_device))
+            }
+            _ => None,
         })
     }
 
@@ -709,4 +737,13 @@ impl Hub {
 /// The region of an E.164 number, for reading the national numbers its owner dials.
 fn region_of(number: &str) -> Option<String> {
     number::normalize(number, None).ok().and_then(|n| n.region())
+}
+
+/// The relay asks the hub through a weak reference (the hub owns the relay).
+pub struct HubGate(pub std::sync::Weak<Hub>);
+
+impl crate::server::relay::SessionGate for HubGate {
+    fn session_peer(&self, device: i64) -> Option<(i64, i64)> {
+        self.0.upgrade()?.session_peer(device)
+    }
 }

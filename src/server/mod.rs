@@ -33,12 +33,32 @@ pub struct ServerConfig {
     pub database_url: Option<String>,
     pub data_dir: PathBuf,
     pub hub: HubConfig,
+    /// The relay devices are given.
+    pub relay: RelayMode,
+}
+
+/// Which relay devices use when they cannot reach each other directly.
+#[derive(Clone, Debug, Default)]
+pub enum RelayMode {
+    /// None (sessions work only where the devices reach each other).
+    #[default]
+    Off,
+    /// This server's own TURN relay.
+    Own(relay::RelayConfig),
+    /// A coturn running with `use-auth-secret` and this `static-auth-secret`.
+    External { urls: Vec<String>, secret: String },
 }
 
 impl ServerConfig {
     /// A server on `listen` keeping its SQLite database in `data_dir`.
     pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Self {
-        ServerConfig { listen, database_url: None, data_dir, hub: HubConfig::default() }
+        ServerConfig {
+            listen,
+            database_url: None,
+            data_dir,
+            hub: HubConfig::default(),
+            relay: RelayMode::Off,
+        }
     }
 
     pub fn with_ice_servers(mut self, ice: Vec<IceServer>) -> Self {
@@ -57,12 +77,16 @@ pub enum ServerError {
     Store(#[from] store::StoreError),
     #[error("invalid default region: {0}")]
     Region(#[from] crate::number::NumberError),
+    #[error(transparent)]
+    Relay(#[from] relay::RelayError),
 }
 
 /// A server that is running; dropping it does not stop it, [`RunningServer::shutdown`] does.
 pub struct RunningServer {
     pub addr: SocketAddr,
     pub hub: Arc<Hub>,
+    /// This server's own relay, if it runs one.
+    pub relay: Option<relay::Relay>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
     store: SqlStore,
@@ -80,7 +104,8 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
         .map_err(|source| ServerError::Bind { addr: cfg.listen, source })?;
     let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: cfg.listen, source })?;
     let metrics = Arc::new(Metrics::new());
-    let hub = Hub::new(Arc::new(store.clone()) as Arc<dyn Store>, cfg.hub.clone(), metrics);
+    let hub = Hub::new(Arc::new(store.clone()) as Arc<dyn Store>, cfg.hub.clone(), metrics.clone());
+    let own_relay = start_relay(&cfg, &hub, metrics).await?;
     let state = http::AppState {
         hub: hub.clone(),
         // Ten failed logins at once, then one every six seconds, per number and per address.
@@ -103,7 +128,34 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
         }
     });
     tracing::info!(%addr, backend = ?store.backend(), "sidecall-server listening");
-    Ok(RunningServer { addr, hub, stop: Some(stop_tx), task, store })
+    Ok(RunningServer { addr, hub, relay: own_relay, stop: Some(stop_tx), task, store })
+}
+
+/// Starts the relay the configuration asks for and tells the hub about it.
+async fn start_relay(
+    cfg: &ServerConfig,
+    hub: &Arc<Hub>,
+    metrics: Arc<Metrics>,
+) -> Result<Option<relay::Relay>, ServerError> {
+    let crypto = rtc_crypto::default_provider().map_err(|e| relay::RelayError::Crypto(e.to_string()))?;
+    let (ice, own) = match &cfg.relay {
+        RelayMode::Off => return Ok(None),
+        RelayMode::External { urls, secret } => {
+            let secret = relay::creds::Secret::new(secret, crypto);
+            let ttl = relay::RelayConfig::default().credential_ttl;
+            (relay::RelayIce::External { urls: urls.clone(), secret, ttl }, None)
+        }
+        RelayMode::Own(rc) => {
+            let secret = relay::creds::Secret::load_or_create(&cfg.data_dir, crypto).map_err(|source| {
+                relay::RelayError::Secret { dir: cfg.data_dir.display().to_string(), source }
+            })?;
+            let gate = Arc::new(hub::HubGate(Arc::downgrade(hub)));
+            let r = relay::Relay::start(rc.clone(), secret, gate, metrics).await?;
+            (relay::RelayIce::Own(r.clone()), Some(r))
+        }
+    };
+    *hub.relay.write() = Some(Arc::new(ice));
+    Ok(own)
 }
 
 impl RunningServer {
@@ -126,6 +178,9 @@ impl RunningServer {
         let _ = tokio::time::timeout(Duration::from_secs(3), drained).await;
         if tokio::time::timeout(Duration::from_secs(2), &mut self.task).await.is_err() {
             self.task.abort();
+        }
+        if let Some(r) = &self.relay {
+            r.shutdown();
         }
         self.store.close().await;
         tracing::info!("sidecall-server stopped");

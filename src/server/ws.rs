@@ -183,7 +183,7 @@ impl Drop for ConnGuard<'_> {
     }
 }
 
-pub async fn connection(hub: Arc<Hub>, mut socket: WebSocket, observed_ip: IpAddr) {
+pub async fn connection(hub: Arc<Hub>, mut socket: WebSocket, observed_ip: IpAddr, host: Option<String>) {
     hub.metrics.connections.inc();
     let _guard = ConnGuard(&hub);
     let Some(login) = await_hello(&hub, &mut socket, observed_ip).await else {
@@ -207,7 +207,7 @@ pub async fn connection(hub: Arc<Hub>, mut socket: WebSocket, observed_ip: IpAdd
         heartbeat_secs: hub.cfg.heartbeat.as_secs().max(1),
         answer_timeout_secs: hub.cfg.answer_timeout.as_secs(),
         observed_ip,
-        ice_servers: hub.cfg.ice_servers.clone(),
+        ice_servers: hub.ice_servers_for(device_id, host.as_deref()),
     };
     let blocked = ServerMsg::Blocked { numbers: login.blocked.clone() };
     if send_msg(&mut socket, &welcome).await && send_msg(&mut socket, &blocked).await {

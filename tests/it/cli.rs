@@ -103,7 +103,7 @@ fn binaries_register_listen_dial_and_shut_down_gracefully() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut server = Proc::spawn(
         Command::new(SERVER)
-            .args(["--listen", "127.0.0.1:0", "--log", "warn", "--data-dir"])
+            .args(["--listen", "127.0.0.1:0", "--relay-listen", "127.0.0.1:0", "--log", "warn", "--data-dir"])
             .arg(dir.path().join("server")),
     );
     let line = server.wait_line("listening on");
@@ -232,7 +232,15 @@ impl Pair {
         let root = dir.path().to_path_buf();
         let server = Proc::spawn(
             Command::new(SERVER)
-                .args(["--listen", "127.0.0.1:0", "--log", "warn", "--data-dir"])
+                .args([
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--relay-listen",
+                    "127.0.0.1:0",
+                    "--log",
+                    "warn",
+                    "--data-dir",
+                ])
                 .arg(root.join("server")),
         );
         let line = server.wait_line("listening on");

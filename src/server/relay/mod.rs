@@ -761,6 +761,44 @@ async fn from_peers(shared: std::sync::Weak<Shared>, alloc: Arc<Alloc>) {
     }
 }
 
+/// Where devices get relayed: this server's own relay, or a coturn (`use-auth-secret`)
+/// sharing the secret. Either way the server mints each device its own credential.
+pub enum RelayIce {
+    Own(Relay),
+    External { urls: Vec<String>, secret: Secret, ttl: Duration },
+}
+
+impl RelayIce {
+    /// The ICE server entry for `device`, which reached this server by `host`.
+    pub fn ice_server(&self, device: i64, host: &str) -> crate::protocol::IceServer {
+        let (urls, cred) = match self {
+            RelayIce::Own(r) => (r.urls_for(host), r.mint(device)),
+            RelayIce::External { urls, secret, ttl } => {
+                (urls.clone(), secret.mint(device, unix_now(), ttl.as_secs()))
+            }
+        };
+        crate::protocol::IceServer { urls, username: Some(cred.username), credential: Some(cred.password) }
+    }
+}
+
+/// The host part of an HTTP `Host` header: `example.org`, `192.0.2.1`, `[2001:db8::1]`.
+pub fn host_of(header: &str) -> Option<String> {
+    let h = header.trim();
+    if h.is_empty() {
+        return None;
+    }
+    if let Some(rest) = h.strip_prefix('[') {
+        let end = rest.find(']')?;
+        return Some(format!("[{}]", &rest[..end]));
+    }
+    let host = match h.rsplit_once(':') {
+        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
+        _ => h,
+    };
+    let ok = host.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+    ok.then(|| host.to_string())
+}
+
 impl std::fmt::Debug for Relay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Relay").field("listen", &self.shared.local).finish()
