@@ -71,10 +71,14 @@ pub struct Party {
 pub struct PeerInfo {
     pub number: String,
     pub display_name: String,
-    /// The address the peer's device reported for itself (often a LAN address).
+    /// The address the peer's device reported for itself (often a LAN address); absent when
+    /// it reported none, or in a relayed session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_ip: Option<IpAddr>,
-    /// The address the server saw the peer's device connect from.
-    pub observed_ip: IpAddr,
+    /// The address the server saw the peer's device connect from; absent in a relayed
+    /// session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_ip: Option<IpAddr>,
 }
 
 /// Per-user settings kept by the server.
@@ -84,12 +88,24 @@ pub struct Settings {
     pub accepting_sessions: bool,
     /// Do not disturb: requests are answered `unavailable` without ringing.
     pub do_not_disturb: bool,
+    /// Hide my address: every session of this user goes through the server's relay, and
+    /// neither side is told the other's addresses.
+    #[serde(default)]
+    pub hide_address: bool,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { accepting_sessions: true, do_not_disturb: false }
+        Settings { accepting_sessions: true, do_not_disturb: false, hide_address: false }
     }
+}
+
+/// A change of [`Settings`]: each field given is set, the others stay.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SettingsChange {
+    pub accepting_sessions: Option<bool>,
+    pub do_not_disturb: Option<bool>,
+    pub hide_address: Option<bool>,
 }
 
 /// A STUN/TURN server the clients should use for ICE.
@@ -163,6 +179,8 @@ pub enum ClientMsg {
         accepting_sessions: Option<bool>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         do_not_disturb: Option<bool>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hide_address: Option<bool>,
     },
     /// Replace the list of numbers whose requests this user never sees (any common format).
     SetBlocked { numbers: Vec<String> },
@@ -271,13 +289,15 @@ pub enum ErrorCode {
     InvalidField,
     /// The request body is larger than allowed.
     TooLarge,
+    /// In a relayed session, a signal carried a candidate that is not on the server's relay.
+    RelayRequired,
     /// Something failed on the server; try again later.
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, in the order of PROTOCOL.md's table.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::BadMessage,
         ErrorCode::BinaryNotSupported,
         ErrorCode::NotAuthenticated,
@@ -295,6 +315,7 @@ impl ErrorCode {
         ErrorCode::WrongCredentials,
         ErrorCode::InvalidField,
         ErrorCode::TooLarge,
+        ErrorCode::RelayRequired,
         ErrorCode::Internal,
     ];
 
@@ -318,6 +339,7 @@ impl ErrorCode {
             ErrorCode::WrongCredentials => "wrong_credentials",
             ErrorCode::InvalidField => "invalid_field",
             ErrorCode::TooLarge => "too_large",
+            ErrorCode::RelayRequired => "relay_required",
             ErrorCode::Internal => "internal",
         }
     }
@@ -370,7 +392,16 @@ pub enum ServerMsg {
     /// An initiation this device was shown stopped ringing.
     InitiationClosed { session_id: SessionId, reason: ClosedReason },
     /// The session is accepted; both sides get this with the other's connection data.
-    SessionStarted { session_id: SessionId, role: Role, offer: Offer, peer: PeerInfo },
+    SessionStarted {
+        session_id: SessionId,
+        role: Role,
+        offer: Offer,
+        peer: PeerInfo,
+        /// The session goes through the server's relay only (one side hides its address):
+        /// use ICE transport policy `relay`; `peer` carries no address.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        relayed: bool,
+    },
     /// Signaling relayed from the peer.
     Signal { session_id: SessionId, data: SignalData },
     /// The session is over.

@@ -17,6 +17,7 @@ use crate::protocol::{IceServer, Role, SignalData};
 use bytes::{Bytes, BytesMut};
 use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
 use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::RTCIceTransportPolicy;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MediaEngine};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
@@ -414,6 +415,16 @@ impl PeerConnectionEventHandler for Handler {
 }
 
 /// One side of a data session's peer connection.
+/// Which way a connection's data goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Path {
+    /// Between the two devices (host, server-reflexive or peer-reflexive candidates).
+    Direct,
+    /// Through a TURN relay (the server's, or a coturn).
+    Relayed,
+}
+
 pub struct Peer {
     pc: Arc<dyn PeerConnection>,
     role: Role,
@@ -424,12 +435,23 @@ pub struct Peer {
 }
 
 impl Peer {
+    /// The path of the selected candidate pair, once ICE has selected one.
+    pub async fn path(&self) -> Option<Path> {
+        use rtc::peer_connection::transport::RTCIceCandidateType;
+        let ice = self.pc.sctp().await?.transport().ice_transport();
+        let pair = ice.get_selected_candidate_pair().await.ok()??;
+        let relayed =
+            pair.local().typ == RTCIceCandidateType::Relay || pair.remote().typ == RTCIceCandidateType::Relay;
+        Some(if relayed { Path::Relayed } else { Path::Direct })
+    }
+
     /// Creates the peer. The caller's side creates the files channel and the offer; its first
     /// events are the offer and candidates to forward.
     pub async fn start(
         role: Role,
         ice_servers: &[IceServer],
         allow_loopback: bool,
+        relay_only: bool,
     ) -> Result<(Peer, mpsc::UnboundedReceiver<PeerEvent>), RtcError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let servers = ice_servers
@@ -448,6 +470,8 @@ impl Peer {
             .with_host_acceptance_min_wait(Some(Duration::ZERO))
             .with_srflx_acceptance_min_wait(Some(Duration::ZERO))
             .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
+            // A relayed session has nothing better to wait for (the default waits 2 s).
+            .with_relay_acceptance_min_wait(relay_only.then_some(Duration::ZERO))
             // A 4 MiB SCTP window (default 1 MiB) keeps more data in flight.
             .with_sctp_max_receive_buffer_size(4 * 1024 * 1024)
             // Check candidate pairs every 10 ms instead of every 200 ms, for the same
@@ -462,7 +486,11 @@ impl Peer {
         let registry = register_default_interceptors(Registry::new(), &mut media)?
             .with(Slot::from(14_000), KeyframeForwarder::default());
         let pc = PeerConnectionBuilder::new()
-            .with_configuration(RTCConfigurationBuilder::new().with_ice_servers(servers).build())
+            .with_configuration({
+                let c = RTCConfigurationBuilder::new().with_ice_servers(servers);
+                // Relayed sessions use the relay's candidates only: no address of ours is offered.
+                if relay_only { c.with_ice_transport_policy(RTCIceTransportPolicy::Relay) } else { c }.build()
+            })
             .with_media_engine(media)
             .with_interceptor_registry(registry)
             .with_setting_engine(settings)

@@ -76,6 +76,8 @@ pub enum AppCommand {
     },
     SetAccepting(bool),
     SetDoNotDisturb(bool),
+    /// Hide my address: a setting the server keeps (every session relayed).
+    SetHideAddress(bool),
     /// Local settings, and the block list (kept by the server).
     SaveSettings {
         settings: Box<AppSettings>,

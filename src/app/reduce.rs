@@ -19,7 +19,7 @@ use crate::client::transfer::{ReceiveConfig, TransferEvent, Way};
 use crate::client::{Event, StopReason};
 use crate::media::camera::CameraInfo;
 use crate::media::video::{VideoParams, VideoSource};
-use crate::protocol::{Offer, Outcome, Party, Role, SessionId};
+use crate::protocol::{Offer, Outcome, Party, Role, SessionId, SettingsChange};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -126,7 +126,7 @@ pub enum ClientCall {
     Dial { req_id: u64, target: String, offer: Offer, region: String, call_ref: Option<String> },
     Answer { session_id: SessionId, accept: bool },
     End { session_id: SessionId },
-    UpdateSettings { accepting: Option<bool>, do_not_disturb: Option<bool> },
+    ChangeSettings(SettingsChange),
     SetBlocked(Vec<String>),
 }
 
@@ -309,10 +309,16 @@ fn command(m: &mut Model, cmd: AppCommand, clock: Clock, fx: &mut Vec<Effect>) {
         }
         AppCommand::End { session_id } => client_call(m, ClientCall::End { session_id }, fx),
         AppCommand::SetAccepting(on) => {
-            client_call(m, ClientCall::UpdateSettings { accepting: Some(on), do_not_disturb: None }, fx)
+            let change = SettingsChange { accepting_sessions: Some(on), ..Default::default() };
+            client_call(m, ClientCall::ChangeSettings(change), fx)
         }
         AppCommand::SetDoNotDisturb(on) => {
-            client_call(m, ClientCall::UpdateSettings { accepting: None, do_not_disturb: Some(on) }, fx)
+            let change = SettingsChange { do_not_disturb: Some(on), ..Default::default() };
+            client_call(m, ClientCall::ChangeSettings(change), fx)
+        }
+        AppCommand::SetHideAddress(on) => {
+            let change = SettingsChange { hide_address: Some(on), ..Default::default() };
+            client_call(m, ClientCall::ChangeSettings(change), fx)
         }
         AppCommand::SaveSettings { settings, blocked } => save_settings(m, *settings, blocked, fx),
         AppCommand::WindowFocused(f) => m.focused = f,
@@ -638,12 +644,13 @@ fn server_event(m: &mut Model, ev: Event, clock: Clock, fx: &mut Vec<Effect>) {
                 outgoing_done(m, OutgoingStatus::Failed(message), outcome, clock, fx);
             }
         }
-        Event::SessionStarted { session_id, role, offer, peer } => {
+        Event::SessionStarted { session_id, role, offer, peer, .. } => {
             stop_ringing_for(m, &session_id, None, clock, fx);
             let v = &mut m.view;
             v.last_ended = None;
             v.files.clear();
             v.channel_open = false;
+            v.path = None;
             v.video = VideoState { cameras: v.video.cameras.take(), ..Default::default() };
             // Video from the start when it was offered: the caller asked for it, and the
             // callee accepted it (if the setting says so).
@@ -678,6 +685,7 @@ fn server_event(m: &mut Model, ev: Event, clock: Clock, fx: &mut Vec<Effect>) {
             if m.data.as_ref() == Some(&session_id) {
                 m.data = None;
                 v.channel_open = false;
+                v.path = None;
                 v.video.sending = VideoSending::Off;
                 v.video.remote_on = false;
             }
@@ -774,7 +782,10 @@ fn phone_dialed(m: &mut Model, call_ref: String, raw: &str, fx: &mut Vec<Effect>
 fn data_event(m: &mut Model, ev: DataEvent, clock: Clock) {
     let v = &mut m.view;
     match ev {
-        DataEvent::ChannelOpen { .. } => v.channel_open = true,
+        DataEvent::ChannelOpen { path, .. } => {
+            v.channel_open = true;
+            v.path = path;
+        }
         DataEvent::Failed(why) => {
             if v.active.is_some() {
                 v.notice = Some(format!("The peer-to-peer connection failed: {why}"));

@@ -26,7 +26,7 @@ fn peer(number: &str) -> PeerInfo {
         number: number.into(),
         display_name: format!("name of {number}"),
         device_ip: None,
-        observed_ip: "192.0.2.7".parse().expect("ip"),
+        observed_ip: Some("192.0.2.7".parse().expect("ip")),
     }
 }
 
@@ -97,7 +97,13 @@ fn incoming(id: &str, from: &str, video: bool) -> Event {
 }
 
 fn started(id: &str, role: Role, video: bool) -> Event {
-    Event::SessionStarted { session_id: sid(id), role, offer: Offer { files: true, video }, peer: peer(BOB) }
+    Event::SessionStarted {
+        session_id: sid(id),
+        role,
+        offer: Offer { files: true, video },
+        peer: peer(BOB),
+        relayed: false,
+    }
 }
 
 /// Dials Bob; returns the request id.

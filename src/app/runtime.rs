@@ -214,9 +214,7 @@ impl Core {
                     }
                     ClientCall::Answer { session_id, accept } => c.answer(&session_id, accept),
                     ClientCall::End { session_id } => c.end(&session_id),
-                    ClientCall::UpdateSettings { accepting, do_not_disturb } => {
-                        c.update_settings(accepting, do_not_disturb)
-                    }
+                    ClientCall::ChangeSettings(change) => c.change_settings(change),
                     ClientCall::SetBlocked(numbers) => c.set_blocked(numbers),
                 }
             }

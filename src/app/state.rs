@@ -196,6 +196,8 @@ pub struct AppState {
     pub files: Vec<FileRow>,
     /// The peer-to-peer channel of the session is open.
     pub channel_open: bool,
+    /// Direct, or relayed by the server, once the channel is open.
+    pub path: Option<crate::rtc::Path>,
     pub video: VideoState,
     /// How each call watcher is doing.
     pub watchers: Vec<(crate::calls::Source, crate::calls::WatcherStatus)>,
@@ -225,6 +227,7 @@ impl AppState {
             last_ended: None,
             files: Vec::new(),
             channel_open: false,
+            path: None,
             video: VideoState::default(),
             watchers: Vec::new(),
             call_prompt: None,

@@ -7,6 +7,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum RelayPolicy {
+    Auto,
+    Always,
+}
+
 #[derive(Parser, Debug)]
 #[command(name = "sidecall-server", version, about = "Sidecall registry and signaling server")]
 struct Args {
@@ -43,8 +49,12 @@ struct Args {
     /// Relay towards private, loopback and link-local addresses too (a relay for one LAN).
     #[arg(long)]
     relay_allow_private: bool,
+    /// auto: direct first, the relay when that fails or a user hides their address;
+    /// always: every session relayed, no address told to anyone.
+    #[arg(long, value_enum, default_value_t = RelayPolicy::Auto)]
+    relay: RelayPolicy,
     /// No relay: sessions work only where the devices reach each other.
-    #[arg(long, conflicts_with_all = ["turn_url"])]
+    #[arg(long, conflicts_with_all = ["turn_url", "relay"])]
     no_relay: bool,
     /// Hand out a coturn instead of the built-in relay (repeatable), e.g. turn:turn.example.org:3478
     #[arg(long = "turn-url", requires = "turn_secret")]
@@ -81,6 +91,7 @@ fn main() -> std::process::ExitCode {
         cfg.hub.ice_servers =
             vec![IceServer { urls: args.ice_servers.clone(), username: None, credential: None }];
     }
+    cfg.hub.relay_always = args.relay == RelayPolicy::Always;
     cfg.relay = if args.no_relay {
         server::RelayMode::Off
     } else if let Some(secret) = args.turn_secret.clone() {

@@ -113,6 +113,10 @@ pub struct SettingsArgs {
     /// Do not disturb: callers get "unavailable".
     #[arg(long)]
     pub dnd: Option<OnOff>,
+    /// Hide my address: every session goes through the server's relay, and neither side
+    /// learns the other's address.
+    #[arg(long)]
+    pub hide_address: Option<OnOff>,
 }
 
 #[derive(Args, Debug)]

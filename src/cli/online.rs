@@ -118,25 +118,31 @@ pub(super) fn print_event(output: &Output, ev: &Event) {
             other => println!("{}", other.label().replace('_', " ")),
         },
         Event::DialFailed { message, .. } => println!("failed: {message}"),
-        Event::SessionStarted { session_id, role, peer, offer } => println!(
-            "session {session_id} started ({}) with {} ({}) at {} (device reports {}), sharing {offer}",
+        Event::SessionStarted { session_id, role, peer, offer, relayed } => println!(
+            "session {session_id} started ({}) with {} ({}) {}, sharing {offer}",
             match role {
                 Role::Caller => "you called",
                 Role::Callee => "you accepted",
             },
             peer.number,
             peer.display_name,
-            peer.observed_ip,
-            peer.device_ip.map(|i| i.to_string()).unwrap_or_else(|| "nothing".into()),
+            match (relayed, peer.observed_ip) {
+                (false, Some(ip)) => format!(
+                    "at {ip} (device reports {})",
+                    peer.device_ip.map(|i| i.to_string()).unwrap_or_else(|| "nothing".into())
+                ),
+                _ => "through the server's relay (addresses hidden)".to_string(),
+            },
         ),
         Event::Signal { .. } => {}
         Event::SessionEnded { session_id, reason } => {
             println!("session {session_id} ended: {}", label(reason))
         }
         Event::Settings { settings } => println!(
-            "settings: taking sessions {}, do not disturb {}",
+            "settings: taking sessions {}, do not disturb {}, hide my address {}",
             if settings.accepting_sessions { "on" } else { "off" },
-            if settings.do_not_disturb { "on" } else { "off" }
+            if settings.do_not_disturb { "on" } else { "off" },
+            if settings.hide_address { "on" } else { "off" }
         ),
         Event::Blocked { numbers } if numbers.is_empty() => {}
         Event::Blocked { numbers } => eprintln!("blocked: {}", numbers.join(", ")),

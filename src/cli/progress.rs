@@ -16,8 +16,8 @@ impl ProgressPrinter {
     pub(super) fn show(&mut self, output: &Output, ev: &DataEvent) {
         if output.json {
             let line = match ev {
-                DataEvent::ChannelOpen { open_ms } => {
-                    serde_json::json!({"event": "channel_open", "open_ms": open_ms})
+                DataEvent::ChannelOpen { open_ms, path } => {
+                    serde_json::json!({"event": "channel_open", "open_ms": open_ms, "path": path})
                 }
                 DataEvent::Transfer(t) => serde_json::json!({"event": "transfer", "transfer": t}),
                 DataEvent::Failed(why) => serde_json::json!({"event": "data_failed", "reason": why}),
@@ -34,7 +34,14 @@ impl ProgressPrinter {
         }
         let mb = |b: u64| b as f64 / 1_000_000.0;
         match ev {
-            DataEvent::ChannelOpen { open_ms } => eprintln!("peer-to-peer channel open ({open_ms} ms)"),
+            DataEvent::ChannelOpen { open_ms, path } => eprintln!(
+                "peer-to-peer channel open ({open_ms} ms, {})",
+                match path {
+                    Some(crate::rtc::Path::Direct) => "direct",
+                    Some(crate::rtc::Path::Relayed) => "relayed by the server",
+                    None => "path unknown",
+                }
+            ),
             DataEvent::Failed(why) => eprintln!("peer-to-peer connection: {why}"),
             DataEvent::Video(v) => match v {
                 VideoEvent::SendingStarted { what } => eprintln!("sending video: {what}"),

@@ -8,12 +8,12 @@ use std::time::Duration;
 pub(super) async fn settings(cli: &Cli, args: &SettingsArgs) -> Result<Exit, Failure> {
     let output = Output { json: false, connect_timeout: 15 };
     let mut online = connect(cli, &output).await?;
-    if args.accepting.is_none() && args.dnd.is_none() {
-        // `Online` was printed by connect(); ask again to print the current values.
-        online.handle.update_settings(None, None);
-    } else {
-        online.handle.update_settings(args.accepting.map(Into::into), args.dnd.map(Into::into));
-    }
+    // With nothing to change this asks for the current values (and prints them).
+    online.handle.change_settings(crate::protocol::SettingsChange {
+        accepting_sessions: args.accepting.map(Into::into),
+        do_not_disturb: args.dnd.map(Into::into),
+        hide_address: args.hide_address.map(Into::into),
+    });
     let result = loop {
         match tokio::time::timeout(Duration::from_secs(10), online.events.recv()).await {
             Ok(Some(ev @ Event::Settings { .. })) => {

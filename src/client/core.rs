@@ -4,7 +4,8 @@
 use crate::client::api;
 use crate::protocol::{
     ClientMsg, ClosedReason, EndReason, ErrorCode, IceServer, MAX_MESSAGE_BYTES, Offer, Outcome,
-    PROTOCOL_VERSION, Party, PeerInfo, Role, ServerMsg, SessionId, Settings, SignalData, close_code,
+    PROTOCOL_VERSION, Party, PeerInfo, Role, ServerMsg, SessionId, Settings, SettingsChange, SignalData,
+    close_code,
 };
 use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
@@ -146,6 +147,9 @@ pub enum Event {
         role: Role,
         offer: Offer,
         peer: PeerInfo,
+        /// Through the server's relay only; `peer` has no address.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        relayed: bool,
     },
     Signal {
         session_id: SessionId,
@@ -180,7 +184,7 @@ pub enum Command {
     Answer { session_id: SessionId, accept: bool },
     End { session_id: SessionId },
     Signal { session_id: SessionId, data: SignalData },
-    UpdateSettings { accepting_sessions: Option<bool>, do_not_disturb: Option<bool> },
+    UpdateSettings(SettingsChange),
     SetBlocked { numbers: Vec<String> },
     Shutdown,
 }
@@ -242,7 +246,12 @@ impl ClientHandle {
     }
 
     pub fn update_settings(&self, accepting_sessions: Option<bool>, do_not_disturb: Option<bool>) {
-        self.send(Command::UpdateSettings { accepting_sessions, do_not_disturb });
+        self.change_settings(SettingsChange { accepting_sessions, do_not_disturb, hide_address: None });
+    }
+
+    /// Changes the settings the server keeps (each field given; `None` asks for them).
+    pub fn change_settings(&self, change: SettingsChange) {
+        self.send(Command::UpdateSettings(change));
     }
 
     /// Replaces the block list (any common number format).
@@ -334,10 +343,10 @@ impl State {
                 self.ringing_in.remove(&session_id);
                 Event::IncomingClosed { session_id, reason: reason.into() }
             }
-            ServerMsg::SessionStarted { session_id, role, offer, peer } => {
+            ServerMsg::SessionStarted { session_id, role, offer, peer, relayed } => {
                 self.ringing_in.remove(&session_id);
                 self.active.insert(session_id.clone());
-                Event::SessionStarted { session_id, role, offer, peer }
+                Event::SessionStarted { session_id, role, offer, peer, relayed }
             }
             ServerMsg::Signal { session_id, data } => Event::Signal { session_id, data },
             ServerMsg::SessionEnded { session_id, reason } => {
@@ -590,9 +599,11 @@ async fn connect_and_serve(
                     Some(Command::Answer { session_id, accept }) => ClientMsg::Answer { session_id, accept },
                     Some(Command::End { session_id }) => ClientMsg::End { session_id },
                     Some(Command::Signal { session_id, data }) => ClientMsg::Signal { session_id, data },
-                    Some(Command::UpdateSettings { accepting_sessions, do_not_disturb }) => {
-                        ClientMsg::UpdateSettings { accepting_sessions, do_not_disturb }
-                    }
+                    Some(Command::UpdateSettings(c)) => ClientMsg::UpdateSettings {
+                        accepting_sessions: c.accepting_sessions,
+                        do_not_disturb: c.do_not_disturb,
+                        hide_address: c.hide_address,
+                    },
                     Some(Command::SetBlocked { numbers }) => ClientMsg::SetBlocked { numbers },
                 };
                 if let Err(reason) = send(&mut ws, &msg).await {

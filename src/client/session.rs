@@ -22,6 +22,8 @@ pub enum DataEvent {
     /// The peer-to-peer channel is open; files can flow. `open_ms`: since the session started.
     ChannelOpen {
         open_ms: u64,
+        /// Direct or through a relay (`None`: not known).
+        path: Option<crate::rtc::Path>,
     },
     Transfer(TransferEvent),
     Video(VideoEvent),
@@ -113,6 +115,8 @@ pub struct DataConfig {
     pub ice_servers: Vec<IceServer>,
     pub receive: ReceiveConfig,
     pub loopback: bool,
+    /// Through the server's relay only (ICE policy relay, addresses scrubbed from signals).
+    pub relayed: bool,
     /// Send video from the start (as soon as the connection is up).
     pub video: Option<VideoParams>,
     pub display: VideoDisplay,
@@ -220,12 +224,21 @@ pub struct SessionController {
     loopback: bool,
     events: mpsc::UnboundedSender<DataEvent>,
     current: Option<DataSession>,
+    /// Sessions the server said are relayed, until their data side starts.
+    relayed: std::collections::HashSet<SessionId>,
 }
 
 impl SessionController {
     /// Data events of every session go to `events`; `loopback` keeps WebRTC on loopback.
     pub fn new(client: ClientHandle, loopback: bool, events: mpsc::UnboundedSender<DataEvent>) -> Self {
-        SessionController { client, ice_servers: Vec::new(), loopback, events, current: None }
+        SessionController {
+            client,
+            ice_servers: Vec::new(),
+            loopback,
+            events,
+            current: None,
+            relayed: Default::default(),
+        }
     }
 
     /// The ICE servers to use, if `Online` was seen before the controller was made.
@@ -250,7 +263,14 @@ impl SessionController {
                 }
                 None
             }
-            Event::SessionEnded { session_id, .. } => self.current.take_if(|d| d.session_id == *session_id),
+            Event::SessionStarted { session_id, relayed: true, .. } => {
+                self.relayed.insert(session_id.clone());
+                None
+            }
+            Event::SessionEnded { session_id, .. } => {
+                self.relayed.remove(session_id);
+                self.current.take_if(|d| d.session_id == *session_id)
+            }
             Event::Stopped | Event::LoggedOut { .. } => self.current.take(),
             _ => None,
         }
@@ -271,6 +291,7 @@ impl SessionController {
             ice_servers: self.ice_servers.clone(),
             receive,
             loopback: self.loopback,
+            relayed: self.relayed.remove(&session_id),
             video,
             display,
         };
@@ -392,7 +413,10 @@ async fn drive(
     // This session owns the pictures now: writers of an earlier one are refused.
     let remote_slot = cfg.display.remote.as_ref().map(|s| s.take_over());
     let local_slot = cfg.display.local.as_ref().map(|s| s.take_over());
-    let (peer, mut peer_events) = match Peer::start(cfg.role, &cfg.ice_servers, cfg.loopback).await {
+    let relayed = cfg.relayed;
+    // In a relayed session our signals show no address but the relay's.
+    let out = |data: SignalData| if relayed { crate::server::relay::sdp::scrub(data) } else { data };
+    let (peer, mut peer_events) = match Peer::start(cfg.role, &cfg.ice_servers, cfg.loopback, relayed).await {
         Ok(p) => p,
         Err(e) => {
             let _ = events.send(DataEvent::Failed(format!("cannot start the peer connection: {e}")));
@@ -436,11 +460,12 @@ async fn drive(
             ev = peer_events.recv() => {
                 let Some(ev) = ev else { break };
                 match ev {
-                    PeerEvent::Signal(s) => client.signal(&session_id, s),
+                    PeerEvent::Signal(s) => client.signal(&session_id, out(s)),
                     PeerEvent::ChannelOpen(ch) => {
                         let open_ms = started.elapsed().as_millis() as u64;
-                        tracing::info!(%session_id, open_ms, "data channel open");
-                        let _ = events.send(DataEvent::ChannelOpen { open_ms });
+                        let path = peer.path().await;
+                        tracing::info!(%session_id, open_ms, ?path, "data channel open");
+                        let _ = events.send(DataEvent::ChannelOpen { open_ms, path });
                         if let Some(cmds) = transfers.take() {
                             tokio::spawn(transfer::run(ch, cfg.receive.clone(), cmds, tev_tx.clone()));
                         }
@@ -491,7 +516,7 @@ async fn drive(
             },
             Some(ev) = own_rx.recv() => {
                 if let PeerEvent::Signal(s) = ev {
-                    client.signal(&session_id, s);
+                    client.signal(&session_id, out(s));
                 }
             }
             Some(t) = tev_rx.recv() => {

@@ -32,6 +32,8 @@ pub struct HubConfig {
     pub ice_servers: Vec<IceServer>,
     /// Messages queued for one device before it counts as stuck and is dropped.
     pub outbound_queue: usize,
+    /// Relay every session, whatever the users chose (`--relay always`).
+    pub relay_always: bool,
 }
 
 impl Default for HubConfig {
@@ -42,6 +44,7 @@ impl Default for HubConfig {
             default_region: "DE".into(),
             ice_servers: Vec::new(),
             outbound_queue: 256,
+            relay_always: false,
         }
     }
 }
@@ -86,6 +89,8 @@ struct Session {
     caller_device: i64,
     callee_user: i64,
     state: SessionState,
+    /// Relayed only: no address is told, and only relay candidates are forwarded.
+    relayed: bool,
 }
 
 #[derive(Default)]
@@ -213,15 +218,20 @@ impl Inner {
         }
     }
 
-    fn peer_info(&self, user_id: i64, device_id: i64) -> Option<PeerInfo> {
+    /// What a device is told of the other side; no address when the session is relayed.
+    fn peer_info(&self, user_id: i64, device_id: i64, relayed: bool) -> Option<PeerInfo> {
         let user = self.users.get(&user_id)?;
         let dev = self.devices.get(&device_id)?;
         Some(PeerInfo {
             number: user.number.clone(),
             display_name: user.display_name.clone(),
-            device_ip: dev.reported_ip,
-            observed_ip: dev.observed_ip,
+            device_ip: dev.reported_ip.filter(|_| !relayed),
+            observed_ip: Some(dev.observed_ip).filter(|_| !relayed),
         })
+    }
+
+    fn hides(&self, user_id: i64) -> bool {
+        self.users.get(&user_id).is_some_and(|u| u.settings.hide_address)
     }
 }
 
@@ -245,6 +255,15 @@ impl Hub {
             servers.push(relay.ice_server(device_id, host));
         }
         servers
+    }
+
+    /// In a relayed session: refuses a signal naming anything but candidates on the relay.
+    fn relay_only(&self, data: &SignalData) -> Result<(), String> {
+        let relay = self.relay.read().clone();
+        match relay {
+            Some(r) => crate::server::relay::sdp::check(data, |ip| r.is_relay_ip(ip)),
+            None => crate::server::relay::sdp::check(data, |_| false),
+        }
     }
 
     /// The user of `device` and the other device of its running session, if any.
@@ -482,6 +501,7 @@ impl Hub {
                 caller_device: device_id,
                 callee_user,
                 state: SessionState::Ringing { devices: rung, timer: Some(timer), since: Instant::now() },
+                relayed: false,
             },
         );
         inner.send(device_id, &ServerMsg::AccessPending { req_id, session_id: id });
@@ -550,13 +570,18 @@ impl Hub {
             t.abort();
         }
         session.state = SessionState::Active { callee_device: device_id };
+        let relayed = self.cfg.relay_always || inner.hides(caller_user) || inner.hides(user_id);
+        if let Some(s) = inner.sessions.get_mut(id) {
+            s.relayed = relayed;
+        }
         for d in &others {
             inner.detach(*d, id);
         }
         inner.close_initiation(&others, id, ClosedReason::AnsweredElsewhere);
-        let (Some(caller_info), Some(callee_info)) =
-            (inner.peer_info(caller_user, caller_device), inner.peer_info(user_id, device_id))
-        else {
+        let (Some(caller_info), Some(callee_info)) = (
+            inner.peer_info(caller_user, caller_device, relayed),
+            inner.peer_info(user_id, device_id, relayed),
+        ) else {
             return;
         };
         self.tell_outcome(&mut inner, caller_device, req_id, Some(id), Outcome::Accepted);
@@ -567,6 +592,7 @@ impl Hub {
                 role: Role::Caller,
                 offer,
                 peer: callee_info,
+                relayed,
             },
         );
         inner.send(
@@ -576,6 +602,7 @@ impl Hub {
                 role: Role::Callee,
                 offer,
                 peer: caller_info,
+                relayed,
             },
         );
     }
@@ -602,6 +629,20 @@ impl Hub {
         let mut inner = self.inner.lock();
         match Self::active_peer(&inner, device_id, id) {
             Ok(peer) => {
+                let relayed = inner.sessions.get(id).is_some_and(|s| s.relayed);
+                if relayed && let Err(why) = self.relay_only(&data) {
+                    tracing::info!(device_id, session = %id, "refused a signal of a relayed session: {why}");
+                    self.metrics.relay_refusals.get_or_create(&vec![("reason", "signal_not_relay")]).inc();
+                    let msg = session_error(
+                        ErrorCode::RelayRequired,
+                        format!(
+                            "session {id} is relayed: {why}; only candidates on the server's relay are passed on"
+                        ),
+                        id,
+                    );
+                    inner.send(device_id, &msg);
+                    return;
+                }
                 inner.send(peer, &ServerMsg::Signal { session_id: id.clone(), data });
             }
             Err(Some(code)) => {

@@ -3,7 +3,7 @@
 //! [`Store`] is what the server needs; [`SqlStore`] implements it on SQLite (a file in the
 //! data dir, WAL) or PostgreSQL, chosen by the URL at run time.
 
-use crate::protocol::Settings;
+use crate::protocol::{Settings, SettingsChange};
 use async_trait::async_trait;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
@@ -76,12 +76,7 @@ pub trait Store: Send + Sync + 'static {
         observed_ip: IpAddr,
     ) -> Result<(), StoreError>;
     async fn delete_device(&self, device_id: i64) -> Result<(), StoreError>;
-    async fn update_settings(
-        &self,
-        user_id: i64,
-        accepting_sessions: Option<bool>,
-        do_not_disturb: Option<bool>,
-    ) -> Result<Settings, StoreError>;
+    async fn update_settings(&self, user_id: i64, change: SettingsChange) -> Result<Settings, StoreError>;
     /// The numbers (E.164) a user blocked, sorted.
     async fn blocked(&self, user_id: i64) -> Result<Vec<String>, StoreError>;
     /// Replaces a user's block list.
@@ -171,12 +166,13 @@ fn user_from_row(row: &AnyRow, offset: usize) -> Result<UserRecord, sqlx::Error>
         settings: Settings {
             accepting_sessions: row.try_get::<i64, _>(offset + 4)? != 0,
             do_not_disturb: row.try_get::<i64, _>(offset + 5)? != 0,
+            hide_address: row.try_get::<i64, _>(offset + 6)? != 0,
         },
     })
 }
 
 const USER_COLUMNS: &str =
-    "u.id, u.number, u.display_name, u.password_hash, u.accepting_sessions, u.do_not_disturb";
+    "u.id, u.number, u.display_name, u.password_hash, u.accepting_sessions, u.do_not_disturb, u.hide_address";
 
 fn ip_from_text(text: Option<String>) -> Option<IpAddr> {
     text.and_then(|t| t.parse().ok())
@@ -303,25 +299,22 @@ impl Store for SqlStore {
         Ok(())
     }
 
-    async fn update_settings(
-        &self,
-        user_id: i64,
-        accepting_sessions: Option<bool>,
-        do_not_disturb: Option<bool>,
-    ) -> Result<Settings, StoreError> {
+    async fn update_settings(&self, user_id: i64, change: SettingsChange) -> Result<Settings, StoreError> {
         let row = sqlx::query(
             "UPDATE users SET accepting_sessions = COALESCE($1, accepting_sessions), \
-             do_not_disturb = COALESCE($2, do_not_disturb) WHERE id = $3 \
-             RETURNING accepting_sessions, do_not_disturb",
+             do_not_disturb = COALESCE($2, do_not_disturb), hide_address = COALESCE($3, hide_address) \
+             WHERE id = $4 RETURNING accepting_sessions, do_not_disturb, hide_address",
         )
-        .bind(accepting_sessions.map(i64::from))
-        .bind(do_not_disturb.map(i64::from))
+        .bind(change.accepting_sessions.map(i64::from))
+        .bind(change.do_not_disturb.map(i64::from))
+        .bind(change.hide_address.map(i64::from))
         .bind(user_id)
         .fetch_one(&self.pool)
         .await?;
         Ok(Settings {
             accepting_sessions: row.try_get::<i64, _>(0)? != 0,
             do_not_disturb: row.try_get::<i64, _>(1)? != 0,
+            hide_address: row.try_get::<i64, _>(2)? != 0,
         })
     }
 

@@ -320,8 +320,9 @@ async fn handle(
             hub.end(device_id, &session_id);
             true
         }
-        ClientMsg::UpdateSettings { accepting_sessions, do_not_disturb } => {
-            match hub.store.update_settings(login.user_id, accepting_sessions, do_not_disturb).await {
+        ClientMsg::UpdateSettings { accepting_sessions, do_not_disturb, hide_address } => {
+            let change = crate::protocol::SettingsChange { accepting_sessions, do_not_disturb, hide_address };
+            match hub.store.update_settings(login.user_id, change).await {
                 Ok(settings) => {
                     hub.settings_changed(login.user_id, settings);
                     true

@@ -242,11 +242,22 @@ fn session_panel(
             },
             duration_text(active.since.elapsed().as_secs())
         ));
-        ui.weak(format!(
-            "Peer address: {} (its device reports {})",
-            active.peer.observed_ip,
-            active.peer.device_ip.map(|i| i.to_string()).unwrap_or_else(|| "nothing".into())
-        ));
+        match active.peer.observed_ip {
+            Some(ip) => ui.weak(format!(
+                "Peer address: {ip} (its device reports {})",
+                active.peer.device_ip.map(|i| i.to_string()).unwrap_or_else(|| "nothing".into())
+            )),
+            None => ui.weak("Addresses hidden: the session goes through the server's relay."),
+        };
+        match state.path {
+            Some(crate::rtc::Path::Direct) => {
+                ui.label("Direct");
+            }
+            Some(crate::rtc::Path::Relayed) => {
+                ui.label("Relayed by the server");
+            }
+            None => {}
+        }
         ui.add_space(8.0);
         ui.group(|ui| {
             ui.strong("Video");

@@ -84,6 +84,16 @@ impl SettingsWindow {
                 let l = ui.label("Blocked numbers (one per line; they see you as unavailable)");
                 ui.add(egui::TextEdit::multiline(&mut self.blocked).desired_rows(3).desired_width(320.0))
                     .labelled_by(l.id);
+                ui.collapsing("Privacy", |ui| {
+                    let mut hide = state.server_settings.hide_address;
+                    if ui.checkbox(&mut hide, "Hide my address").changed() {
+                        core.send(AppCommand::SetHideAddress(hide));
+                    }
+                    ui.weak(
+                        "Your sessions then go through the server's relay, so the people you call \
+                         (and who call you) never learn your IP address; it can be a little slower.",
+                    );
+                });
                 ui.collapsing("Video", |ui| video_settings(ui, draft, state, core));
                 ui.collapsing("Phone calls", |ui| phone_settings(ui, draft, state, core));
             });

@@ -50,7 +50,7 @@ async fn accept_relay_and_end_by_callee() {
     assert_eq!(a_peer.number, BOB);
     assert_eq!(a_peer.display_name, "Bob");
     assert_eq!(a_peer.device_ip, Some(bob_ip), "caller learns the callee's reported address");
-    assert_eq!(a_peer.observed_ip, "127.0.0.1".parse::<IpAddr>().expect("ip"));
+    assert_eq!(a_peer.observed_ip, Some("127.0.0.1".parse::<IpAddr>().expect("ip")));
     assert_eq!(b_peer.number, ALICE);
 
     // Signaling is relayed verbatim between exactly these two devices.

@@ -8,6 +8,7 @@ mod fixture;
 mod handshake;
 mod heartbeat;
 mod protocol_doc;
+mod relay;
 mod restart;
 mod rtc;
 mod store;

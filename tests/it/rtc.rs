@@ -10,8 +10,8 @@ use tokio::sync::mpsc;
 pub async fn connected_pair() -> ((Peer, Channel), (Peer, Channel), Duration) {
     sidecall::init_logging(&std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()));
     let t0 = Instant::now();
-    let (caller, mut a_events) = Peer::start(Role::Caller, &[], true).await.expect("caller peer");
-    let (callee, mut b_events) = Peer::start(Role::Callee, &[], true).await.expect("callee peer");
+    let (caller, mut a_events) = Peer::start(Role::Caller, &[], true, false).await.expect("caller peer");
+    let (callee, mut b_events) = Peer::start(Role::Callee, &[], true, false).await.expect("callee peer");
     let (a_tx, mut a_rx) = mpsc::unbounded_channel::<PeerEvent>();
     let (b_tx, mut b_rx) = mpsc::unbounded_channel::<PeerEvent>();
     let (mut a_ch, mut b_ch) = (None, None);

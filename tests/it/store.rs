@@ -28,10 +28,17 @@ async fn exercise(store: &dyn Store) {
         "a missing report keeps the old one"
     );
 
-    let s = store.update_settings(alice.id, Some(false), None).await.expect("update");
-    assert!(!s.accepting_sessions && !s.do_not_disturb);
-    let s = store.update_settings(alice.id, None, Some(true)).await.expect("update");
-    assert!(!s.accepting_sessions && s.do_not_disturb);
+    let change = |accepting_sessions, do_not_disturb, hide_address| sidecall::protocol::SettingsChange {
+        accepting_sessions,
+        do_not_disturb,
+        hide_address,
+    };
+    let s = store.update_settings(alice.id, change(Some(false), None, None)).await.expect("update");
+    assert!(!s.accepting_sessions && !s.do_not_disturb && !s.hide_address);
+    let s = store.update_settings(alice.id, change(None, Some(true), None)).await.expect("update");
+    assert!(!s.accepting_sessions && s.do_not_disturb && !s.hide_address);
+    let s = store.update_settings(alice.id, change(None, None, Some(true))).await.expect("update");
+    assert!(!s.accepting_sessions && s.do_not_disturb && s.hide_address, "hide my address is kept");
     let again = store.user_by_number("+4930123456").await.expect("read").expect("found");
     assert_eq!(again.settings, s);
 

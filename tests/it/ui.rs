@@ -536,7 +536,7 @@ fn session_with_alice(id: &str, role: SessionRole, offer: Offer) -> Active {
             number: ALICE.into(),
             display_name: "Alice".into(),
             device_ip: Some("192.168.1.20".parse().expect("ip")),
-            observed_ip: "198.51.100.4".parse().expect("ip"),
+            observed_ip: Some("198.51.100.4".parse().expect("ip")),
         },
         offer,
         since: Instant::now(),

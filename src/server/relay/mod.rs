@@ -14,6 +14,7 @@
 
 pub mod creds;
 pub mod policy;
+pub mod sdp;
 
 use crate::server::metrics::Metrics;
 use creds::Secret;
@@ -115,6 +116,8 @@ struct State {
     /// Relay port → client address.
     by_port: HashMap<u16, SocketAddr>,
     per_user: HashMap<i64, usize>,
+    /// Addresses allocations are on (bound and advertised), with how many use each.
+    own_ips: HashMap<IpAddr, usize>,
     buckets: HashMap<i64, Arc<Mutex<Bucket>>>,
     next_port: u16,
     tasks: Vec<tokio::task::AbortHandle>,
@@ -128,6 +131,8 @@ struct Alloc {
     relay: Arc<UdpSocket>,
     /// As advertised in XOR-RELAYED-ADDRESS.
     relay_addr: SocketAddr,
+    /// The local address the relay port is bound on.
+    bound_ip: IpAddr,
     live: Mutex<Live>,
     bucket: Arc<Mutex<Bucket>>,
     reader: Mutex<Option<tokio::task::AbortHandle>>,
@@ -247,6 +252,11 @@ impl Relay {
         self.shared.secret.mint(device, unix_now(), self.shared.cfg.credential_ttl.as_secs())
     }
 
+    /// Whether `ip` is one of the relay's own addresses (where its allocations are).
+    pub fn is_own_ip(&self, ip: IpAddr) -> bool {
+        self.shared.is_own(ip)
+    }
+
     /// Allocations held now.
     pub fn allocations(&self) -> usize {
         self.shared.state.lock().allocs.len()
@@ -297,6 +307,10 @@ async fn sweep(shared: std::sync::Weak<Shared>) {
 }
 
 impl Shared {
+    fn is_own(&self, ip: IpAddr) -> bool {
+        self.policy.relay_ips.contains(&ip) || self.state.lock().own_ips.contains_key(&ip)
+    }
+
     fn refuse(&self, r: Refusal) {
         self.metrics.relay_refusals.get_or_create(&vec![("reason", r.label())]).inc();
     }
@@ -305,6 +319,14 @@ impl Shared {
         let mut st = self.state.lock();
         let Some(a) = st.allocs.remove(client) else { return };
         st.by_port.remove(&a.relay_addr.port());
+        for ip in [a.relay_addr.ip(), a.bound_ip] {
+            if let Some(n) = st.own_ips.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    st.own_ips.remove(&ip);
+                }
+            }
+        }
         if let Some(n) = st.per_user.get_mut(&a.user) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -490,7 +512,7 @@ fn handle(s: &Arc<Shared>, from: SocketAddr, mut m: Message) {
         return;
     }
     let peer_addr = SocketAddr::new(peer.ip, peer.port);
-    if let Err(r) = s.policy.check(peer.ip) {
+    if let Err(r) = if s.is_own(peer.ip) { Ok(()) } else { s.policy.check(peer.ip) } {
         s.refuse(r);
         tracing::debug!(%peer_addr, reason = r.label(), "relay permission refused");
         error_reply(s, from, &m, CODE_FORBIDDEN, "Forbidden", false);
@@ -547,7 +569,7 @@ fn allocate(s: &Arc<Shared>, from: SocketAddr, m: &Message, auth: Authed, exists
         error_reply(s, from, m, CODE_ALLOC_QUOTA_REACHED, "Allocation Quota Reached", false);
         return;
     }
-    let Some(relay) = bind_relay_port(s) else {
+    let Some(relay) = bind_relay_port(s, local_ip_towards(s.relay_bind_ip, from)) else {
         error_reply(s, from, m, CODE_INSUFFICIENT_CAPACITY, "Insufficient Capacity", false);
         return;
     };
@@ -576,6 +598,7 @@ fn allocate(s: &Arc<Shared>, from: SocketAddr, m: &Message, auth: Authed, exists
             peer_device,
             relay: Arc::new(relay),
             relay_addr,
+            bound_ip: bound.ip(),
             live: Mutex::new(Live {
                 expires: Instant::now() + life,
                 permissions: HashMap::new(),
@@ -588,6 +611,8 @@ fn allocate(s: &Arc<Shared>, from: SocketAddr, m: &Message, auth: Authed, exists
         st.allocs.insert(from, alloc.clone());
         st.by_port.insert(bound.port(), from);
         *st.per_user.entry(user).or_default() += 1;
+        *st.own_ips.entry(relay_addr.ip()).or_default() += 1;
+        *st.own_ips.entry(bound.ip()).or_default() += 1;
         s.metrics.relay_allocations.set(st.allocs.len() as i64);
         alloc
     };
@@ -610,8 +635,22 @@ fn allocate(s: &Arc<Shared>, from: SocketAddr, m: &Message, auth: Authed, exists
     );
 }
 
-/// A UDP socket on the next free port of the range.
-fn bind_relay_port(s: &Shared) -> Option<UdpSocket> {
+/// The local address allocations for `client` use: the listener's, or where it listens on
+/// every interface, the one the system routes to the client from (the address the client
+/// reached the relay by, on a host with one way out).
+fn local_ip_towards(bind: IpAddr, client: SocketAddr) -> IpAddr {
+    if !bind.is_unspecified() {
+        return bind;
+    }
+    let any: SocketAddr = if client.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().unwrap_or(client);
+    std::net::UdpSocket::bind(any)
+        .and_then(|s| s.connect(client).and_then(|_| s.local_addr()))
+        .map(|a| a.ip())
+        .unwrap_or(bind)
+}
+
+/// A UDP socket on `ip` at the next free port of the range.
+fn bind_relay_port(s: &Shared, ip: IpAddr) -> Option<UdpSocket> {
     let (lo, hi) = (*s.cfg.ports.start(), *s.cfg.ports.end());
     let span = u32::from(hi - lo) + 1;
     let mut st = s.state.lock();
@@ -621,7 +660,7 @@ fn bind_relay_port(s: &Shared) -> Option<UdpSocket> {
         if st.by_port.contains_key(&port) {
             continue;
         }
-        let addr = SocketAddr::new(s.relay_bind_ip, port);
+        let addr = SocketAddr::new(ip, port);
         let Ok(std_sock) = std::net::UdpSocket::bind(addr) else { continue };
         if std_sock.set_nonblocking(true).is_err() {
             continue;
@@ -642,7 +681,7 @@ fn may_send(s: &Shared, alloc: &Alloc, peer: SocketAddr) -> Result<Option<Arc<Al
     if !permitted {
         return Err(Refusal::NotSessionPeer);
     }
-    if !s.policy.relay_ips.contains(&peer.ip()) {
+    if !s.is_own(peer.ip()) {
         return Ok(None);
     }
     let st = s.state.lock();
@@ -769,6 +808,18 @@ pub enum RelayIce {
 }
 
 impl RelayIce {
+    /// Whether a candidate at `ip` is on this relay. For a coturn named by host name the
+    /// address cannot be checked here, and any relay candidate passes.
+    pub fn is_relay_ip(&self, ip: IpAddr) -> bool {
+        match self {
+            RelayIce::Own(r) => r.is_own_ip(ip),
+            RelayIce::External { urls, .. } => {
+                let hosts: Vec<IpAddr> = urls.iter().filter_map(|u| url_ip(u)).collect();
+                hosts.is_empty() || hosts.contains(&ip)
+            }
+        }
+    }
+
     /// The ICE server entry for `device`, which reached this server by `host`.
     pub fn ice_server(&self, device: i64, host: &str) -> crate::protocol::IceServer {
         let (urls, cred) = match self {
@@ -779,6 +830,16 @@ impl RelayIce {
         };
         crate::protocol::IceServer { urls, username: Some(cred.username), credential: Some(cred.password) }
     }
+}
+
+/// The IP address of a `turn:HOST:PORT?…` URL, if HOST is one.
+fn url_ip(url: &str) -> Option<IpAddr> {
+    let rest = url.split_once(':')?.1;
+    let rest = rest.split('?').next()?;
+    if let Some(v6) = rest.strip_prefix('[') {
+        return v6.split(']').next()?.parse().ok();
+    }
+    rest.rsplit_once(':').map_or(rest, |(h, _)| h).parse().ok()
 }
 
 /// The host part of an HTTP `Host` header: `example.org`, `192.0.2.1`, `[2001:db8::1]`.
