@@ -406,6 +406,8 @@ pub enum ServerMsg {
     Signal { session_id: SessionId, data: SignalData },
     /// The session is over.
     SessionEnded { session_id: SessionId, reason: EndReason },
+    /// New ICE servers (fresh relay credentials), before the old ones expire.
+    IceServers { ice_servers: Vec<IceServer> },
     /// Current settings, after `update_settings`.
     Settings { settings: Settings },
     /// The block list as stored (E.164, sorted), after `set_blocked` and after `welcome`.

@@ -711,7 +711,8 @@ fn server_event(m: &mut Model, ev: Event, clock: Clock, fx: &mut Vec<Effect>) {
         }
         Event::Error { message, .. } => v.notice = Some(message),
         // Signals are routed to the data side by the session controller.
-        Event::Signal { .. } | Event::Stopped => {}
+        // Signals and fresh ICE servers are the session controller's.
+        Event::Signal { .. } | Event::IceServers { .. } | Event::Stopped => {}
     }
 }
 

@@ -134,7 +134,7 @@ pub(super) fn print_event(output: &Output, ev: &Event) {
                 _ => "through the server's relay (addresses hidden)".to_string(),
             },
         ),
-        Event::Signal { .. } => {}
+        Event::Signal { .. } | Event::IceServers { .. } => {}
         Event::SessionEnded { session_id, reason } => {
             println!("session {session_id} ended: {}", label(reason))
         }

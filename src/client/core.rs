@@ -155,6 +155,10 @@ pub enum Event {
         session_id: SessionId,
         data: SignalData,
     },
+    /// Fresh ICE servers (relay credentials renewed); used from the next session on.
+    IceServers {
+        ice_servers: Vec<IceServer>,
+    },
     SessionEnded {
         session_id: SessionId,
         reason: StopReason,
@@ -349,6 +353,7 @@ impl State {
                 Event::SessionStarted { session_id, role, offer, peer, relayed }
             }
             ServerMsg::Signal { session_id, data } => Event::Signal { session_id, data },
+            ServerMsg::IceServers { ice_servers } => Event::IceServers { ice_servers },
             ServerMsg::SessionEnded { session_id, reason } => {
                 self.active.remove(&session_id);
                 Event::SessionEnded { session_id, reason: reason.into() }

@@ -252,7 +252,7 @@ impl SessionController {
     /// session that ended (to read its last figures; dropping it closes the connection).
     pub fn observe(&mut self, ev: &Event) -> Option<DataSession> {
         match ev {
-            Event::Online { ice_servers, .. } => {
+            Event::Online { ice_servers, .. } | Event::IceServers { ice_servers } => {
                 self.ice_servers = ice_servers.clone();
                 None
             }

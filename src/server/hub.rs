@@ -257,6 +257,11 @@ impl Hub {
         servers
     }
 
+    /// How long relay credentials minted now stay valid, if there is a relay.
+    pub fn relay_credential_ttl(&self) -> Option<Duration> {
+        self.relay.read().as_ref().map(|r| r.credential_ttl())
+    }
+
     /// In a relayed session: refuses a signal naming anything but candidates on the relay.
     fn relay_only(&self, data: &SignalData) -> Result<(), String> {
         let relay = self.relay.read().clone();

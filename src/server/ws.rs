@@ -211,7 +211,7 @@ pub async fn connection(hub: Arc<Hub>, mut socket: WebSocket, observed_ip: IpAdd
     };
     let blocked = ServerMsg::Blocked { numbers: login.blocked.clone() };
     if send_msg(&mut socket, &welcome).await && send_msg(&mut socket, &blocked).await {
-        serve(&hub, &mut socket, &login, &mut outbound).await;
+        serve(&hub, &mut socket, &login, &mut outbound, host.as_deref()).await;
     }
     hub.disconnect(device_id, conn_id);
     tracing::debug!(device_id, "device offline");
@@ -222,8 +222,13 @@ async fn serve(
     socket: &mut WebSocket,
     login: &Login,
     outbound: &mut tokio::sync::mpsc::Receiver<Outbound>,
+    host: Option<&str>,
 ) {
     let device_id = login.device_id;
+    // Relay credentials are renewed at half their lifetime, so a device online for days
+    // always holds a valid one.
+    let renew = hub.relay_credential_ttl().map(|ttl| (ttl / 2).max(Duration::from_secs(1)));
+    let mut renewal = renew.map(|p| tokio::time::interval_at(tokio::time::Instant::now() + p, p));
     let heartbeat = hub.cfg.heartbeat.max(Duration::from_millis(100));
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
     let mut last_heard = Instant::now();
@@ -271,6 +276,10 @@ async fn serve(
                     continue;
                 }
                 if !handle(hub, socket, login, msg, received).await { return; }
+            }
+            _ = async { match renewal.as_mut() { Some(r) => r.tick().await, None => std::future::pending().await } } => {
+                let msg = ServerMsg::IceServers { ice_servers: hub.ice_servers_for(device_id, host) };
+                if !send_msg(socket, &msg).await { return; }
             }
             _ = ticker.tick() => {
                 if last_heard.elapsed() > heartbeat * 3 {

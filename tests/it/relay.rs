@@ -277,3 +277,25 @@ async fn welcome_carries_a_relay_credential_of_the_device_at_the_address_it_used
     assert!(expiry.parse::<u64>().is_ok() && device.parse::<i64>().is_ok(), "{user}");
     assert!(turn.credential.as_deref().is_some_and(|c| c.len() == 28), "base64 of 20 bytes");
 }
+
+#[tokio::test]
+async fn relay_credentials_are_renewed_before_they_expire() {
+    let server = TestServer::start_with(|c| {
+        c.relay = RelayMode::Own(RelayConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            ports: 43000..=43099,
+            credential_ttl: Duration::from_secs(2),
+            ..Default::default()
+        });
+    })
+    .await;
+    let mut a = side(&server, ALICE, "Alice").await;
+    let first = a.ice.iter().find_map(|s| s.username.clone()).expect("a credential");
+    let renewed = loop {
+        if let Event::IceServers { ice_servers } = a.next().await {
+            break ice_servers.iter().find_map(|s| s.username.clone()).expect("a credential");
+        }
+    };
+    let expiry = |u: &str| u.split_once(':').and_then(|(e, _)| e.parse::<u64>().ok()).expect("expiry");
+    assert!(expiry(&renewed) > expiry(&first), "{first} then {renewed}");
+}

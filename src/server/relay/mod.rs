@@ -808,6 +808,14 @@ pub enum RelayIce {
 }
 
 impl RelayIce {
+    /// How long the credentials it mints are valid.
+    pub fn credential_ttl(&self) -> Duration {
+        match self {
+            RelayIce::Own(r) => r.shared.cfg.credential_ttl,
+            RelayIce::External { ttl, .. } => *ttl,
+        }
+    }
+
     /// Whether a candidate at `ip` is on this relay. For a coturn named by host name the
     /// address cannot be checked here, and any relay candidate passes.
     pub fn is_relay_ip(&self, ip: IpAddr) -> bool {
