@@ -18,8 +18,9 @@ SERVER_PACKAGES=(build-essential pkg-config ca-certificates)
 # nasm: OpenH264's SIMD code (without it the encoder silently runs ~3x slower).
 DESKTOP_PACKAGES=(libasound2-dev nasm libclang-dev)
 RUN_PACKAGES=(libxkbcommon-x11-0 libgl1 libegl1 libgl1-mesa-dri)
-# The tests also talk to a real browser (Chromium, headless) to check WebRTC interoperability.
-TEST_PACKAGES=(chromium)
+# The tests also talk to a real browser (Chromium, headless) to check WebRTC interoperability,
+# and build NATs in network namespaces (iproute2, iptables).
+TEST_PACKAGES=(chromium iptables iproute2)
 
 say() { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }

@@ -7,6 +7,7 @@ mod cli;
 mod fixture;
 mod handshake;
 mod heartbeat;
+mod nat;
 mod protocol_doc;
 mod relay;
 mod restart;
