@@ -19,8 +19,8 @@ SERVER_PACKAGES=(build-essential pkg-config ca-certificates)
 DESKTOP_PACKAGES=(libasound2-dev nasm libclang-dev)
 RUN_PACKAGES=(libxkbcommon-x11-0 libgl1 libegl1 libgl1-mesa-dri)
 # The tests also talk to a real browser (Chromium, headless) to check WebRTC interoperability,
-# and build NATs in network namespaces (iproute2, iptables).
-TEST_PACKAGES=(chromium iptables iproute2)
+# build NATs in network namespaces (iproute2, iptables) and relay through coturn.
+TEST_PACKAGES=(chromium iptables iproute2 coturn)
 
 say() { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }

@@ -299,3 +299,75 @@ async fn relay_credentials_are_renewed_before_they_expire() {
     let expiry = |u: &str| u.split_once(':').and_then(|(e, _)| e.parse::<u64>().ok()).expect("expiry");
     assert!(expiry(&renewed) > expiry(&first), "{first} then {renewed}");
 }
+
+/// A coturn from Debian's package, started with `use-auth-secret` on loopback; killed on drop.
+struct Coturn {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for Coturn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn coturn(secret: &str) -> Option<Coturn> {
+    if std::process::Command::new("turnserver").arg("--version").output().is_err() {
+        assert!(std::env::var("CI").is_err(), "CI installs coturn (packaging/dev.sh): turnserver is missing");
+        eprintln!("NOTICE: coturn interop test skipped: no turnserver (apt-get install coturn)");
+        return None;
+    }
+    let port =
+        std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).expect("a free port").port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let child = std::process::Command::new("turnserver")
+        .args(["-n", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1", "--allow-loopback-peers"])
+        .arg(format!("--listening-port={port}"))
+        .args(["--min-port=44100", "--max-port=44199", "--use-auth-secret", "--realm=sidecall"])
+        .arg(format!("--static-auth-secret={secret}"))
+        .args(["--no-tls", "--no-dtls", "--no-cli", "--no-tcp", "--simple-log", "--log-file=stdout"])
+        .arg(format!("--pidfile={}", dir.path().join("turnserver.pid").display()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start turnserver");
+    // Ready when it answers a STUN binding request.
+    let probe = std::net::UdpSocket::bind("127.0.0.1:0").expect("probe");
+    probe.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
+    let mut req = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42];
+    req.extend((0..12).map(|i| i as u8));
+    for _ in 0..50 {
+        let _ = probe.send_to(&req, ("127.0.0.1", port));
+        let mut buf = [0u8; 512];
+        if let Ok((n, _)) = probe.recv_from(&mut buf)
+            && n >= 20
+            && buf[..2] == [0x01, 0x01]
+        {
+            return Some(Coturn { child, port });
+        }
+    }
+    panic!("coturn did not answer on 127.0.0.1:{port}");
+}
+
+/// The same relayed session through Debian's coturn, which checks the credentials our
+/// server mints from the shared secret.
+#[tokio::test]
+async fn a_relayed_session_through_coturn_with_the_shared_secret() {
+    let secret = "coturn and sidecall share this";
+    let Some(turn) = coturn(secret) else { return };
+    let url = format!("turn:127.0.0.1:{}?transport=udp", turn.port);
+    let server = TestServer::start_with(|c| {
+        c.relay = RelayMode::External { urls: vec![url.clone()], secret: secret.into() };
+        c.hub.relay_always = true;
+    })
+    .await;
+    let (paths, alice, bob) = session(&server, None).await;
+    assert_eq!(paths, vec![Some(Path::Relayed), Some(Path::Relayed)], "through coturn");
+    let ip: IpAddr = "127.0.0.1".parse().expect("ip");
+    saw_no_address(&alice, ip);
+    saw_no_address(&bob, ip);
+    assert!(alice.ice.iter().any(|s| s.urls.contains(&url)), "welcome names the coturn: {:?}", alice.ice);
+    drop(turn);
+}
