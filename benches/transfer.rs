@@ -6,6 +6,7 @@
 //!
 //!   cargo bench --bench transfer                    # 256 MiB, 7 channel opens
 //!   cargo bench --bench transfer -- --mib 1024
+//!   cargo bench --bench transfer -- --relay      # also through the server's relay, same run
 //!
 //! Under `cargo test` (no `--bench` argument) it runs as a small smoke test.
 
@@ -13,7 +14,7 @@ mod common;
 
 use common::{Proc, app, server_with_two_accounts};
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -70,50 +71,49 @@ fn tcp_baseline(src: &Path, dst: &Path) -> f64 {
     std::fs::metadata(src).expect("meta").len() as f64 / 1e6 / secs
 }
 
-fn main() {
-    let full = std::env::args().any(|a| a == "--bench");
-    let mib = arg("--mib").unwrap_or(if full { 256 } else { 8 });
-    let opens = arg("--opens").unwrap_or(if full { 7 } else { 2 }) as usize;
-    let root = tempfile::tempdir().expect("tempdir");
-    let dir = root.path();
-    let (server, cfg) = server_with_two_accounts(dir);
-    let inbox = dir.join("inbox");
-    let src = dir.join("payload.bin");
-    eprintln!("writing a {mib} MiB test file…");
-    make_file(&src, mib << 20);
-    let tiny = dir.join("tiny.txt");
-    std::fs::write(&tiny, b"x").expect("tiny");
+/// What one pass measured.
+struct Figures {
+    mbps: f64,
+    secs: f64,
+    open_ms: Vec<u64>,
+    hwm_send: u64,
+    hwm_recv: u64,
+    path: String,
+}
 
-    // Channel open times: several short sessions.
+/// Channel opens (several short sessions), then the big transfer watched for peak memory.
+fn pass(cfg: &Path, inbox: &Path, src: &Path, tiny: &Path, opens: usize, mib: u64) -> Figures {
+    let _ = std::fs::remove_dir_all(inbox);
+    let inbox_s = inbox.to_str().expect("utf-8");
     let mut open_ms = Vec::new();
+    let mut path = String::new();
     for _ in 0..opens {
         let listener = Proc::spawn(&mut app(
-            &cfg,
+            cfg,
             "b",
-            &["listen", "--accept", "all", "--once", "--json", "--save-dir", inbox.to_str().expect("utf-8")],
+            &["listen", "--accept", "all", "--once", "--json", "--save-dir", inbox_s],
         ));
         listener.wait_line("\"event\":\"online\"", Duration::from_secs(10));
         let dial = Proc::spawn(&mut app(
-            &cfg,
+            cfg,
             "a",
             &["dial", "+4915123456789", "--json", "--send", tiny.to_str().expect("utf-8")],
         ));
         let (_, l) = dial.wait_line("channel_open", Duration::from_secs(20));
         let v: serde_json::Value = serde_json::from_str(&l).expect("json");
         open_ms.push(v["open_ms"].as_u64().unwrap_or(0));
+        path = v["path"].as_str().unwrap_or("?").to_string();
         dial.wait_line("session_ended", Duration::from_secs(20));
     }
     open_ms.sort_unstable();
-
-    // The big transfer, watched for peak memory on both sides.
     let listener = Proc::spawn(&mut app(
-        &cfg,
+        cfg,
         "b",
-        &["listen", "--accept", "all", "--once", "--json", "--save-dir", inbox.to_str().expect("utf-8")],
+        &["listen", "--accept", "all", "--once", "--json", "--save-dir", inbox_s],
     ));
     listener.wait_line("\"event\":\"online\"", Duration::from_secs(10));
     let mut dial = Proc::spawn(&mut app(
-        &cfg,
+        cfg,
         "a",
         &["dial", "+4915123456789", "--json", "--send", src.to_str().expect("utf-8")],
     ));
@@ -134,25 +134,80 @@ fn main() {
     hwm_recv = hwm_recv.max(listener.hwm_kib());
     let _ = dial.child.wait();
     let secs = t_done.duration_since(t_started).as_secs_f64();
-    let mb = (mib << 20) as f64 / 1e6;
-    let ours = mb / secs;
-    let received = inbox.join("payload.bin");
-    let same = std::fs::metadata(&received).map(|m| m.len()).unwrap_or(0) == mib << 20;
+    let same = std::fs::metadata(inbox.join("payload.bin")).map(|m| m.len()).unwrap_or(0) == mib << 20;
     assert!(same, "the received file has the wrong size");
+    Figures { mbps: (mib << 20) as f64 / 1e6 / secs, secs, open_ms, hwm_send, hwm_recv, path }
+}
 
+fn p50(v: &[u64]) -> u64 {
+    v.get(v.len() / 2).copied().unwrap_or(0)
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let relay = std::env::args().any(|a| a == "--relay");
+    let mib = arg("--mib").unwrap_or(if full { 256 } else { 8 });
+    let opens = arg("--opens").unwrap_or(if full { 7 } else { 2 }) as usize;
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = root.path();
+    let (server, cfg) = server_with_two_accounts(dir);
+    let inbox = dir.join("inbox");
+    let src = dir.join("payload.bin");
+    eprintln!("writing a {mib} MiB test file…");
+    make_file(&src, mib << 20);
+    let tiny = dir.join("tiny.txt");
+    std::fs::write(&tiny, b"x").expect("tiny");
+
+    let direct = pass(&cfg, &inbox, &src, &tiny, opens, mib);
     let base = tcp_baseline(&src, &dir.join("tcp-copy.bin"));
-    let p50 = open_ms.get(open_ms.len() / 2).copied().unwrap_or(0);
     println!("sidecall transfer benchmark ({} mode)", if full { "full" } else { "smoke" });
     println!("  file                    {mib} MiB, written to disk and SHA-256 verified by the receiver");
-    println!("  throughput              {ours:.0} MB/s ({secs:.2} s offer-accepted to verified)");
+    println!(
+        "  throughput              {:.0} MB/s ({:.2} s offer-accepted to verified), path {}",
+        direct.mbps, direct.secs, direct.path
+    );
     println!("  raw TCP loopback copy   {base:.0} MB/s (same file, disk to disk, same run)");
-    println!("  ratio to TCP            {:.2}x", ours / base);
+    println!("  ratio to TCP            {:.2}x", direct.mbps / base);
     println!(
         "  peak RSS                sender {:.1} MB, receiver {:.1} MB (goal 64 MB)",
-        hwm_send as f64 / 1024.0,
-        hwm_recv as f64 / 1024.0
+        direct.hwm_send as f64 / 1024.0,
+        direct.hwm_recv as f64 / 1024.0
     );
-    println!("  accept-to-channel-open  p50 {p50} ms, all {open_ms:?} (goal 10 ms p50)");
+    println!(
+        "  accept-to-channel-open  p50 {} ms, all {:?} (goal 10 ms p50)",
+        p50(&direct.open_ms),
+        direct.open_ms
+    );
+    if relay {
+        // Bob hides his address: the same sessions go through the server's relay.
+        let st = app(&cfg, "b", &["settings", "--hide-address", "on"])
+            .stdout(std::process::Stdio::null())
+            .status();
+        assert!(st.is_ok_and(|s| s.success()), "hide my address");
+        let (cpu0, t0) = (server.cpu(), std::time::Instant::now());
+        let relayed = pass(&cfg, &inbox, &src, &tiny, opens, mib);
+        let (cpu, wall) = (server.cpu() - cpu0, t0.elapsed());
+        assert_eq!(relayed.path, "relayed", "hide my address relays the session");
+        let gb = 2.0 * (mib << 20) as f64 / 1e9; // in and out of the relay
+        println!("  relayed (Bob hides his address; same run, same file)");
+        println!(
+            "    throughput            {:.0} MB/s ({:.2} s), {:.2}x direct (goal 0.5x)",
+            relayed.mbps,
+            relayed.secs,
+            relayed.mbps / direct.mbps
+        );
+        println!(
+            "    accept-to-open        p50 {} ms, all {:?} (goal 50 ms p50; direct {} ms)",
+            p50(&relayed.open_ms),
+            relayed.open_ms,
+            p50(&direct.open_ms)
+        );
+        println!(
+            "    server CPU            {:.2} s per GB relayed ({:.0} % of one core over the pass), peak RSS {:.1} MB",
+            cpu.as_secs_f64() / gb,
+            cpu.as_secs_f64() * 100.0 / wall.as_secs_f64(),
+            server.hwm_kib() as f64 / 1024.0
+        );
+    }
     drop(server);
-    let _ = PathBuf::new();
 }

@@ -78,10 +78,17 @@ const SETUP_TICK: Duration = Duration::from_millis(1);
 /// ~600 ms to open. Waking the driver every millisecond for the first seconds of a
 /// connection flushes them at once; afterwards timers run at their own pace again (no idle
 /// cost).
+///
+/// And for relayed connections all along: webrtc 0.21.1's driver hands packets to its TURN
+/// client after it has collected the TURN client's output for that round, so every relayed
+/// packet waits for the driver's next wake-up (throughput fell to ~1 MB/s). Waking it every
+/// millisecond while the connection is relayed sends them within a millisecond.
 #[derive(Debug)]
 struct SidecallRuntime {
     inner: Arc<dyn Runtime>,
     created: std::time::Instant,
+    /// The connection goes through a relay: keep the short timer.
+    relayed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Runtime for SidecallRuntime {
@@ -133,7 +140,9 @@ impl Runtime for SidecallRuntime {
     }
 
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
-        let duration = if self.created.elapsed() < SETUP_PHASE { duration.min(SETUP_TICK) } else { duration };
+        let short =
+            self.created.elapsed() < SETUP_PHASE || self.relayed.load(std::sync::atomic::Ordering::Relaxed);
+        let duration = if short { duration.min(SETUP_TICK) } else { duration };
         self.inner.sleep(duration)
     }
 
@@ -154,10 +163,10 @@ impl Runtime for SidecallRuntime {
     }
 }
 
-fn runtime() -> Result<Arc<dyn Runtime>, RtcError> {
+fn runtime(relayed: Arc<std::sync::atomic::AtomicBool>) -> Result<Arc<dyn Runtime>, RtcError> {
     let inner =
         webrtc::runtime::default_runtime().ok_or_else(|| RtcError::Failed("no async runtime".into()))?;
-    Ok(Arc::new(SidecallRuntime { inner, created: std::time::Instant::now() }))
+    Ok(Arc::new(SidecallRuntime { inner, created: std::time::Instant::now(), relayed }))
 }
 
 /// RTP payload type of H.264 in our offers (an answerer may pick another: the sender uses
@@ -428,6 +437,8 @@ pub enum Path {
 pub struct Peer {
     pc: Arc<dyn PeerConnection>,
     role: Role,
+    /// Shared with the runtime: a relayed connection keeps the driver's short timer.
+    relayed: Arc<std::sync::atomic::AtomicBool>,
     /// Candidates that arrived before the remote description (trickle ICE reorders freely).
     early: tokio::sync::Mutex<Option<Vec<RTCIceCandidateInit>>>,
     /// Our video track (the answerer adds it on the offer's video section).
@@ -442,6 +453,9 @@ impl Peer {
         let pair = ice.get_selected_candidate_pair().await.ok()??;
         let relayed =
             pair.local().typ == RTCIceCandidateType::Relay || pair.remote().typ == RTCIceCandidateType::Relay;
+        if relayed {
+            self.relayed.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         Some(if relayed { Path::Relayed } else { Path::Direct })
     }
 
@@ -454,6 +468,7 @@ impl Peer {
         relay_only: bool,
     ) -> Result<(Peer, mpsc::UnboundedReceiver<PeerEvent>), RtcError> {
         let (tx, rx) = mpsc::unbounded_channel();
+        let relayed = Arc::new(std::sync::atomic::AtomicBool::new(relay_only));
         let servers = ice_servers
             .iter()
             .map(|s| RTCIceServer {
@@ -495,7 +510,7 @@ impl Peer {
             .with_interceptor_registry(registry)
             .with_setting_engine(settings)
             .with_handler(Arc::new(Handler { events: tx.clone() }))
-            .with_runtime(runtime()?)
+            .with_runtime(runtime(relayed.clone())?)
             .with_udp_addrs(vec![if allow_loopback { "127.0.0.1:0" } else { "0.0.0.0:0" }.to_string()])
             .with_data_channel_send_buffer_limit(SEND_BUFFER_LIMIT)
             // The driver on a thread of its own instead of hopping between tokio workers.
@@ -527,6 +542,7 @@ impl Peer {
             Peer {
                 pc,
                 role,
+                relayed,
                 early: tokio::sync::Mutex::new(Some(Vec::new())),
                 video: tokio::sync::Mutex::new(video),
             },

@@ -70,7 +70,8 @@ impl Default for RelayConfig {
             realm: "sidecall".into(),
             credential_ttl: Duration::from_secs(6 * 3600),
             max_allocations_per_user: 12,
-            user_bandwidth: 8_000_000,
+            // 64 MB/s: enough for any one session, and a ceiling a flood cannot pass.
+            user_bandwidth: 64_000_000,
         }
     }
 }
@@ -95,7 +96,15 @@ pub struct Relay {
     shared: Arc<Shared>,
 }
 
+/// The per-packet counters, looked up once (a labelled lookup per packet costs more than
+/// the forwarding itself).
+struct Counters {
+    to_peer: prometheus_client::metrics::counter::Counter,
+    to_client: prometheus_client::metrics::counter::Counter,
+}
+
 struct Shared {
+    counters: Counters,
     cfg: RelayConfig,
     secret: Secret,
     gate: Arc<dyn SessionGate>,
@@ -198,13 +207,19 @@ impl Relay {
         let socket = UdpSocket::bind(cfg.listen)
             .await
             .map_err(|source| RelayError::Bind { addr: cfg.listen, source })?;
+        big_buffers(&socket);
         let local = socket.local_addr().map_err(|source| RelayError::Bind { addr: cfg.listen, source })?;
         let relay_bind_ip = local.ip();
         let mut relay_ips = vec![relay_bind_ip];
         relay_ips.extend(cfg.public_ip);
         let policy = PeerPolicy { allow_private: cfg.allow_private, relay_ips };
         let next_port = *cfg.ports.start();
+        // One statement each: the family's lock guard lives to the end of its statement.
+        let to_peer = metrics.relay_bytes.get_or_create(&vec![("way", "to_peer")]).clone();
+        let to_client = metrics.relay_bytes.get_or_create(&vec![("way", "to_client")]).clone();
+        let counters = Counters { to_peer, to_client };
         let shared = Arc::new(Shared {
+            counters,
             secret,
             gate,
             policy,
@@ -311,6 +326,10 @@ impl Shared {
         self.policy.relay_ips.contains(&ip) || self.state.lock().own_ips.contains_key(&ip)
     }
 
+    fn dropped(&self, reason: &'static str) {
+        self.metrics.relay_dropped.get_or_create(&vec![("reason", reason)]).inc();
+    }
+
     fn refuse(&self, r: Refusal) {
         self.metrics.relay_refusals.get_or_create(&vec![("reason", r.label())]).inc();
     }
@@ -356,7 +375,7 @@ impl Shared {
         match self.socket.try_send_to(buf, client) {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                self.metrics.relay_dropped.get_or_create(&vec![("reason", "socket_full")]).inc();
+                self.dropped("socket_full");
             }
             Err(e) => tracing::debug!(%client, "relay send failed: {e}"),
         }
@@ -649,6 +668,16 @@ fn local_ip_towards(bind: IpAddr, client: SocketAddr) -> IpAddr {
         .unwrap_or(bind)
 }
 
+/// 4 MiB socket buffers: a burst of a fast session is queued, not dropped.
+fn big_buffers(sock: &UdpSocket) {
+    let s = socket2::SockRef::from(sock);
+    for r in [s.set_recv_buffer_size(4 << 20), s.set_send_buffer_size(4 << 20)] {
+        if let Err(e) = r {
+            tracing::debug!("cannot enlarge a relay socket buffer: {e}");
+        }
+    }
+}
+
 /// A UDP socket on `ip` at the next free port of the range.
 fn bind_relay_port(s: &Shared, ip: IpAddr) -> Option<UdpSocket> {
     let (lo, hi) = (*s.cfg.ports.start(), *s.cfg.ports.end());
@@ -666,6 +695,7 @@ fn bind_relay_port(s: &Shared, ip: IpAddr) -> Option<UdpSocket> {
             continue;
         }
         if let Ok(sock) = UdpSocket::from_std(std_sock) {
+            big_buffers(&sock);
             return Some(sock);
         }
     }
@@ -698,15 +728,15 @@ fn relay_out(s: &Shared, alloc: &Arc<Alloc>, peer: SocketAddr, data: &[u8]) {
     let inside = match may_send(s, alloc, peer) {
         Ok(t) => t,
         Err(r) => {
-            s.metrics.relay_dropped.get_or_create(&vec![("reason", r.label())]).inc();
+            s.dropped(r.label());
             return;
         }
     };
     if !alloc.bucket.lock().take(data.len()) {
-        s.metrics.relay_dropped.get_or_create(&vec![("reason", Refusal::Bandwidth.label())]).inc();
+        s.dropped(Refusal::Bandwidth.label());
         return;
     }
-    s.metrics.relay_bytes.get_or_create(&vec![("way", "to_peer")]).inc_by(data.len() as u64);
+    s.counters.to_peer.inc_by(data.len() as u64);
     match inside {
         // The other device's allocation on this relay: hand it over without the kernel.
         Some(target) => to_client(s, &target, alloc.relay_addr, data),
@@ -720,19 +750,21 @@ fn relay_out(s: &Shared, alloc: &Arc<Alloc>, peer: SocketAddr, data: &[u8]) {
 
 fn from_client_channel(s: &Shared, from: SocketAddr, packet: &[u8]) {
     let Some(alloc) = s.state.lock().allocs.get(&from).cloned() else { return };
-    let mut cd = ChannelData { raw: packet.to_vec(), ..Default::default() };
-    if cd.decode().is_err() {
+    // ChannelData: channel number (2 bytes), length (2 bytes), data (padded over UDP).
+    let [n0, n1, l0, l1, ..] = *packet else { return };
+    let (number, len) = (u16::from_be_bytes([n0, n1]), u16::from_be_bytes([l0, l1]));
+    let Some(data) = packet.get(4..4 + usize::from(len)) else {
         s.refuse(Refusal::BadRequest);
         return;
-    }
+    };
     let peer = {
         let live = alloc.live.lock();
-        match live.channels.get(&cd.number.0) {
+        match live.channels.get(&number) {
             Some((peer, until)) if *until > Instant::now() => *peer,
             _ => return,
         }
     };
-    relay_out(s, &alloc, peer, &cd.data);
+    relay_out(s, &alloc, peer, data);
 }
 
 fn send_indication(s: &Shared, from: SocketAddr, m: &Message) {
@@ -752,17 +784,22 @@ fn to_client(s: &Shared, alloc: &Alloc, peer: SocketAddr, data: &[u8]) {
         let live = alloc.live.lock();
         let now = Instant::now();
         if !live.permissions.get(&peer.ip()).is_some_and(|t| *t > now) {
-            s.metrics.relay_dropped.get_or_create(&vec![("reason", "no_permission")]).inc();
+            s.dropped("no_permission");
             return;
         }
         live.by_peer.get(&peer).copied().filter(|n| live.channels.get(n).is_some_and(|(_, t)| *t > now))
     };
-    s.metrics.relay_bytes.get_or_create(&vec![("way", "to_client")]).inc_by(data.len() as u64);
+    s.counters.to_client.inc_by(data.len() as u64);
     match channel {
         Some(number) => {
-            let mut cd = ChannelData { data: data.to_vec(), number: ChannelNumber(number), raw: Vec::new() };
-            cd.encode();
-            s.send_to_client(&cd.raw, alloc.client);
+            thread_local!(static OUT: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) });
+            OUT.with_borrow_mut(|out| {
+                out.clear();
+                out.extend_from_slice(&number.to_be_bytes());
+                out.extend_from_slice(&(data.len() as u16).to_be_bytes());
+                out.extend_from_slice(data);
+                s.send_to_client(out, alloc.client);
+            });
         }
         None => {
             let typ = MessageType::new(METHOD_DATA, CLASS_INDICATION);
@@ -793,7 +830,7 @@ async fn from_peers(shared: std::sync::Weak<Shared>, alloc: Arc<Alloc>) {
         };
         let Some(s) = shared.upgrade() else { return };
         if !alloc.bucket.lock().take(n) {
-            s.metrics.relay_dropped.get_or_create(&vec![("reason", Refusal::Bandwidth.label())]).inc();
+            s.dropped(Refusal::Bandwidth.label());
             continue;
         }
         to_client(&s, &alloc, peer, &buf[..n]);
