@@ -60,7 +60,7 @@ fn check_sdp(sdp: &str, is_relay: &impl Fn(IpAddr) -> bool) -> Result<(), String
 
 /// The address of `o=`, `c=` and `a=rtcp:` lines (`… IN IP4 ADDR`).
 fn connection_address(line: &str) -> Option<&str> {
-    let (_, rest) = line.split_once(" IN IP4 ").or_else(|| line.split_once(" IN IP6 "))?;
+    let (_, rest) = line.split_once("IN IP4 ").or_else(|| line.split_once("IN IP6 "))?;
     rest.split_whitespace().next()
 }
 
@@ -102,8 +102,9 @@ fn scrub_sdp(sdp: &str) -> String {
         if body.starts_with("a=candidate:") {
             out.push_str(&scrub_candidate(body));
         } else if let Some(addr) = connection_address(body) {
-            let unspecified = if body.contains(" IN IP6 ") { "::" } else { "0.0.0.0" };
-            out.push_str(&body.replacen(&format!(" {addr}"), &format!(" {unspecified}"), 1));
+            let (ip4, ip6) = ("IN IP4 ", "IN IP6 ");
+            let (tag, unspecified) = if body.contains(ip6) { (ip6, "::") } else { (ip4, "0.0.0.0") };
+            out.push_str(&body.replacen(&format!("{tag}{addr}"), &format!("{tag}{unspecified}"), 1));
         } else {
             out.push_str(body);
         }
