@@ -371,3 +371,46 @@ async fn a_relayed_session_through_coturn_with_the_shared_secret() {
     assert!(alice.ice.iter().any(|s| s.urls.contains(&url)), "welcome names the coturn: {:?}", alice.ice);
     drop(turn);
 }
+
+/// Declined and unanswered requests of a user who hides: the caller learns nothing of the
+/// callee (no address ever reaches either side before an accept, and none in a relayed one).
+#[tokio::test]
+async fn declined_and_timed_out_requests_show_no_address_either() {
+    let server = TestServer::start_with(|c| {
+        c.relay = RelayMode::Own(RelayConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            ports: 43100..=43199,
+            ..Default::default()
+        });
+        c.hub.answer_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let mut alice = side(&server, ALICE, "Alice").await;
+    let mut bob = side(&server, BOB, "Bob").await;
+    bob.handle.change_settings(SettingsChange { hide_address: Some(true), ..Default::default() });
+    for decline in [true, false] {
+        let req = alice.handle.dial(BOB, Offer::default());
+        let sid = loop {
+            if let Event::Incoming { session_id, .. } = bob.next().await {
+                break session_id;
+            }
+        };
+        if decline {
+            bob.handle.answer(&sid, false);
+        }
+        loop {
+            if let Event::DialResult { req_id, .. } = alice.next().await
+                && req_id == req
+            {
+                break;
+            }
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_millis(300), bob.next()).await;
+    for (who, s) in [("alice", &alice), ("bob", &bob)] {
+        let text = format!("{:?}", s.seen);
+        // Both sides log in reporting 192.0.2.44 and connect from 127.0.0.1.
+        assert!(!text.contains("192.0.2.44") && !text.contains("127.0.0.1"), "{who} saw an address: {text}");
+        assert!(!s.seen.iter().any(|e| matches!(e, Event::SessionStarted { .. } | Event::Signal { .. })));
+    }
+}
