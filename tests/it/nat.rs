@@ -15,6 +15,9 @@ use std::time::Instant;
 const SERVER: &str = env!("CARGO_BIN_EXE_sidecall-server");
 const APP: &str = env!("CARGO_BIN_EXE_sidecall");
 const SERVER_IP: &str = "203.0.113.1";
+/// Both sides send a small test picture, with figures at the end.
+const VIDEO: [&str; 7] =
+    ["--video", "test-pattern", "--video-size", "320x240", "--video-fps", "15", "--video-stats"];
 
 fn sh(args: &[&str]) -> Result<(), String> {
     let out = Command::new(args[0]).args(&args[1..]).output().map_err(|e| format!("{}: {e}", args[0]))?;
@@ -141,22 +144,8 @@ impl Run<'_> {
     /// A listener in `ns` as `profile` that accepts once, saves into `inbox`, sends video back.
     fn listen(&self, ns: &str, profile: &str, inbox: &Path) -> Proc {
         let inbox = inbox.to_str().expect("utf-8");
-        let args = [
-            "listen",
-            "--accept",
-            "all",
-            "--once",
-            "--json",
-            "--save-dir",
-            inbox,
-            "--video",
-            "test-pattern",
-            "--video-size",
-            "320x240",
-            "--video-fps",
-            "15",
-            "--video-stats",
-        ];
+        let mut args = vec!["listen", "--accept", "all", "--once", "--json", "--save-dir", inbox];
+        args.extend(VIDEO);
         let p = Proc::spawn(&mut self.app(ns, profile, &args));
         p.wait_line(r#""event":"online""#);
         p
@@ -164,20 +153,8 @@ impl Run<'_> {
 
     /// `dial` from `ns` as `profile` to `number`, sending `file` with video; its JSON lines.
     fn dial(&self, ns: &str, profile: &str, number: &str, file: &Path) -> (bool, Vec<String>) {
-        let args = [
-            "dial",
-            number,
-            "--json",
-            "--send",
-            file.to_str().expect("utf-8"),
-            "--video",
-            "test-pattern",
-            "--video-size",
-            "320x240",
-            "--video-fps",
-            "15",
-            "--video-stats",
-        ];
+        let mut args = vec!["dial", number, "--json", "--send", file.to_str().expect("utf-8")];
+        args.extend(VIDEO);
         let out = self.app(ns, profile, &args).stderr(Stdio::null()).output().expect("dial");
         let lines = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
         (out.status.success(), lines)

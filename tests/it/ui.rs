@@ -649,3 +649,29 @@ fn two_apps_see_each_other_and_video_stops_and_starts_mid_session() {
         b.wait_for("Last session ended");
     });
 }
+
+#[test]
+fn privacy_setting_and_the_sessions_path() {
+    let mut w = Scripted::new(online(BOB, "Bob"));
+    w.click("Settings");
+    w.click("Privacy");
+    assert!(w.shows("never learn your IP address"), "the choice is explained");
+    w.click("Hide my address");
+    assert!(w.sent().iter().any(|c| matches!(c, AppCommand::SetHideAddress(true))), "{:?}", w.sent());
+
+    // A relayed session: no address shown, and the path says so.
+    let mut s = online(BOB, "Bob");
+    let mut active = session_with_alice("s9", SessionRole::Callee, Offer { files: true, video: false });
+    active.peer.device_ip = None;
+    active.peer.observed_ip = None;
+    s.active = Some(active);
+    s.channel_open = true;
+    s.path = Some(sidecall::rtc::Path::Relayed);
+    w.set(s.clone());
+    assert!(w.shows("Relayed by the server"));
+    assert!(w.shows("Addresses hidden"));
+    assert!(!w.shows("198.51.100.4"));
+    s.path = Some(sidecall::rtc::Path::Direct);
+    w.set(s);
+    assert!(w.shows("Direct"));
+}
