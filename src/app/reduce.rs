@@ -105,9 +105,9 @@ pub enum Done {
     /// A login step: "Creating your account…", "Logging in…".
     LoginProgress(String),
     LoggedIn {
-        profile: Profile,
+        profile: Box<Profile>,
         /// The login's credentials (the settings keep the region and hosting choice).
-        creds: Credentials,
+        creds: Box<Credentials>,
     },
     LoginFailed {
         field: Option<Field>,
@@ -491,6 +491,7 @@ fn finished(m: &mut Model, done: Done, fx: &mut Vec<Effect>) {
         Done::LoginProgress(step) => v.login = LoginStatus::Busy(step),
         Done::LoginFailed { field, message } => v.login = LoginStatus::Failed { field, message },
         Done::LoggedIn { profile, creds } => {
+            let profile = *profile;
             fx.push(Effect::SaveProfile(profile.clone()));
             let mut settings = v.settings.clone();
             settings.host_server = creds.host_server;

@@ -419,7 +419,8 @@ fn login_through_the_hosted_server_hosts_first_then_logs_in_and_goes_online() {
         token: Some("tok".into()),
         ..Default::default()
     };
-    let fx = reduce(&mut m, Input::Done(Done::LoggedIn { profile, creds }), clock(0));
+    let done = Done::LoggedIn { profile: Box::new(profile), creds: Box::new(creds) };
+    let fx = reduce(&mut m, Input::Done(done), clock(0));
     assert!(fx.iter().any(|e| matches!(e, Effect::SaveProfile(_))));
     assert!(fx.iter().any(|e| matches!(e, Effect::SaveSettings(s) if s.host_server && s.region == "AT")));
     assert!(fx.iter().any(|e| matches!(e, Effect::GoOnline { token, .. } if token == "tok")));

@@ -378,7 +378,7 @@ async fn log_in(
     }
     progress("Logging in…");
     match login::login(&params).await {
-        Ok(done) => Done::LoggedIn { profile: done.profile, creds },
+        Ok(done) => Done::LoggedIn { profile: Box::new(done.profile), creds: Box::new(creds) },
         Err(e) => Done::LoginFailed { field: field_of(&e), message: e.to_string() },
     }
 }

@@ -322,7 +322,7 @@ fn coturn(secret: &str) -> Option<Coturn> {
     let port =
         std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).expect("a free port").port();
     let dir = tempfile::tempdir().expect("tempdir");
-    let child = std::process::Command::new("turnserver")
+    let mut child = std::process::Command::new("turnserver")
         .args(["-n", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1", "--allow-loopback-peers"])
         .arg(format!("--listening-port={port}"))
         .args(["--min-port=44100", "--max-port=44199", "--use-auth-secret", "--realm=sidecall"])
@@ -348,6 +348,8 @@ fn coturn(secret: &str) -> Option<Coturn> {
             return Some(Coturn { child, port });
         }
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("coturn did not answer on 127.0.0.1:{port}");
 }
 

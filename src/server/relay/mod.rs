@@ -783,7 +783,7 @@ fn to_client(s: &Shared, alloc: &Alloc, peer: SocketAddr, data: &[u8]) {
     let channel = {
         let live = alloc.live.lock();
         let now = Instant::now();
-        if !live.permissions.get(&peer.ip()).is_some_and(|t| *t > now) {
+        if live.permissions.get(&peer.ip()).is_none_or(|t| *t <= now) {
             s.dropped("no_permission");
             return;
         }
