@@ -89,6 +89,10 @@ struct SidecallRuntime {
     created: std::time::Instant,
     /// The connection goes through a relay: keep the short timer.
     relayed: Arc<std::sync::atomic::AtomicBool>,
+    /// A relayed connection is being set up: no timer at all until its channel opens (each
+    /// handshake flight through the relay costs two extra driver rounds; at 1 ms each the
+    /// channel took ~70 ms to open).
+    racing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Runtime for SidecallRuntime {
@@ -140,6 +144,9 @@ impl Runtime for SidecallRuntime {
     }
 
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        if self.racing.load(std::sync::atomic::Ordering::Relaxed) && self.created.elapsed() < SETUP_PHASE {
+            return self.inner.sleep(Duration::ZERO);
+        }
         let short =
             self.created.elapsed() < SETUP_PHASE || self.relayed.load(std::sync::atomic::Ordering::Relaxed);
         let duration = if short { duration.min(SETUP_TICK) } else { duration };
@@ -163,10 +170,13 @@ impl Runtime for SidecallRuntime {
     }
 }
 
-fn runtime(relayed: Arc<std::sync::atomic::AtomicBool>) -> Result<Arc<dyn Runtime>, RtcError> {
+fn runtime(
+    relayed: Arc<std::sync::atomic::AtomicBool>,
+    racing: Arc<std::sync::atomic::AtomicBool>,
+) -> Result<Arc<dyn Runtime>, RtcError> {
     let inner =
         webrtc::runtime::default_runtime().ok_or_else(|| RtcError::Failed("no async runtime".into()))?;
-    Ok(Arc::new(SidecallRuntime { inner, created: std::time::Instant::now(), relayed }))
+    Ok(Arc::new(SidecallRuntime { inner, created: std::time::Instant::now(), relayed, racing }))
 }
 
 /// RTP payload type of H.264 in our offers (an answerer may pick another: the sender uses
@@ -439,6 +449,8 @@ pub struct Peer {
     role: Role,
     /// Shared with the runtime: a relayed connection keeps the driver's short timer.
     relayed: Arc<std::sync::atomic::AtomicBool>,
+    /// Shared with the runtime: set while a relayed connection is being set up.
+    racing: Arc<std::sync::atomic::AtomicBool>,
     /// Candidates that arrived before the remote description (trickle ICE reorders freely).
     early: tokio::sync::Mutex<Option<Vec<RTCIceCandidateInit>>>,
     /// Our video track (the answerer adds it on the offer's video section).
@@ -448,6 +460,8 @@ pub struct Peer {
 impl Peer {
     /// The path of the selected candidate pair, once ICE has selected one.
     pub async fn path(&self) -> Option<Path> {
+        // The channel is open: the set-up race is over.
+        self.racing.store(false, std::sync::atomic::Ordering::Relaxed);
         use rtc::peer_connection::transport::RTCIceCandidateType;
         let ice = self.pc.sctp().await?.transport().ice_transport();
         let pair = ice.get_selected_candidate_pair().await.ok()??;
@@ -469,6 +483,7 @@ impl Peer {
     ) -> Result<(Peer, mpsc::UnboundedReceiver<PeerEvent>), RtcError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let relayed = Arc::new(std::sync::atomic::AtomicBool::new(relay_only));
+        let racing = Arc::new(std::sync::atomic::AtomicBool::new(relay_only));
         let servers = ice_servers
             .iter()
             .map(|s| RTCIceServer {
@@ -510,7 +525,7 @@ impl Peer {
             .with_interceptor_registry(registry)
             .with_setting_engine(settings)
             .with_handler(Arc::new(Handler { events: tx.clone() }))
-            .with_runtime(runtime(relayed.clone())?)
+            .with_runtime(runtime(relayed.clone(), racing.clone())?)
             .with_udp_addrs(vec![if allow_loopback { "127.0.0.1:0" } else { "0.0.0.0:0" }.to_string()])
             .with_data_channel_send_buffer_limit(SEND_BUFFER_LIMIT)
             // The driver on a thread of its own instead of hopping between tokio workers.
@@ -543,6 +558,7 @@ impl Peer {
                 pc,
                 role,
                 relayed,
+                racing,
                 early: tokio::sync::Mutex::new(Some(Vec::new())),
                 video: tokio::sync::Mutex::new(video),
             },
