@@ -33,6 +33,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use webrtc::data_channel::{DataChannel, DataChannelEvent, RTCDataChannelInit};
@@ -45,7 +46,9 @@ use webrtc::peer_connection::{
     RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
 };
 use webrtc::rtp_transceiver::RtpSender;
-use webrtc::runtime::{AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, JoinHandle, Runtime};
+use webrtc::runtime::{
+    AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, JoinHandle, RecvMeta, Runtime, Transmit,
+};
 
 /// UDP socket buffer size asked of the kernel (it may grant less: see net.core.rmem_max).
 const UDP_BUFFER_BYTES: usize = 4 * 1024 * 1024;
@@ -93,6 +96,58 @@ struct SidecallRuntime {
     /// handshake flight through the relay costs two extra driver rounds; at 1 ms each the
     /// channel took ~70 ms to open).
     racing: Arc<std::sync::atomic::AtomicBool>,
+    /// When the driver's sockets last carried a packet (µs since `created`).
+    last_packet: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// A relayed connection that carried a packet this recently is "busy": its driver runs
+/// without a timer (every packet through the relay needs two extra driver rounds); idle,
+/// it wakes every millisecond.
+const RELAYED_BUSY_WINDOW: Duration = Duration::from_millis(2);
+
+/// The driver's UDP socket, noting when it last sent or received.
+#[derive(Debug)]
+struct Watched {
+    inner: Arc<dyn AsyncUdpSocket>,
+    last_packet: Arc<std::sync::atomic::AtomicU64>,
+    epoch: std::time::Instant,
+}
+
+impl Watched {
+    fn touch<T>(&self, r: Poll<T>) -> Poll<T> {
+        if r.is_ready() {
+            let us = self.epoch.elapsed().as_micros() as u64;
+            self.last_packet.store(us, std::sync::atomic::Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl AsyncUdpSocket for Watched {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    fn poll_send(&self, cx: &mut std::task::Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<usize>> {
+        self.touch(self.inner.poll_send(cx, transmit))
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        bufs: &mut [io::IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        self.touch(self.inner.poll_recv(cx, bufs, meta))
+    }
+
+    fn max_gso_segments(&self) -> usize {
+        self.inner.max_gso_segments()
+    }
+
+    fn max_gro_segments(&self) -> usize {
+        self.inner.max_gro_segments()
+    }
 }
 
 impl Runtime for SidecallRuntime {
@@ -118,7 +173,8 @@ impl Runtime for SidecallRuntime {
                 tracing::debug!("cannot enlarge the UDP {what} buffer: {e}");
             }
         }
-        self.inner.wrap_udp_socket(socket)
+        let inner = self.inner.wrap_udp_socket(socket)?;
+        Ok(Arc::new(Watched { inner, last_packet: self.last_packet.clone(), epoch: self.created }))
     }
 
     fn wrap_tcp_listener(&self, listener: std::net::TcpListener) -> io::Result<Arc<dyn AsyncTcpListener>> {
@@ -147,8 +203,14 @@ impl Runtime for SidecallRuntime {
         if self.racing.load(std::sync::atomic::Ordering::Relaxed) && self.created.elapsed() < SETUP_PHASE {
             return self.inner.sleep(Duration::ZERO);
         }
-        let short =
-            self.created.elapsed() < SETUP_PHASE || self.relayed.load(std::sync::atomic::Ordering::Relaxed);
+        let relayed = self.relayed.load(std::sync::atomic::Ordering::Relaxed);
+        if relayed {
+            let last = Duration::from_micros(self.last_packet.load(std::sync::atomic::Ordering::Relaxed));
+            if self.created.elapsed().saturating_sub(last) < RELAYED_BUSY_WINDOW {
+                return self.inner.sleep(Duration::ZERO);
+            }
+        }
+        let short = self.created.elapsed() < SETUP_PHASE || relayed;
         let duration = if short { duration.min(SETUP_TICK) } else { duration };
         self.inner.sleep(duration)
     }
@@ -176,7 +238,13 @@ fn runtime(
 ) -> Result<Arc<dyn Runtime>, RtcError> {
     let inner =
         webrtc::runtime::default_runtime().ok_or_else(|| RtcError::Failed("no async runtime".into()))?;
-    Ok(Arc::new(SidecallRuntime { inner, created: std::time::Instant::now(), relayed, racing }))
+    Ok(Arc::new(SidecallRuntime {
+        inner,
+        created: std::time::Instant::now(),
+        relayed,
+        racing,
+        last_packet: Arc::default(),
+    }))
 }
 
 /// RTP payload type of H.264 in our offers (an answerer may pick another: the sender uses
