@@ -111,11 +111,13 @@ struct Watched {
     inner: Arc<dyn AsyncUdpSocket>,
     last_packet: Arc<std::sync::atomic::AtomicU64>,
     epoch: std::time::Instant,
+    /// Only a relayed connection needs the time (a direct one pays one load per packet).
+    relayed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Watched {
     fn touch<T>(&self, r: Poll<T>) -> Poll<T> {
-        if r.is_ready() {
+        if r.is_ready() && self.relayed.load(std::sync::atomic::Ordering::Relaxed) {
             let us = self.epoch.elapsed().as_micros() as u64;
             self.last_packet.store(us, std::sync::atomic::Ordering::Relaxed);
         }
@@ -174,7 +176,12 @@ impl Runtime for SidecallRuntime {
             }
         }
         let inner = self.inner.wrap_udp_socket(socket)?;
-        Ok(Arc::new(Watched { inner, last_packet: self.last_packet.clone(), epoch: self.created }))
+        Ok(Arc::new(Watched {
+            inner,
+            last_packet: self.last_packet.clone(),
+            epoch: self.created,
+            relayed: self.relayed.clone(),
+        }))
     }
 
     fn wrap_tcp_listener(&self, listener: std::net::TcpListener) -> io::Result<Arc<dyn AsyncTcpListener>> {

@@ -226,7 +226,7 @@ pub fn reduce(m: &mut Model, input: Input, clock: Clock) -> Vec<Effect> {
 }
 
 fn start(m: &mut Model, fx: &mut Vec<Effect>) {
-    fx.push(Effect::StartWatchers(Box::new(m.view.settings.clone())));
+    restart_watchers(m, m.view.settings.clone(), fx);
     let Some(profile) = m.view.profile.clone() else { return };
     let Some(token) = profile.token.clone() else { return };
     if m.view.settings.host_server {
@@ -235,6 +235,12 @@ fn start(m: &mut Model, fx: &mut Vec<Effect>) {
     } else {
         go_online(m, profile.server, token, profile.device_ip, fx);
     }
+}
+
+/// The watchers start anew: the statuses of the old ones go (each new one reports its own).
+fn restart_watchers(m: &mut Model, settings: AppSettings, fx: &mut Vec<Effect>) {
+    m.view.watchers.clear();
+    fx.push(Effect::StartWatchers(Box::new(settings)));
 }
 
 fn host(m: &mut Model, fx: &mut Vec<Effect>) {
@@ -452,7 +458,7 @@ fn save_settings(m: &mut Model, mut settings: AppSettings, blocked: Vec<String>,
         data_call(m, DataCall::SetVideoBitrate(settings.video.params(None).effective_bitrate()), fx);
     }
     if watchers_changed {
-        fx.push(Effect::StartWatchers(Box::new(settings.clone())));
+        restart_watchers(m, settings.clone(), fx);
     }
     m.view.settings = settings;
     let blocked: Vec<String> = blocked.into_iter().filter(|n| !n.trim().is_empty()).collect();

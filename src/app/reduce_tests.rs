@@ -468,6 +468,12 @@ fn watcher_status_is_kept_per_source() {
     st(&mut m, WatcherStatus::Connecting);
     st(&mut m, WatcherStatus::Connected);
     assert_eq!(m.view.watchers, vec![(Source::Ami, WatcherStatus::Connected)]);
+    // Turning the watchers over forgets the old statuses (as before the split).
+    let mut s = m.view.settings.clone();
+    s.ami.enabled = true;
+    s.ami.host = "pbx.local".into();
+    cmd(&mut m, AppCommand::SaveSettings { settings: Box::new(s), blocked: vec![] }, 0);
+    assert!(m.view.watchers.is_empty(), "{:?}", m.view.watchers);
 }
 
 #[test]

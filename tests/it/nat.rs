@@ -232,6 +232,9 @@ fn two_homes_behind_nats_connect_only_through_the_relay() {
     assert!(decoded(&theirs) >= 10, "Bob decoded Alice's video through the relay: {}", decoded(&theirs));
     assert!(decoded(&lines) >= 10, "Alice decoded Bob's video through the relay: {}", decoded(&lines));
     eprintln!("relayed: 32 MiB and video in {took:?}");
+    // Without hiding the address is told: the checks of the hidden session below can fail.
+    assert!(lines.join("\n").contains("203.0.113.12"), "Alice is told Bob's NAT address: {lines:#?}");
+    assert!(theirs.join("\n").contains("203.0.113.11"), "Bob is told Alice's NAT address");
 
     // A routed pair on the public segment connects directly.
     let inbox2 = dir.path().join("inbox2");

@@ -104,6 +104,8 @@ pub struct Relay {
 struct Counters {
     to_peer: prometheus_client::metrics::counter::Counter,
     to_client: prometheus_client::metrics::counter::Counter,
+    /// Dropped over a user's bandwidth: counted once per packet of a flood.
+    over_bandwidth: prometheus_client::metrics::counter::Counter,
 }
 
 struct Shared {
@@ -220,7 +222,9 @@ impl Relay {
         // One statement each: the family's lock guard lives to the end of its statement.
         let to_peer = metrics.relay_bytes.get_or_create(&vec![("way", "to_peer")]).clone();
         let to_client = metrics.relay_bytes.get_or_create(&vec![("way", "to_client")]).clone();
-        let counters = Counters { to_peer, to_client };
+        let over_bandwidth =
+            metrics.relay_dropped.get_or_create(&vec![("reason", Refusal::Bandwidth.label())]).clone();
+        let counters = Counters { to_peer, to_client, over_bandwidth };
         let shared = Arc::new(Shared {
             counters,
             secret,
@@ -714,10 +718,10 @@ fn may_send(s: &Shared, alloc: &Alloc, peer: SocketAddr) -> Result<Option<Arc<Al
     if !permitted {
         return Err(Refusal::NotSessionPeer);
     }
-    if !s.is_own(peer.ip()) {
+    let st = s.state.lock();
+    if !(s.policy.relay_ips.contains(&peer.ip()) || st.own_ips.contains_key(&peer.ip())) {
         return Ok(None);
     }
-    let st = s.state.lock();
     let target = st.by_port.get(&peer.port()).and_then(|c| st.allocs.get(c)).cloned();
     match target {
         Some(t) if t.device == alloc.peer_device => Ok(Some(t)),
@@ -736,7 +740,7 @@ fn relay_out(s: &Shared, alloc: &Arc<Alloc>, peer: SocketAddr, data: &[u8]) {
         }
     };
     if !alloc.bucket.lock().take(data.len()) {
-        s.dropped(Refusal::Bandwidth.label());
+        s.counters.over_bandwidth.inc();
         return;
     }
     s.counters.to_peer.inc_by(data.len() as u64);
@@ -833,7 +837,7 @@ async fn from_peers(shared: std::sync::Weak<Shared>, alloc: Arc<Alloc>) {
         };
         let Some(s) = shared.upgrade() else { return };
         if !alloc.bucket.lock().take(n) {
-            s.dropped(Refusal::Bandwidth.label());
+            s.counters.over_bandwidth.inc();
             continue;
         }
         to_client(&s, &alloc, peer, &buf[..n]);
