@@ -25,6 +25,7 @@ pub mod protocol;
 #[cfg(feature = "desktop")]
 pub mod rtc;
 pub mod server;
+pub mod tls;
 #[cfg(feature = "desktop")]
 pub mod ui;
 

@@ -4,6 +4,8 @@
 //! request/response bodies of the small HTTP API. `PROTOCOL.md` documents every message with
 //! an example; the two must stay one-to-one.
 
+pub mod limits;
+
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::IpAddr;
@@ -513,6 +515,7 @@ pub enum FieldName {
     Number,
     DisplayName,
     Password,
+    DeviceName,
 }
 
 #[cfg(test)]

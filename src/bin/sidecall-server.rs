@@ -62,6 +62,23 @@ struct Args {
     /// coturn's static-auth-secret (coturn runs with use-auth-secret).
     #[arg(long, env = "SIDECALL_TURN_SECRET", requires = "turn_url")]
     turn_secret: Option<String>,
+    /// Serve HTTPS and WSS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, env = "SIDECALL_TLS_CERT", requires = "tls_key", conflicts_with = "tls_self_signed")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "SIDECALL_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve HTTPS and WSS with a self-signed certificate made in the data folder (clients
+    /// pin its fingerprint on first login).
+    #[arg(long)]
+    tls_self_signed: bool,
+    /// A reverse proxy in front of this server (repeatable): its X-Forwarded-For names the
+    /// client, and its connections are not capped per address.
+    #[arg(long = "trusted-proxy")]
+    trusted_proxies: Vec<std::net::IpAddr>,
+    /// Open connections one address may hold (NATs put many users behind one).
+    #[arg(long, default_value_t = 256)]
+    connections_per_address: usize,
     /// Log filter, e.g. info or sidecall=debug (RUST_LOG overrides).
     #[arg(long, default_value = "info")]
     log: String,
@@ -105,6 +122,19 @@ fn main() -> std::process::ExitCode {
             ..Default::default()
         })
     };
+    cfg.trusted_proxies = args.trusted_proxies.clone();
+    cfg.limits.connections_per_address = args.connections_per_address.max(1);
+    cfg.tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(sidecall::tls::TlsFiles { cert: cert.clone(), key: key.clone() }),
+        _ if args.tls_self_signed => match sidecall::tls::self_signed(&data_dir) {
+            Ok(files) => Some(files),
+            Err(e) => {
+                eprintln!("sidecall-server: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -124,10 +154,14 @@ fn main() -> std::process::ExitCode {
                     env!("CARGO_PKG_VERSION"),
                     running.url()
                 );
+                let scheme = if running.fingerprint.is_some() { "https" } else { "http" };
                 println!(
-                    "clients use: sidecall account register --server http://<this machine's address>:{} …",
+                    "clients use: sidecall account register --server {scheme}://<this machine's address>:{} …",
                     running.addr.port()
                 );
+                if let Some(f) = &running.fingerprint {
+                    println!("TLS certificate fingerprint (SHA-256): {f}");
+                }
                 match &running.relay {
                     Some(r) => println!("relay (TURN/STUN) on UDP {}", r.local_addr()),
                     None if args.no_relay => println!("no relay (--no-relay)"),

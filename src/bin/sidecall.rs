@@ -4,6 +4,7 @@ use clap::Parser;
 use sidecall::cli::{Cli, Exit};
 
 fn main() -> std::process::ExitCode {
+    sidecall::tls::install_default_provider();
     // `sidecall tel:+49…` (how the desktop opens tel: links): not a subcommand.
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let tel = args.iter().position(|a| {

@@ -54,6 +54,7 @@ pub fn websocket_url(server: &str) -> Result<String, ApiError> {
 }
 
 fn http() -> reqwest::Client {
+    crate::tls::install_default_provider();
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(20))

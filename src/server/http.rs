@@ -1,13 +1,15 @@
 //! The HTTP API: registration, login, logout, health, metrics, and the WebSocket upgrade.
 
 use crate::number;
+use crate::protocol::limits;
 use crate::protocol::{
     ErrorBody, ErrorCode, FieldName, HttpError, LoginRequest, LoginResponse, MAX_HTTP_BODY_BYTES,
     RegisterRequest, RegisterResponse,
 };
 use crate::server::auth;
 use crate::server::hub::Hub;
-use crate::server::ratelimit::KeyedLimiter;
+use crate::server::hashing::HashPool;
+use crate::server::ratelimit::{Bucket, KeyedLimiter, LoginLimiter, LoginRefusal};
 use crate::server::store::StoreError;
 use axum::Router;
 use axum::body::Bytes;
@@ -24,8 +26,65 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct AppState {
     pub hub: Arc<Hub>,
-    /// Failed-login buckets per number and per address.
-    pub login_limit: Arc<KeyedLimiter<String>>,
+    /// Failed logins, per number and address.
+    pub login_limit: Arc<LoginLimiter>,
+    /// Registrations per address.
+    pub register_limit: Arc<KeyedLimiter<IpAddr>>,
+    /// Registrations from everywhere.
+    pub register_global: Arc<parking_lot::Mutex<Bucket>>,
+    /// Where password hashes are computed.
+    pub hashing: Arc<HashPool>,
+    /// Connections open, for refusing WebSockets near the file limit.
+    pub admission: Arc<crate::server::listen::Admission>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Arc<Vec<IpAddr>>,
+}
+
+impl AppState {
+    pub fn new(
+        hub: Arc<Hub>,
+        limits: &crate::server::Limits,
+        admission: Arc<crate::server::listen::Admission>,
+        trusted_proxies: Vec<IpAddr>,
+    ) -> Self {
+        AppState {
+            admission,
+            trusted_proxies: Arc::new(trusted_proxies),
+            hub,
+            login_limit: Arc::new(LoginLimiter::default()),
+            register_limit: Arc::new(KeyedLimiter::new(f64::from(limits.registrations_per_address), 1.0 / 30.0)),
+            register_global: Arc::new(parking_lot::Mutex::new(Bucket::new(
+                f64::from(limits.registrations_global),
+                5.0,
+            ))),
+            hashing: Arc::new(HashPool::new(limits.hash_workers, limits.hash_queue)),
+        }
+    }
+}
+
+/// The client's address: the connection's, or — when that is a trusted proxy — the last
+/// address in `X-Forwarded-For` that is not itself a trusted proxy.
+pub fn client_ip(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
+    let peer = peer.ip();
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|a| a.trim().parse::<IpAddr>().ok())
+        .collect::<Vec<_>>();
+    forwarded.into_iter().rev().find(|ip| !trusted.contains(ip)).unwrap_or(peer)
+}
+
+fn too_many(message: &str) -> ApiError {
+    ApiError::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited, message)
+}
+
+fn busy(e: crate::server::hashing::Busy) -> ApiError {
+    ApiError::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited, e.to_string())
 }
 
 pub struct ApiError {
@@ -65,7 +124,24 @@ impl IntoResponse for ApiError {
 
 type Body = Result<Bytes, BytesRejection>;
 
-fn parse_body<T: DeserializeOwned>(body: Body) -> Result<T, ApiError> {
+/// API POSTs must say they are JSON: a web page can send a "simple" cross-site POST (form or
+/// text/plain) to a server on the LAN without the browser asking first, but not this.
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let essence = ct.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::BadMessage,
+            "send the request as JSON with Content-Type: application/json",
+        ))
+    }
+}
+
+fn parse_body<T: DeserializeOwned>(headers: &HeaderMap, body: Body) -> Result<T, ApiError> {
+    require_json(headers)?;
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
@@ -87,17 +163,18 @@ fn parse_body<T: DeserializeOwned>(body: Body) -> Result<T, ApiError> {
 }
 
 fn check_display_name(name: &str) -> Result<String, ApiError> {
-    let name = name.trim();
-    let len = name.chars().count();
-    if len == 0 || len > 64 || name.chars().any(char::is_control) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidField,
-            "the display name must be 1 to 64 characters without control characters",
-        )
-        .on(FieldName::DisplayName));
-    }
-    Ok(name.to_string())
+    limits::check_name("the display name", name, limits::DISPLAY_NAME_CHARS).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidField, e.to_string()).on(FieldName::DisplayName)
+    })
+}
+
+fn check_device_name(name: Option<&str>) -> Result<Option<String>, ApiError> {
+    let Some(name) = name.filter(|n| !n.trim().is_empty()) else {
+        return Ok(None);
+    };
+    limits::check_name("the device name", name, limits::DEVICE_NAME_CHARS).map(Some).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidField, e.to_string()).on(FieldName::DeviceName)
+    })
 }
 
 fn check_password(password: &str) -> Result<(), ApiError> {
@@ -120,19 +197,37 @@ fn normalize(hub: &Hub, input: &str, region: Option<&str>) -> Result<number::E16
     })
 }
 
-async fn register(State(app): State<AppState>, body: Body) -> Result<Response, ApiError> {
-    let req: RegisterRequest = parse_body(body)?;
+async fn register(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let req: RegisterRequest = parse_body(&headers, body)?;
     let number = normalize(&app.hub, &req.number, req.region.as_deref())?;
     let display_name = check_display_name(&req.display_name)?;
     check_password(&req.password)?;
+    let ip = client_ip(peer, &headers, &app.trusted_proxies);
+    if !app.register_limit.check(&ip) {
+        app.hub.metrics.registrations.get_or_create(&vec![("result", "rate_limited")]).inc();
+        return Err(too_many("too many new accounts from your address: try again in a minute"));
+    }
+    if !app.register_global.lock().take(std::time::Instant::now()) {
+        app.register_limit.refund(&ip);
+        app.hub.metrics.registrations.get_or_create(&vec![("result", "rate_limited")]).inc();
+        return Err(too_many("the server takes many new accounts right now: try again in a few seconds"));
+    }
     let password = req.password;
-    let hash = tokio::task::spawn_blocking(move || auth::hash_password(&password))
+    let hash = app
+        .hashing
+        .run(move || auth::hash_password(&password))
         .await
-        .map_err(|e| ApiError::internal("password hashing failed", e))?
+        .map_err(busy)?
         .map_err(|e| ApiError::internal("password hashing failed", e))?;
     match app.hub.store.create_user(number.as_str(), &display_name, &hash).await {
         Ok(user) => {
             tracing::info!(number = %user.number, "account registered");
+            app.hub.metrics.registrations.get_or_create(&vec![("result", "ok")]).inc();
             let body = RegisterResponse { number: user.number, display_name: user.display_name };
             Ok((StatusCode::CREATED, axum::Json(body)).into_response())
         }
@@ -148,36 +243,53 @@ async fn register(State(app): State<AppState>, body: Body) -> Result<Response, A
 async fn login(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let req: LoginRequest = parse_body(body)?;
+    let req: LoginRequest = parse_body(&headers, body)?;
     let number = normalize(&app.hub, &req.number, req.region.as_deref())?;
-    let observed_ip = peer.ip();
-    if !app.login_limit.check(&number.to_string()) || !app.login_limit.check(&observed_ip.to_string()) {
-        app.hub.metrics.logins.get_or_create(&vec![("result", "rate_limited")]).inc();
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            ErrorCode::RateLimited,
-            "too many login attempts: wait a minute and try again",
-        ));
-    }
+    let device_name = check_device_name(req.device_name.as_deref())?;
+    let observed_ip = client_ip(peer, &headers, &app.trusted_proxies);
     let user = app
         .hub
         .store
         .user_by_number(number.as_str())
         .await
         .map_err(|e| ApiError::internal("could not read the account", e))?;
+    let attempt = match app.login_limit.admit(number.as_str(), observed_ip, false) {
+        Err(LoginRefusal::Number) => match &user {
+            Some(u) if app.hub.store.known_address(u.id, observed_ip).await.unwrap_or(false) => {
+                app.login_limit.admit(number.as_str(), observed_ip, true)
+            }
+            _ => Err(LoginRefusal::Number),
+        },
+        other => other,
+    };
+    let attempt = attempt.map_err(|why| {
+        app.hub.metrics.logins.get_or_create(&vec![("result", "rate_limited")]).inc();
+        tracing::info!(number = %number, %observed_ip, ?why, "login refused: too many failures");
+        too_many("too many failed logins: wait a minute and try again")
+    })?;
     let password = req.password;
     let stored = user.as_ref().map(|u| u.password_hash.clone());
-    let ok = tokio::task::spawn_blocking(move || match stored {
-        Some(hash) => auth::verify_password(&password, &hash),
-        None => {
-            auth::verify_dummy(&password);
-            false
+    let ok = app
+        .hashing
+        .run(move || match stored {
+            Some(hash) => auth::verify_password(&password, &hash),
+            None => {
+                auth::verify_dummy(&password);
+                false
+            }
+        })
+        .await;
+    let ok = match ok {
+        Ok(ok) => ok,
+        Err(e) => {
+            // Not checked, so not a failure.
+            app.login_limit.succeeded(attempt);
+            return Err(busy(e));
         }
-    })
-    .await
-    .map_err(|e| ApiError::internal("password check failed", e))?;
+    };
     let user = match user {
         Some(u) if ok => u,
         _ => {
@@ -189,8 +301,7 @@ async fn login(
             ));
         }
     };
-    let device_name =
-        req.device_name.map(|n| n.chars().filter(|c| !c.is_control()).take(64).collect::<String>());
+    app.login_limit.succeeded(attempt);
     let token = auth::new_token();
     let device_id = app
         .hub
@@ -278,8 +389,17 @@ async fn websocket(
     headers: axum::http::HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    if !app.admission.room_for_long_lived() {
+        app.hub.metrics.connections_refused.get_or_create(&vec![("reason", "websocket_headroom")]).inc();
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Internal,
+            "the server is full: try again in a minute",
+        )
+        .into_response();
+    }
     let hub = app.hub.clone();
-    let ip: IpAddr = peer.ip();
+    let ip: IpAddr = client_ip(peer, &headers, &app.trusted_proxies);
     // The relay is advertised at the name the client reached this server by.
     let host = headers
         .get(axum::http::header::HOST)
@@ -294,7 +414,7 @@ async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, ErrorCode::BadMessage, "no such endpoint: see PROTOCOL.md")
 }
 
-pub fn router(state: AppState) -> Router {
+pub fn router(state: AppState, body_timeout: std::time::Duration) -> Router {
     Router::new()
         .route(crate::protocol::REGISTER_PATH, post(register))
         .route(crate::protocol::LOGIN_PATH, post(login))
@@ -304,5 +424,6 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_HTTP_BODY_BYTES))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(body_timeout))
         .with_state(state)
 }

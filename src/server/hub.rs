@@ -9,6 +9,7 @@ use crate::protocol::{
     ClosedReason, EndReason, ErrorCode, IceServer, Offer, Outcome, Party, PeerInfo, Role, ServerMsg,
     SessionId, Settings, SignalData, close_code,
 };
+use crate::protocol::limits::clip;
 use crate::server::metrics::Metrics;
 use crate::server::store::Store;
 use axum::extract::ws::Utf8Bytes;
@@ -75,7 +76,14 @@ struct OnlineUser {
     /// Callers (E.164) who get `unavailable` from this user.
     blocked: HashSet<String>,
     devices: Vec<i64>,
+    /// Requests that rang this user lately (see [`RINGS_PER_CALLEE`]).
+    rings: crate::server::ratelimit::Bucket,
 }
+
+/// Most callers ringing one callee at once; more get `unavailable`.
+pub const RINGING_CALLERS: usize = 3;
+/// Requests that may ring one callee in a burst, and then one every ten seconds.
+pub const RINGS_PER_CALLEE: f64 = 6.0;
 
 enum SessionState {
     Ringing { devices: Vec<i64>, timer: Option<AbortHandle>, since: Instant },
@@ -146,11 +154,11 @@ fn encode(msg: &ServerMsg) -> Utf8Bytes {
 }
 
 pub fn error_msg(code: ErrorCode, message: impl Into<String>) -> ServerMsg {
-    ServerMsg::Error { code, message: message.into(), req_id: None, session_id: None }
+    ServerMsg::Error { code, message: clip(message.into()), req_id: None, session_id: None }
 }
 
 fn session_error(code: ErrorCode, message: impl Into<String>, id: &SessionId) -> ServerMsg {
-    ServerMsg::Error { code, message: message.into(), req_id: None, session_id: Some(id.clone()) }
+    ServerMsg::Error { code, message: clip(message.into()), req_id: None, session_id: Some(id.clone()) }
 }
 
 impl Inner {
@@ -228,6 +236,27 @@ impl Inner {
             device_ip: dev.reported_ip.filter(|_| !relayed),
             observed_ip: Some(dev.observed_ip).filter(|_| !relayed),
         })
+    }
+
+    /// Whether one more request from `caller` may ring `callee`: at most
+    /// [`RINGING_CALLERS`] distinct callers ring at once, and no more than the callee's ring
+    /// budget allows. What others send must not bury the callee in prompts.
+    fn may_ring(&mut self, callee: i64, caller: i64, now: Instant) -> bool {
+        let mut callers: Vec<i64> = Vec::new();
+        let devices = self.users.get(&callee).map(|u| u.devices.as_slice()).unwrap_or_default();
+        for id in devices.iter().filter_map(|d| self.devices.get(d)).flat_map(|d| &d.sessions) {
+            if let Some(s) = self.sessions.get(id)
+                && s.callee_user == callee
+                && matches!(s.state, SessionState::Ringing { .. })
+                && !callers.contains(&s.caller_user)
+            {
+                callers.push(s.caller_user);
+            }
+        }
+        if callers.len() >= RINGING_CALLERS && !callers.contains(&caller) {
+            return false;
+        }
+        self.users.get_mut(&callee).is_some_and(|u| u.rings.take(now))
     }
 
     fn hides(&self, user_id: i64) -> bool {
@@ -322,6 +351,7 @@ impl Hub {
             settings: login.settings,
             blocked: HashSet::new(),
             devices: Vec::new(),
+            rings: crate::server::ratelimit::Bucket::new(RINGS_PER_CALLEE, 0.1),
         });
         user.settings = login.settings;
         user.blocked = login.blocked.iter().cloned().collect();
@@ -432,7 +462,7 @@ impl Hub {
                     device_id,
                     req_id,
                     None,
-                    Outcome::InvalidNumber { reason: e.to_string() },
+                    Outcome::InvalidNumber { reason: clip(e.to_string()) },
                 );
                 return;
             }
@@ -465,6 +495,12 @@ impl Hub {
             self.tell_outcome(&mut inner, device_id, req_id, None, Outcome::Unavailable);
             return;
         };
+        if !inner.may_ring(callee_user, caller_user, received) {
+            // Many callers at once: the same answer as everything else that does not ring.
+            self.metrics.rings_refused.inc();
+            self.tell_outcome(&mut inner, device_id, req_id, None, Outcome::Unavailable);
+            return;
+        }
         let id = SessionId(crate::server::auth::new_session_id());
         let initiation = encode(&ServerMsg::Initiation {
             session_id: id.clone(),

@@ -18,6 +18,14 @@ pub struct Metrics {
     pub outcomes: Family<Labels, Counter>,
     pub protocol_errors: Family<Labels, Counter>,
     pub logins: Family<Labels, Counter>,
+    /// Access requests answered `unavailable` because their callee was rung too much.
+    pub rings_refused: Counter,
+    /// Registrations, by result.
+    pub registrations: Family<Labels, Counter>,
+    /// Open TCP connections (HTTP, WebSocket, TLS or not).
+    pub tcp_connections: Gauge,
+    /// Connections closed at once, by reason (`per_address`, `fd_headroom`).
+    pub connections_refused: Family<Labels, Counter>,
     /// From an access request arriving to its initiations being queued for the callee.
     pub dispatch_seconds: Histogram,
     /// From an initiation to the callee's answer.
@@ -42,6 +50,22 @@ impl Metrics {
         let outcomes = Family::<Labels, Counter>::default();
         let protocol_errors = Family::<Labels, Counter>::default();
         let logins = Family::<Labels, Counter>::default();
+        let registrations = Family::<Labels, Counter>::default();
+        let rings_refused = Counter::default();
+        registry.register(
+            "rings_refused",
+            "Access requests not rung because their callee was rung too much",
+            rings_refused.clone(),
+        );
+        let tcp_connections = Gauge::default();
+        let connections_refused = Family::<Labels, Counter>::default();
+        registry.register("registrations", "Registrations, by result", registrations.clone());
+        registry.register("tcp_connections", "Open TCP connections", tcp_connections.clone());
+        registry.register(
+            "connections_refused",
+            "Connections closed at once, by reason",
+            connections_refused.clone(),
+        );
         let dispatch_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
         let answer_seconds = Histogram::new(exponential_buckets(0.05, 2.0, 12));
         registry.register("online_devices", "Devices logged in over a WebSocket", online_devices.clone());
@@ -78,6 +102,10 @@ impl Metrics {
             outcomes,
             protocol_errors,
             logins,
+            registrations,
+            rings_refused,
+            tcp_connections,
+            connections_refused,
             dispatch_seconds,
             answer_seconds,
             relay_allocations,

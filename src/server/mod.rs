@@ -3,8 +3,10 @@
 //! [`start`] binds, opens the database and serves until [`RunningServer::shutdown`].
 
 pub mod auth;
+pub mod hashing;
 pub mod http;
 pub mod hub;
+pub mod listen;
 pub mod metrics;
 pub mod ratelimit;
 pub mod relay;
@@ -14,13 +16,12 @@ pub mod ws;
 use crate::protocol::IceServer;
 use hub::{Hub, HubConfig};
 use metrics::Metrics;
-use ratelimit::KeyedLimiter;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use store::{SqlStore, Store};
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// Default port of the server.
@@ -35,6 +36,51 @@ pub struct ServerConfig {
     pub hub: HubConfig,
     /// The relay devices are given.
     pub relay: RelayMode,
+    /// What one client, one address and everyone together may take.
+    pub limits: Limits,
+    /// Serve HTTPS and WSS with this certificate instead of plain HTTP.
+    pub tls: Option<crate::tls::TlsFiles>,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (and whose connections are
+    /// not capped per address).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+}
+
+/// Bounds on what clients may take from the server.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// New accounts one address may create at once; then one every 30 s.
+    pub registrations_per_address: u32,
+    /// New accounts everyone together may create at once; then five a second.
+    pub registrations_global: u32,
+    /// Password hashes computed at once (default: the number of cores).
+    pub hash_workers: usize,
+    /// Password checks waiting beyond those; more are refused with `429`.
+    pub hash_queue: usize,
+    /// Open TCP connections from one address (NATs put many users behind one).
+    pub connections_per_address: usize,
+    /// Time a client has to send a request's headers; also how long a keep-alive connection
+    /// may wait for its next request.
+    pub header_timeout: Duration,
+    /// Time a client has to send a request's body.
+    pub body_timeout: Duration,
+    /// A connection (a WebSocket too) on which nothing moved for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        Limits {
+            registrations_per_address: 10,
+            registrations_global: 50,
+            hash_workers: cores,
+            hash_queue: cores * 4,
+            connections_per_address: 256,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
 }
 
 /// Which relay devices use when they cannot reach each other directly.
@@ -58,6 +104,9 @@ impl ServerConfig {
             data_dir,
             hub: HubConfig::default(),
             relay: RelayMode::Off,
+            limits: Limits::default(),
+            tls: None,
+            trusted_proxies: Vec::new(),
         }
     }
 
@@ -79,6 +128,8 @@ pub enum ServerError {
     Region(#[from] crate::number::NumberError),
     #[error(transparent)]
     Relay(#[from] relay::RelayError),
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// A server that is running; dropping it does not stop it, [`RunningServer::shutdown`] does.
@@ -87,17 +138,28 @@ pub struct RunningServer {
     pub hub: Arc<Hub>,
     /// This server's own relay, if it runs one.
     pub relay: Option<relay::Relay>,
-    stop: Option<oneshot::Sender<()>>,
+    /// SHA-256 fingerprint of the TLS certificate, when serving TLS.
+    pub fingerprint: Option<String>,
+    stop: Option<watch::Sender<bool>>,
     task: JoinHandle<()>,
     store: SqlStore,
 }
 
 /// Opens the database, binds and starts serving.
 pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
+    crate::tls::install_default_provider();
     crate::number::parse_region(&cfg.hub.default_region)?;
     let store = match &cfg.database_url {
         Some(url) => SqlStore::connect(url).await?,
         None => SqlStore::open_sqlite_file(&cfg.data_dir.join("registry.sqlite3")).await?,
+    };
+    let (tls, fingerprint) = match &cfg.tls {
+        Some(files) => {
+            let config = crate::tls::server_config(files)?;
+            let cert = crate::tls::read_cert(&files.cert)?;
+            (Some(tokio_rustls::TlsAcceptor::from(config)), Some(crate::tls::fingerprint(&cert)))
+        }
+        None => (None, None),
     };
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
@@ -105,30 +167,33 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
     let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: cfg.listen, source })?;
     let metrics = Arc::new(Metrics::new());
     let hub = Hub::new(Arc::new(store.clone()) as Arc<dyn Store>, cfg.hub.clone(), metrics.clone());
-    let own_relay = start_relay(&cfg, &hub, metrics).await?;
-    let state = http::AppState {
-        hub: hub.clone(),
-        // Ten failed logins at once, then one every six seconds, per number and per address.
-        login_limit: Arc::new(KeyedLimiter::new(10.0, 1.0 / 6.0)),
+    let own_relay = start_relay(&cfg, &hub, metrics.clone()).await?;
+    hashing::return_large_allocations();
+    let admission =
+        listen::Admission::new(cfg.limits.connections_per_address, cfg.trusted_proxies.clone(), metrics.clone());
+    let state = http::AppState::new(hub.clone(), &cfg.limits, admission.clone(), cfg.trusted_proxies.clone());
+    let serving = listen::Serving {
+        router: http::router(state, cfg.limits.body_timeout),
+        admission,
+        tls,
+        header_timeout: cfg.limits.header_timeout,
+        idle_timeout: cfg.limits.idle_timeout,
+        metrics,
     };
-    let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
+    let (stop_tx, stop_rx) = watch::channel(false);
     let serve_hub = hub.clone();
-    let task = tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = stop_rx.await;
-            serve_hub.shutdown();
-        };
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
-            tracing::error!("server stopped with an error: {e}");
-        }
+    let mut hub_stop = stop_rx.clone();
+    tokio::spawn(async move {
+        let _ = hub_stop.changed().await;
+        serve_hub.shutdown();
     });
-    tracing::info!(%addr, backend = ?store.backend(), "sidecall-server listening");
-    Ok(RunningServer { addr, hub, relay: own_relay, stop: Some(stop_tx), task, store })
+    let task = tokio::spawn(listen::serve(listener, serving, stop_rx));
+    let scheme = if fingerprint.is_some() { "https" } else { "http" };
+    tracing::info!(%addr, scheme, backend = ?store.backend(), "sidecall-server listening");
+    if let Some(f) = &fingerprint {
+        tracing::info!("TLS certificate fingerprint (SHA-256): {f}");
+    }
+    Ok(RunningServer { addr, hub, relay: own_relay, fingerprint, stop: Some(stop_tx), task, store })
 }
 
 /// Starts the relay the configuration asks for and tells the hub about it.
@@ -161,14 +226,15 @@ async fn start_relay(
 impl RunningServer {
     /// Base URL clients use, e.g. `http://127.0.0.1:7480`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.fingerprint.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Tells every client the server is restarting, stops listening, waits (briefly) for
     /// connections to close and closes the database.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+            let _ = stop.send(true);
         }
         let drained = async {
             while self.hub.metrics.connections.get() > 0 {

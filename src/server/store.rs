@@ -76,6 +76,8 @@ pub trait Store: Send + Sync + 'static {
         observed_ip: IpAddr,
     ) -> Result<(), StoreError>;
     async fn delete_device(&self, device_id: i64) -> Result<(), StoreError>;
+    /// Whether a device of this user last connected from this address.
+    async fn known_address(&self, user_id: i64, ip: IpAddr) -> Result<bool, StoreError>;
     async fn update_settings(&self, user_id: i64, change: SettingsChange) -> Result<Settings, StoreError>;
     /// The numbers (E.164) a user blocked, sorted.
     async fn blocked(&self, user_id: i64) -> Result<Vec<String>, StoreError>;
@@ -292,6 +294,15 @@ impl Store for SqlStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn known_address(&self, user_id: i64, ip: IpAddr) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) FROM devices WHERE user_id = $1 AND observed_ip = $2")
+            .bind(user_id)
+            .bind(ip.to_string())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<i64, _>(0)? > 0)
     }
 
     async fn delete_device(&self, device_id: i64) -> Result<(), StoreError> {

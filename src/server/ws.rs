@@ -1,6 +1,6 @@
 //! One WebSocket connection: `hello`, then messages until either side goes away.
 
-use crate::protocol::{ClientMsg, ErrorCode, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, ServerMsg, close_code};
+use crate::protocol::{ClientMsg, limits, ErrorCode, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, ServerMsg, close_code};
 use crate::server::auth::token_hash;
 use crate::server::hub::{AccessRequest, Hub, Login, Outbound, error_msg};
 use crate::server::ratelimit::Bucket;
@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 /// How long a new connection may take to say `hello`.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Frames a connection may send before its `hello` succeeds.
+const FRAMES_BEFORE_HELLO: u32 = 20;
 /// Messages refused for rate before the connection is closed as a flood.
 const FLOOD_LIMIT: u32 = 500;
 
@@ -49,6 +51,24 @@ async fn refuse(hub: &Hub, socket: &mut WebSocket, code: ErrorCode, message: Str
     send_msg(socket, &error_msg(code, message)).await
 }
 
+/// Refuses a message that breaks a field limit, naming its request or session so that the
+/// client can tell which of its requests failed.
+async fn refuse_field(hub: &Hub, socket: &mut WebSocket, msg: &ClientMsg, e: limits::FieldError) -> bool {
+    count_error(hub, ErrorCode::InvalidField);
+    tracing::debug!(%e, "refused a message over the field limits");
+    let (req_id, session_id) = match msg {
+        ClientMsg::AccessRequest { req_id, .. } => (Some(*req_id), None),
+        ClientMsg::Answer { session_id, .. } | ClientMsg::End { session_id } | ClientMsg::Signal { session_id, .. }
+            if e.field != "session_id" =>
+        {
+            (None, Some(session_id.clone()))
+        }
+        _ => (None, None),
+    };
+    let message = limits::clip(format!("{e} (see Limits in PROTOCOL.md)"));
+    send_msg(socket, &ServerMsg::Error { code: ErrorCode::InvalidField, message, req_id, session_id }).await
+}
+
 /// What a received frame turned out to be.
 enum Incoming {
     Msg(ClientMsg),
@@ -79,7 +99,12 @@ async fn read_frame(
             Incoming::Gone
         }
         Some(Ok(Message::Text(text))) => match serde_json::from_str::<ClientMsg>(text.as_str()) {
-            Ok(msg) => Incoming::Msg(msg),
+            Ok(msg) => match limits::check(&msg) {
+                Ok(()) => Incoming::Msg(msg),
+                Err(e) => {
+                    if refuse_field(hub, socket, &msg, e).await { Incoming::Refused } else { Incoming::Gone }
+                }
+            },
             Err(e) => {
                 let ok =
                     refuse(hub, socket, ErrorCode::BadMessage, format!("could not read message: {e}")).await;
@@ -104,7 +129,14 @@ async fn read_frame(
 /// Waits for a valid `hello`; refuses everything else. `None`: the connection is over.
 async fn await_hello(hub: &Hub, socket: &mut WebSocket, observed_ip: IpAddr) -> Option<Login> {
     let deadline = tokio::time::Instant::now() + HELLO_TIMEOUT;
+    let mut frames = 0u32;
     loop {
+        frames += 1;
+        if frames > FRAMES_BEFORE_HELLO {
+            count_error(hub, ErrorCode::RateLimited);
+            close(socket, close_code::POLICY, "too many messages before hello").await;
+            return None;
+        }
         let frame = match tokio::time::timeout_at(deadline, socket.recv()).await {
             Ok(f) => f,
             Err(_) => {
@@ -234,8 +266,7 @@ async fn serve(
     let mut last_heard = Instant::now();
     let mut messages = Bucket::new(60.0, 30.0);
     let mut requests = Bucket::new(10.0, 1.0);
-    let mut refused: u32 = 0;
-    let mut last_refusal_told: Option<Instant> = None;
+    let mut flood = Flood::default();
     loop {
         tokio::select! {
             out = outbound.recv() => match out {
@@ -254,25 +285,20 @@ async fn serve(
             frame = socket.recv() => {
                 let received = Instant::now();
                 last_heard = received;
+                // Every frame counts against the rate, pings and unreadable ones too: each
+                // costs an answer.
+                let ending = matches!(frame, None | Some(Err(_)) | Some(Ok(Message::Close(_))));
+                if !ending && !messages.take(received) {
+                    if !flood.refused(hub, socket, device_id, received).await { return; }
+                    continue;
+                }
                 let msg = match read_frame(hub, socket, frame).await {
                     Incoming::Msg(m) => m,
                     Incoming::Refused | Incoming::Nothing => continue,
                     Incoming::Gone => return,
                 };
-                let is_request = matches!(msg, ClientMsg::AccessRequest { .. });
-                if !messages.take(received) || (is_request && !requests.take(received)) {
-                    refused += 1;
-                    if refused > FLOOD_LIMIT {
-                        tracing::warn!(device_id, "closing a flooding connection");
-                        close(socket, close_code::POLICY, "too many messages").await;
-                        return;
-                    }
-                    if last_refusal_told.is_none_or(|t| received.duration_since(t) >= Duration::from_secs(1)) {
-                        last_refusal_told = Some(received);
-                        let ok = refuse(hub, socket, ErrorCode::RateLimited,
-                            "too many messages: slow down (messages are dropped meanwhile)".into()).await;
-                        if !ok { return; }
-                    }
+                if matches!(msg, ClientMsg::AccessRequest { .. }) && !requests.take(received) {
+                    if !flood.refused(hub, socket, device_id, received).await { return; }
                     continue;
                 }
                 if !handle(hub, socket, login, msg, received).await { return; }
@@ -290,6 +316,32 @@ async fn serve(
                 if socket.send(Message::Ping(Default::default())).await.is_err() { return; }
             }
         }
+    }
+}
+
+/// Messages refused for rate on one connection.
+#[derive(Default)]
+struct Flood {
+    refused: u32,
+    last_told: Option<Instant>,
+}
+
+impl Flood {
+    /// Counts a refused frame; tells the client at most once a second, and closes the
+    /// connection beyond [`FLOOD_LIMIT`]. `false`: the connection is over.
+    async fn refused(&mut self, hub: &Hub, socket: &mut WebSocket, device_id: i64, now: Instant) -> bool {
+        self.refused += 1;
+        if self.refused > FLOOD_LIMIT {
+            tracing::warn!(device_id, "closing a flooding connection");
+            close(socket, close_code::POLICY, "too many messages").await;
+            return false;
+        }
+        if self.last_told.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
+            self.last_told = Some(now);
+            let message = "too many messages: slow down (messages are dropped meanwhile)";
+            return refuse(hub, socket, ErrorCode::RateLimited, message.into()).await;
+        }
+        true
     }
 }
 
@@ -353,14 +405,7 @@ async fn handle(
     }
 }
 
-/// Most numbers one block list may hold.
-const MAX_BLOCKED: usize = 1000;
-
 async fn set_blocked(hub: &Arc<Hub>, socket: &mut WebSocket, login: &Login, numbers: Vec<String>) -> bool {
-    if numbers.len() > MAX_BLOCKED {
-        let msg = format!("a block list holds at most {MAX_BLOCKED} numbers");
-        return refuse(hub, socket, ErrorCode::InvalidField, msg).await;
-    }
     let region = hub.region_of_user(login.user_id);
     let mut normalized = Vec::with_capacity(numbers.len());
     for n in &numbers {

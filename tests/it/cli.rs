@@ -30,6 +30,10 @@ impl Proc {
         Proc { child, lines }
     }
 
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Waits for a stdout line containing `needle`; returns it.
     pub(crate) fn wait_line(&self, needle: &str) -> String {
         let deadline = std::time::Instant::now() + Duration::from_secs(15);

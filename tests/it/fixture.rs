@@ -37,9 +37,13 @@ impl TestServer {
 
     pub async fn start_with(tweak: impl FnOnce(&mut ServerConfig)) -> Self {
         sidecall::init_logging(&std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()));
+        sidecall::tls::install_default_provider();
         let dir = tempfile::tempdir().expect("tempdir");
         let mut cfg = ServerConfig::new("127.0.0.1:0".parse().expect("addr"), dir.path().join("server"));
         cfg.hub.heartbeat = Duration::from_secs(2);
+        // Tests register many accounts from one address; `hardening` tests the real limits.
+        cfg.limits.registrations_per_address = 1000;
+        cfg.limits.registrations_global = 1000;
         tweak(&mut cfg);
         let running = server::start(cfg.clone()).await.expect("server starts");
         let addr = running.addr;

@@ -6,6 +6,7 @@ mod calls;
 mod cli;
 mod fixture;
 mod handshake;
+mod hardening;
 mod heartbeat;
 mod nat;
 mod protocol_doc;
