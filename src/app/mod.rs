@@ -56,6 +56,12 @@ impl VideoView {
 pub enum AppCommand {
     Register(Credentials),
     Login(Credentials),
+    /// Trust the self-signed certificate shown (its fingerprint), and go on logging in.
+    TrustServer {
+        fingerprint: String,
+    },
+    /// Do not trust it: the login stops.
+    DistrustServer,
     Logout,
     /// Work out this device's address as seen on the way to `server`.
     DetectIp {

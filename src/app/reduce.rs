@@ -62,6 +62,8 @@ pub struct Model {
     call_ended_early: Option<String>,
     /// What to do once the in-app server runs.
     after_host: Option<AfterHost>,
+    /// A login waiting for the user to trust the server's certificate.
+    after_trust: Option<(Credentials, bool)>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -82,6 +84,7 @@ impl Model {
             camera_off_for: None,
             call_ended_early: None,
             after_host: None,
+            after_trust: None,
         }
     }
 }
@@ -112,6 +115,13 @@ pub enum Done {
     LoginFailed {
         field: Option<Field>,
         message: String,
+    },
+    /// The server's certificate is self-signed: the user decides.
+    LoginUntrusted {
+        creds: Box<Credentials>,
+        register: bool,
+        url: String,
+        fingerprint: String,
     },
     IpDetected(Option<IpAddr>),
     CamerasFound(Result<Vec<CameraInfo>, String>),
@@ -161,12 +171,15 @@ pub enum Effect {
     ServerLogout {
         server: String,
         token: String,
+        pin: Option<String>,
     },
     /// (Re)start the server connection.
     GoOnline {
         server: String,
         token: String,
         device_ip: Option<IpAddr>,
+        /// The trusted certificate fingerprint of a self-signed server.
+        pin: Option<String>,
     },
     /// Stop the server connection.
     Disconnect,
@@ -233,7 +246,7 @@ fn start(m: &mut Model, fx: &mut Vec<Effect>) {
         m.after_host = Some(AfterHost::Resume { token, device_ip: profile.device_ip });
         host(m, fx);
     } else {
-        go_online(m, profile.server, token, profile.device_ip, fx);
+        go_online(m, profile.server, token, profile.device_ip, profile.server_fingerprint, fx);
     }
 }
 
@@ -248,16 +261,27 @@ fn host(m: &mut Model, fx: &mut Vec<Effect>) {
     fx.push(Effect::Host { port: m.view.settings.host_port, region: m.view.settings.region.clone() });
 }
 
-fn go_online(m: &mut Model, server: String, token: String, device_ip: Option<IpAddr>, fx: &mut Vec<Effect>) {
+fn go_online(
+    m: &mut Model,
+    server: String,
+    token: String,
+    device_ip: Option<IpAddr>,
+    pin: Option<String>,
+    fx: &mut Vec<Effect>,
+) {
     m.client = true;
     m.view.connection = Connection::Connecting { attempt: 1 };
-    fx.push(Effect::GoOnline { server, token, device_ip });
+    fx.push(Effect::GoOnline { server, token, device_ip, pin });
 }
 
-fn login(m: &mut Model, creds: Credentials, register: bool, fx: &mut Vec<Effect>) {
+fn login(m: &mut Model, mut creds: Credentials, register: bool, fx: &mut Vec<Effect>) {
     let server_url = if creds.host_server {
         match &m.view.hosting {
-            Some(h) => h.local_url.clone(),
+            Some(h) => {
+                // Our own server: its certificate is the one we made.
+                creds.pin = h.fingerprint.clone();
+                h.local_url.clone()
+            }
             None => {
                 // Host first; the login follows when the server runs.
                 m.after_host = Some(AfterHost::Login { creds, register });
@@ -283,13 +307,30 @@ fn command(m: &mut Model, cmd: AppCommand, clock: Clock, fx: &mut Vec<Effect>) {
     match cmd {
         AppCommand::Register(c) => login(m, c, true, fx),
         AppCommand::Login(c) => login(m, c, false, fx),
+        AppCommand::TrustServer { fingerprint } => match (m.after_trust.take(), &v.login) {
+            (Some((mut creds, register)), LoginStatus::Untrusted { fingerprint: shown, .. })
+                if *shown == fingerprint =>
+            {
+                creds.pin = Some(fingerprint);
+                login(m, creds, register, fx);
+            }
+            _ => v.login = LoginStatus::Idle,
+        },
+        AppCommand::DistrustServer => {
+            m.after_trust = None;
+            v.login = LoginStatus::Failed {
+                field: Some(Field::Server),
+                message: "Not trusted: nothing was sent to that server.".into(),
+            };
+        }
         AppCommand::Logout => {
             m.client = false;
             fx.push(Effect::Disconnect);
             fx.push(Effect::StopRing);
             if let Some(mut profile) = v.profile.take() {
                 if let Some(token) = profile.token.take() {
-                    fx.push(Effect::ServerLogout { server: profile.server.clone(), token });
+                    let pin = profile.server_fingerprint.clone();
+                    fx.push(Effect::ServerLogout { server: profile.server.clone(), token, pin });
                 }
                 profile.device_id = None;
                 fx.push(Effect::SaveProfile(profile.clone()));
@@ -472,11 +513,12 @@ fn finished(m: &mut Model, done: Done, fx: &mut Vec<Effect>) {
     match done {
         Done::Hosted(Ok(hosting)) => {
             let url = hosting.local_url.clone();
+            let pin = hosting.fingerprint.clone();
             v.hosting = Some(hosting);
             v.login = LoginStatus::Idle;
             match m.after_host.take() {
                 Some(AfterHost::Login { creds, register }) => login(m, creds, register, fx),
-                Some(AfterHost::Resume { token, device_ip }) => go_online(m, url, token, device_ip, fx),
+                Some(AfterHost::Resume { token, device_ip }) => go_online(m, url, token, device_ip, pin, fx),
                 None => {}
             }
         }
@@ -488,14 +530,19 @@ fn finished(m: &mut Model, done: Done, fx: &mut Vec<Effect>) {
                 // Go online with the saved server all the same: it may run elsewhere.
                 v.login = LoginStatus::Idle;
                 v.notice = Some(message);
-                if let Some(server) = v.profile.as_ref().map(|p| p.server.clone()) {
-                    go_online(m, server, token, device_ip, fx);
+                if let Some(p) = v.profile.as_ref() {
+                    let (server, pin) = (p.server.clone(), p.server_fingerprint.clone());
+                    go_online(m, server, token, device_ip, pin, fx);
                 }
             }
             None => v.notice = Some(message),
         },
         Done::LoginProgress(step) => v.login = LoginStatus::Busy(step),
         Done::LoginFailed { field, message } => v.login = LoginStatus::Failed { field, message },
+        Done::LoginUntrusted { creds, register, url, fingerprint } => {
+            v.login = LoginStatus::Untrusted { url, fingerprint };
+            m.after_trust = Some((*creds, register));
+        }
         Done::LoggedIn { profile, creds } => {
             let profile = *profile;
             fx.push(Effect::SaveProfile(profile.clone()));
@@ -510,9 +557,10 @@ fn finished(m: &mut Model, done: Done, fx: &mut Vec<Effect>) {
             }
             let token = profile.token.clone().unwrap_or_default();
             let (server, device_ip) = (profile.server.clone(), profile.device_ip);
+            let pin = profile.server_fingerprint.clone();
             v.profile = Some(profile);
             v.login = LoginStatus::Idle;
-            go_online(m, server, token, device_ip, fx);
+            go_online(m, server, token, device_ip, pin, fx);
         }
         Done::IpDetected(ip) => v.detected_ip = ip,
         Done::CamerasFound(found) => v.video.cameras = Some(found),

@@ -383,7 +383,11 @@ fn logout_revokes_on_the_server_and_clears_the_calls() {
     server(&mut m, incoming("a", BOB, false), 0);
     let fx = cmd(&mut m, AppCommand::Logout, 0);
     assert!(fx.contains(&Effect::Disconnect));
-    assert!(fx.contains(&Effect::ServerLogout { server: "http://127.0.0.1:7480".into(), token: "t".into() }));
+    assert!(fx.contains(&Effect::ServerLogout {
+        server: "http://127.0.0.1:7480".into(),
+        token: "t".into(),
+        pin: None
+    }));
     assert!(
         fx.iter().any(|e| matches!(e, Effect::SaveProfile(p) if p.token.is_none() && p.device_id.is_none()))
     );
@@ -405,25 +409,32 @@ fn login_through_the_hosted_server_hosts_first_then_logs_in_and_goes_online() {
     let fx = cmd(&mut m, AppCommand::Register(creds.clone()), 0);
     assert!(matches!(fx.as_slice(), [Effect::Host { .. }]), "{fx:?}");
     assert!(matches!(m.view.login, LoginStatus::Busy(_)));
-    let hosting = Hosting { local_url: "http://127.0.0.1:7480".into(), lan_url: None };
+    let hosting = Hosting {
+        local_url: "https://127.0.0.1:7480".into(),
+        lan_url: None,
+        fingerprint: Some("AB:CD".into()),
+    };
     let fx = reduce(&mut m, Input::Done(Done::Hosted(Ok(hosting))), clock(0));
+    // Our own server's certificate is trusted without asking.
     assert!(
-        matches!(fx.as_slice(), [Effect::Login { server_url, register: true, .. }] if server_url == "http://127.0.0.1:7480"),
+        matches!(fx.as_slice(), [Effect::Login { server_url, register: true, creds }]
+            if server_url == "https://127.0.0.1:7480" && creds.pin.as_deref() == Some("AB:CD")),
         "{fx:?}"
     );
     assert_eq!(m.view.login, LoginStatus::Busy("Creating your account…".into()));
     let profile = Profile {
-        server: "http://127.0.0.1:7480".into(),
+        server: "https://127.0.0.1:7480".into(),
         number: ALICE.into(),
         region: Some("AT".into()),
         token: Some("tok".into()),
+        server_fingerprint: Some("AB:CD".into()),
         ..Default::default()
     };
     let done = Done::LoggedIn { profile: Box::new(profile), creds: Box::new(creds) };
     let fx = reduce(&mut m, Input::Done(done), clock(0));
     assert!(fx.iter().any(|e| matches!(e, Effect::SaveProfile(_))));
     assert!(fx.iter().any(|e| matches!(e, Effect::SaveSettings(s) if s.host_server && s.region == "AT")));
-    assert!(fx.iter().any(|e| matches!(e, Effect::GoOnline { token, .. } if token == "tok")));
+    assert!(fx.iter().any(|e| matches!(e, Effect::GoOnline { token, pin, .. } if token == "tok" && pin.as_deref() == Some("AB:CD"))));
     assert_eq!(m.view.login, LoginStatus::Idle);
     assert_eq!(m.view.connection, Connection::Connecting { attempt: 1 });
 }
@@ -491,4 +502,52 @@ fn file_rows_follow_their_transfers() {
     assert_eq!(files[0].speed, 2.0, "4 bytes in 2 s");
     transfer_event(&mut files, TransferEvent::ChannelClosed, true, t0);
     assert!(matches!(files[0].status, FileStatus::Failed(_)));
+}
+
+#[test]
+fn a_self_signed_server_is_trusted_only_when_the_user_says_so() {
+    let mut m = Model::new(AppState::new(AppSettings::default()));
+    let creds =
+        Credentials { server: "https://10.0.0.2:7480".into(), number: ALICE.into(), ..Default::default() };
+    let fx = cmd(&mut m, AppCommand::Register(creds.clone()), 0);
+    assert!(matches!(fx.as_slice(), [Effect::Login { creds, .. }] if creds.pin.is_none()), "{fx:?}");
+    let untrusted = Done::LoginUntrusted {
+        creds: Box::new(creds.clone()),
+        register: false,
+        url: "https://10.0.0.2:7480".into(),
+        fingerprint: "AB:CD".into(),
+    };
+    reduce(&mut m, Input::Done(untrusted), clock(0));
+    assert!(matches!(&m.view.login, LoginStatus::Untrusted { fingerprint, .. } if fingerprint == "AB:CD"));
+    // Some other fingerprint than the one shown is not a yes.
+    let fx = cmd(&mut m, AppCommand::TrustServer { fingerprint: "EE:FF".into() }, 0);
+    assert!(fx.is_empty(), "{fx:?}");
+    assert_eq!(m.view.login, LoginStatus::Idle);
+    // Asked again and trusted: the login goes on, pinned, and only logs in.
+    let untrusted = Done::LoginUntrusted {
+        creds: Box::new(creds),
+        register: false,
+        url: "https://10.0.0.2:7480".into(),
+        fingerprint: "AB:CD".into(),
+    };
+    reduce(&mut m, Input::Done(untrusted), clock(0));
+    let fx = cmd(&mut m, AppCommand::TrustServer { fingerprint: "AB:CD".into() }, 0);
+    assert!(
+        matches!(fx.as_slice(), [Effect::Login { creds, register: false, .. }] if creds.pin.as_deref() == Some("AB:CD")),
+        "{fx:?}"
+    );
+    // Declining sends nothing.
+    reduce(
+        &mut m,
+        Input::Done(Done::LoginUntrusted {
+            creds: Box::new(Credentials::default()),
+            register: true,
+            url: "u".into(),
+            fingerprint: "AB:CD".into(),
+        }),
+        clock(0),
+    );
+    let fx = cmd(&mut m, AppCommand::DistrustServer, 0);
+    assert!(fx.is_empty());
+    assert!(matches!(m.view.login, LoginStatus::Failed { field: Some(Field::Server), .. }));
 }

@@ -185,17 +185,19 @@ impl Core {
                 };
                 self.spawn(log_in(server_url, creds, register, progress));
             }
-            Effect::ServerLogout { server, token } => {
+            Effect::ServerLogout { server, token, pin } => {
                 tokio::spawn(async move {
-                    if let Err(e) = api::logout(&server, &token).await {
+                    let trust = crate::client::tls::Trust::from_pin(pin.as_deref());
+                    if let Err(e) = api::logout(&server, &trust, &token).await {
                         tracing::warn!("logout on the server failed (the token is forgotten here): {e}");
                     }
                 });
             }
-            Effect::GoOnline { server, token, device_ip } => {
+            Effect::GoOnline { server, token, device_ip, pin } => {
                 self.disconnect();
                 let mut cfg = ClientConfig::new(server, token);
                 cfg.device_ip = device_ip;
+                cfg.trust = crate::client::tls::Trust::from_pin(pin.as_deref());
                 let (handle, events) = client::spawn(cfg, Some(self.wake.clone()));
                 self.sessions =
                     Some(SessionController::new(handle.clone(), self.loopback, self.data_tx.clone()));
@@ -326,8 +328,10 @@ async fn host(
     region: String,
     dir: std::path::PathBuf,
 ) -> Result<(RunningServer, Hosting), String> {
-    let mut cfg = ServerConfig::new(SocketAddr::from(([0, 0, 0, 0], port)), dir);
+    let mut cfg = ServerConfig::new(SocketAddr::from(([0, 0, 0, 0], port)), dir.clone());
     cfg.hub.default_region = region;
+    // HTTPS and WSS with a certificate of its own; others pin its fingerprint.
+    cfg.tls = Some(crate::tls::self_signed(&dir).map_err(|e| format!("cannot host a server: {e}"))?);
     // With the relay on its standard port; where that is taken, the server runs without it.
     let mut with_relay = cfg.clone();
     with_relay.relay = server::RelayMode::Own(server::relay::RelayConfig::default());
@@ -346,13 +350,15 @@ async fn host(
         other => format!("cannot host a server: {other}"),
     })?;
     let port = running.addr.port();
-    let local_url = format!("http://127.0.0.1:{port}");
+    let scheme = if running.fingerprint.is_some() { "https" } else { "http" };
+    let local_url = format!("{scheme}://127.0.0.1:{port}");
     // The address of the interface a LAN peer would reach (no packet is sent).
     let lan_url = api::local_ip_towards("http://192.0.2.1:80")
         .filter(|ip| !ip.is_loopback())
-        .map(|ip| format!("http://{ip}:{port}"));
-    tracing::info!(%local_url, ?lan_url, "hosting a server");
-    Ok((running, Hosting { local_url, lan_url }))
+        .map(|ip| format!("{scheme}://{ip}:{port}"));
+    let fingerprint = running.fingerprint.clone();
+    tracing::info!(%local_url, ?lan_url, ?fingerprint, "hosting a server");
+    Ok((running, Hosting { local_url, lan_url, fingerprint }))
 }
 
 /// Registers (if asked) and logs in with the login form's content.
@@ -369,17 +375,31 @@ async fn log_in(
         region: (!creds.region.is_empty()).then(|| creds.region.clone()),
         device_ip: creds.device_ip,
         device_name: None,
+        pin: creds.pin.clone(),
+    };
+    let failed = |e: api::ApiError, creds: super::state::Credentials| match e {
+        api::ApiError::Untrusted { url, fingerprint } => {
+            Done::LoginUntrusted { creds: Box::new(creds), register, url, fingerprint }
+        }
+        e => Done::LoginFailed { field: field_of(&e), message: e.to_string() },
     };
     if register {
         progress("Creating your account…");
         if let Err(e) = login::register(&params, &creds.display_name).await {
-            return Done::LoginFailed { field: field_of(&e), message: e.to_string() };
+            return failed(e, creds);
         }
     }
     progress("Logging in…");
     match login::login(&params).await {
         Ok(done) => Done::LoggedIn { profile: Box::new(done.profile), creds: Box::new(creds) },
-        Err(e) => Done::LoginFailed { field: field_of(&e), message: e.to_string() },
+        // Registered already: the retry after trusting only logs in.
+        Err(e) if register => match failed(e, creds) {
+            Done::LoginUntrusted { creds, url, fingerprint, .. } => {
+                Done::LoginUntrusted { creds, register: false, url, fingerprint }
+            }
+            other => other,
+        },
+        Err(e) => failed(e, creds),
     }
 }
 
@@ -387,9 +407,11 @@ async fn log_in(
 fn field_of(e: &api::ApiError) -> Option<Field> {
     use crate::protocol::{ErrorCode, FieldName};
     match e {
-        api::ApiError::BadUrl(_) | api::ApiError::Unreachable { .. } | api::ApiError::Unexpected { .. } => {
-            Some(Field::Server)
-        }
+        api::ApiError::BadUrl(_)
+        | api::ApiError::Unreachable { .. }
+        | api::ApiError::Unexpected { .. }
+        | api::ApiError::Untrusted { .. }
+        | api::ApiError::CertificateChanged { .. } => Some(Field::Server),
         api::ApiError::Refused { code, field, .. } => match (code, field) {
             (ErrorCode::InvalidNumber | ErrorCode::AccountExists, _) => Some(Field::Number),
             (ErrorCode::WrongCredentials | ErrorCode::RateLimited, _) => Some(Field::Password),

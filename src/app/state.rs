@@ -45,6 +45,8 @@ pub struct Credentials {
     pub region: String,
     pub device_ip: Option<IpAddr>,
     pub host_server: bool,
+    /// The fingerprint of the server's self-signed certificate the user trusted.
+    pub pin: Option<String>,
 }
 
 /// Which field of the login form an error is about.
@@ -60,7 +62,15 @@ pub enum Field {
 pub enum LoginStatus {
     Idle,
     Busy(String),
-    Failed { field: Option<Field>, message: String },
+    Failed {
+        field: Option<Field>,
+        message: String,
+    },
+    /// The server's certificate is self-signed: trust it (by its fingerprint) or not.
+    Untrusted {
+        url: String,
+        fingerprint: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -174,6 +184,9 @@ pub struct Hosting {
     pub local_url: String,
     /// What others on the network use, if an address was found.
     pub lan_url: Option<String>,
+    /// SHA-256 fingerprint of the server's self-signed certificate: others compare it with
+    /// what their app shows when they first log in.
+    pub fingerprint: Option<String>,
 }
 
 /// Everything the window shows; sent whole after every change.

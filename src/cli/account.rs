@@ -1,10 +1,11 @@
 //! `sidecall account register|login|logout|show`.
 
-use super::{AccountCmd, Cli, Exit, Failure, LoginArgs, password, profile_path};
+use super::{AccountCmd, Cli, Exit, Failure, LoginArgs, fail, password, profile_path};
 use crate::client::api;
 use crate::client::config::Profile;
 use crate::client::login::{self, LoginParams};
 use crate::protocol::ErrorCode;
+use std::io::IsTerminal;
 
 fn params(args: &LoginArgs, password: String) -> Result<LoginParams, Failure> {
     let server = api::normalize_server_url(&args.server)?;
@@ -16,11 +17,46 @@ fn params(args: &LoginArgs, password: String) -> Result<LoginParams, Failure> {
         region: args.region.clone(),
         device_ip,
         device_name: args.device_name.clone(),
+        pin: args.trust_fingerprint.clone(),
     })
 }
 
-async fn do_login(cli: &Cli, params: &LoginParams) -> Result<Exit, Failure> {
-    let done = login::login(params).await?;
+/// A server whose certificate nobody vouches for: shows the fingerprint and, in a terminal,
+/// asks whether to trust it. `Ok(true)`: trusted (now pinned in `params`).
+fn ask_trust(params: &mut LoginParams, e: &api::ApiError) -> Result<bool, Failure> {
+    let api::ApiError::Untrusted { url, fingerprint } = e else {
+        return Ok(false);
+    };
+    if !std::io::stdin().is_terminal() {
+        return Err(fail(
+            Exit::Error,
+            format!("{e}. To trust it, run again with --trust-fingerprint {fingerprint}"),
+        ));
+    }
+    eprintln!("The server at {url} has a self-signed certificate.");
+    eprintln!("Its fingerprint (SHA-256) is:\n  {fingerprint}");
+    eprintln!(
+        "Compare it with the one the server shows (sidecall-server prints it at start; the app shows it under Hosting)."
+    );
+    eprint!("Trust this server? [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .map_err(|e| fail(Exit::Error, format!("cannot read the answer: {e}")))?;
+    if matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+        params.pin = Some(fingerprint.clone());
+        Ok(true)
+    } else {
+        Err(fail(Exit::Cancelled, "not trusted: nothing was sent to the server"))
+    }
+}
+
+async fn do_login(cli: &Cli, params: &mut LoginParams) -> Result<Exit, Failure> {
+    let done = match login::login(params).await {
+        Ok(done) => done,
+        Err(e) if ask_trust(params, &e)? => login::login(params).await?,
+        Err(e) => return Err(e.into()),
+    };
     done.profile.save(&profile_path(cli)?)?;
     println!(
         "logged in as {} ({}) on device {}; the server sees this device at {}",
@@ -32,12 +68,16 @@ async fn do_login(cli: &Cli, params: &LoginParams) -> Result<Exit, Failure> {
 pub(super) async fn account(cli: &Cli, cmd: &AccountCmd) -> Result<Exit, Failure> {
     match cmd {
         AccountCmd::Register(args) => {
-            let params = params(&args.login, password(true)?)?;
-            let resp = login::register(&params, &args.name).await?;
+            let mut params = params(&args.login, password(true)?)?;
+            let resp = match login::register(&params, &args.name).await {
+                Ok(r) => r,
+                Err(e) if ask_trust(&mut params, &e)? => login::register(&params, &args.name).await?,
+                Err(e) => return Err(e.into()),
+            };
             println!("registered {} ({})", resp.number, resp.display_name);
-            do_login(cli, &params).await
+            do_login(cli, &mut params).await
         }
-        AccountCmd::Login(args) => do_login(cli, &params(args, password(false)?)?).await,
+        AccountCmd::Login(args) => do_login(cli, &mut params(args, password(false)?)?).await,
         AccountCmd::Logout => {
             let path = profile_path(cli)?;
             let Some(mut profile) = Profile::load(&path)? else {
@@ -45,7 +85,7 @@ pub(super) async fn account(cli: &Cli, cmd: &AccountCmd) -> Result<Exit, Failure
                 return Ok(Exit::Ok);
             };
             if let Some(token) = profile.token.take() {
-                match api::logout(&profile.server, &token).await {
+                match api::logout(&profile.server, &profile.trust(), &token).await {
                     Ok(()) => {}
                     // Already revoked: forgetting it here is all that is left to do.
                     Err(e) if e.code() == Some(ErrorCode::AuthFailed) => {}
@@ -69,6 +109,9 @@ pub(super) async fn account(cli: &Cli, cmd: &AccountCmd) -> Result<Exit, Failure
                         "device ip: {}",
                         p.device_ip.map(|i| i.to_string()).unwrap_or_else(|| "-".into())
                     );
+                    if let Some(f) = &p.server_fingerprint {
+                        println!("trusted certificate: {f}");
+                    }
                     println!("logged in: {}", if p.token.is_some() { "yes" } else { "no" });
                 }
                 None => println!("profile {} has no login: run `sidecall account login`", cli.profile),

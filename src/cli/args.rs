@@ -82,6 +82,10 @@ pub struct LoginArgs {
     /// A name for this device (default: the host name).
     #[arg(long)]
     pub device_name: Option<String>,
+    /// Trust the server's self-signed certificate with this SHA-256 fingerprint (the server
+    /// prints it at start); without it you are asked, in a terminal.
+    #[arg(long)]
+    pub trust_fingerprint: Option<String>,
 }
 
 #[derive(Args, Debug)]

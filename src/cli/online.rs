@@ -52,6 +52,7 @@ pub(super) async fn connect(cli: &Cli, output: &Output) -> Result<Online, Failur
     };
     let mut cfg = ClientConfig::new(profile.server.clone(), token);
     cfg.device_ip = profile.device_ip;
+    cfg.trust = profile.trust();
     let (handle, mut events) = client::spawn(cfg, None);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(output.connect_timeout);
     let mut last_reason = String::from("no answer");

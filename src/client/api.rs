@@ -1,5 +1,6 @@
 //! The server's HTTP API: register, log in, log out.
 
+use super::tls::{Trust, client_config};
 use crate::protocol::{
     ErrorCode, FieldName, HttpError, LOGIN_PATH, LOGOUT_PATH, LoginRequest, LoginResponse, REGISTER_PATH,
     RegisterRequest, RegisterResponse,
@@ -17,6 +18,18 @@ pub enum ApiError {
     Refused { status: u16, code: ErrorCode, message: String, field: Option<FieldName> },
     #[error("the server at {url} answered something unexpected (HTTP {status}): is it a Sidecall server?")]
     Unexpected { url: String, status: u16 },
+    /// A self-signed (or otherwise unvouched-for) certificate: trust it only if its
+    /// fingerprint matches the one the server shows.
+    #[error(
+        "the server at {url} has a certificate no authority vouches for (self-signed?). Its fingerprint \
+         (SHA-256) is {fingerprint}: if the server shows the same, trust it"
+    )]
+    Untrusted { url: String, fingerprint: String },
+    #[error(
+        "the certificate of the server at {url} changed: you trusted {expected}, it now presents {presented}. \
+         Someone may be in between; if the server really has a new certificate, log in again and trust it"
+    )]
+    CertificateChanged { url: String, expected: String, presented: String },
 }
 
 impl ApiError {
@@ -53,30 +66,58 @@ pub fn websocket_url(server: &str) -> Result<String, ApiError> {
     Ok(format!("{ws}{}", crate::protocol::WS_PATH))
 }
 
-fn http() -> reqwest::Client {
+fn http(trust: &Trust) -> Result<reqwest::Client, String> {
     crate::tls::install_default_provider();
+    let tls = client_config(trust).map_err(|e| e.to_string())?;
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(20))
         .user_agent(concat!("sidecall/", env!("CARGO_PKG_VERSION")))
+        .use_preconfigured_tls(tls)
         .build()
-        .unwrap_or_default()
+        .map_err(|e| e.to_string())
+}
+
+/// Why a TLS connection to `base` failed, in the user's terms: a certificate nobody vouches
+/// for, a pinned one that changed, or the transport error as it was.
+pub async fn explain_tls_failure(base: &str, trust: &Trust, detail: String) -> ApiError {
+    if !base.starts_with("https://") {
+        return ApiError::Unreachable { url: base.to_string(), detail };
+    }
+    match (super::tls::probe(base).await, trust) {
+        (Ok(p), Trust::Pinned(expected)) if p.fingerprint != *expected => ApiError::CertificateChanged {
+            url: base.to_string(),
+            expected: expected.clone(),
+            presented: p.fingerprint,
+        },
+        (Ok(p), Trust::System) if !p.trusted => {
+            ApiError::Untrusted { url: base.to_string(), fingerprint: p.fingerprint }
+        }
+        _ => ApiError::Unreachable { url: base.to_string(), detail },
+    }
 }
 
 async fn post<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
     server: &str,
+    trust: &Trust,
     path: &str,
     body: &Req,
     token: Option<&str>,
 ) -> Result<Option<Resp>, ApiError> {
     let base = normalize_server_url(server)?;
     let url = format!("{base}{path}");
-    let mut req = http().post(&url).json(body);
+    let client = http(trust).map_err(|detail| ApiError::Unreachable { url: base.clone(), detail })?;
+    let mut req = client.post(&url).json(body);
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
-    let resp =
-        req.send().await.map_err(|e| ApiError::Unreachable { url: base.clone(), detail: describe(&e) })?;
+    let resp = match req.send().await {
+        Ok(r) => r,
+        Err(e) if e.is_connect() && base.starts_with("https://") => {
+            return Err(explain_tls_failure(&base, trust, describe(&e)).await);
+        }
+        Err(e) => return Err(ApiError::Unreachable { url: base.clone(), detail: describe(&e) }),
+    };
     let status = resp.status();
     if status == reqwest::StatusCode::NO_CONTENT {
         return Ok(None);
@@ -109,20 +150,24 @@ fn describe(e: &reqwest::Error) -> String {
     }
 }
 
-pub async fn register(server: &str, req: &RegisterRequest) -> Result<RegisterResponse, ApiError> {
-    post(server, REGISTER_PATH, req, None)
+pub async fn register(
+    server: &str,
+    trust: &Trust,
+    req: &RegisterRequest,
+) -> Result<RegisterResponse, ApiError> {
+    post(server, trust, REGISTER_PATH, req, None)
         .await?
         .ok_or_else(|| ApiError::Unexpected { url: server.to_string(), status: 204 })
 }
 
-pub async fn login(server: &str, req: &LoginRequest) -> Result<LoginResponse, ApiError> {
-    post(server, LOGIN_PATH, req, None)
+pub async fn login(server: &str, trust: &Trust, req: &LoginRequest) -> Result<LoginResponse, ApiError> {
+    post(server, trust, LOGIN_PATH, req, None)
         .await?
         .ok_or_else(|| ApiError::Unexpected { url: server.to_string(), status: 204 })
 }
 
-pub async fn logout(server: &str, token: &str) -> Result<(), ApiError> {
-    post::<_, serde_json::Value>(server, LOGOUT_PATH, &serde_json::json!({}), Some(token)).await?;
+pub async fn logout(server: &str, trust: &Trust, token: &str) -> Result<(), ApiError> {
+    post::<_, serde_json::Value>(server, trust, LOGOUT_PATH, &serde_json::json!({}), Some(token)).await?;
     Ok(())
 }
 

@@ -24,6 +24,17 @@ pub struct Profile {
     pub token: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_id: Option<i64>,
+    /// SHA-256 fingerprint of the server's self-signed certificate, as the user trusted it
+    /// on first login; the server must present exactly this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_fingerprint: Option<String>,
+}
+
+impl Profile {
+    /// Which server certificates this profile accepts.
+    pub fn trust(&self) -> crate::client::tls::Trust {
+        crate::client::tls::Trust::from_pin(self.server_fingerprint.as_deref())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -31,6 +31,8 @@ pub struct ClientConfig {
     /// First reconnect delay; doubles up to `backoff_max`.
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// Which certificates an `https://` server may present.
+    pub trust: super::tls::Trust,
 }
 
 impl ClientConfig {
@@ -41,6 +43,7 @@ impl ClientConfig {
             device_ip: None,
             backoff_min: Duration::from_millis(250),
             backoff_max: Duration::from_secs(30),
+            trust: super::tls::Trust::System,
         }
     }
 }
@@ -495,9 +498,23 @@ async fn connect_and_serve(
         .max_frame_size(Some(MAX_MESSAGE_BYTES))
         .read_buffer_size(8 * 1024)
         .write_buffer_size(0);
-    let connect = tokio_tungstenite::connect_async_with_config(&url, Some(ws_cfg), true);
+    let tls = match super::tls::client_config(&cfg.trust) {
+        Ok(c) => tokio_tungstenite::Connector::Rustls(std::sync::Arc::new(c)),
+        Err(e) => return Exit::Fatal(format!("cannot set up TLS: {e}")),
+    };
+    let connect = tokio_tungstenite::connect_async_tls_with_config(&url, Some(ws_cfg), true, Some(tls));
     let mut ws = match tokio::time::timeout(Duration::from_secs(10), connect).await {
         Ok(Ok((ws, _))) => ws,
+        Ok(Err(e)) if cfg.server.starts_with("https://") => {
+            // A certificate that changed is not a network hiccup: stop, and say so.
+            let why = api::explain_tls_failure(&cfg.server, &cfg.trust, e.to_string()).await;
+            return match why {
+                api::ApiError::CertificateChanged { .. } | api::ApiError::Untrusted { .. } => {
+                    Exit::Fatal(why.to_string())
+                }
+                _ => Exit::Lost { reason: format!("cannot reach {}: {e}", cfg.server), was_online: false },
+            };
+        }
         Ok(Err(e)) => {
             return Exit::Lost { reason: format!("cannot reach {}: {e}", cfg.server), was_online: false };
         }

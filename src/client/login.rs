@@ -2,6 +2,7 @@
 
 use crate::client::api::{self, ApiError};
 use crate::client::config::Profile;
+use crate::client::tls::Trust;
 use crate::protocol::{LoginRequest, RegisterRequest};
 use std::net::IpAddr;
 
@@ -17,6 +18,15 @@ pub struct LoginParams {
     pub device_ip: Option<IpAddr>,
     /// Shown to the user on their other devices (default: this computer's host name).
     pub device_name: Option<String>,
+    /// The fingerprint of the server's self-signed certificate the user trusts (`None`: the
+    /// system's certificate authorities must vouch for it).
+    pub pin: Option<String>,
+}
+
+impl LoginParams {
+    pub fn trust(&self) -> Trust {
+        Trust::from_pin(self.pin.as_deref())
+    }
 }
 
 /// A successful login: the profile to save (with its token), and what the server saw.
@@ -44,7 +54,7 @@ pub async fn register(
         password: p.password.clone(),
         region: p.region.clone(),
     };
-    api::register(&server, &req).await
+    api::register(&server, &p.trust(), &req).await
 }
 
 /// Logs in; the returned profile holds the token (save it to stay logged in).
@@ -57,7 +67,8 @@ pub async fn login(p: &LoginParams) -> Result<LoggedIn, ApiError> {
         device_ip: p.device_ip,
         device_name: p.device_name.clone().or_else(host_name),
     };
-    let resp = api::login(&server, &req).await?;
+    let trust = p.trust();
+    let resp = api::login(&server, &trust, &req).await?;
     let profile = Profile {
         server,
         number: resp.number,
@@ -66,6 +77,10 @@ pub async fn login(p: &LoginParams) -> Result<LoggedIn, ApiError> {
         device_ip: p.device_ip,
         token: Some(resp.token),
         device_id: Some(resp.device_id),
+        server_fingerprint: match trust {
+            Trust::Pinned(f) => Some(f),
+            Trust::System => None,
+        },
     };
     Ok(LoggedIn { profile, device_id: resp.device_id, observed_ip: resp.observed_ip })
 }

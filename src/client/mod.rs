@@ -6,6 +6,7 @@ pub mod config;
 pub mod core;
 pub mod login;
 pub mod session;
+pub mod tls;
 pub mod transfer;
 
 pub use self::core::{ClientConfig, ClientHandle, Command, Event, StopReason, Waker, spawn};

@@ -143,7 +143,10 @@ pub fn check(msg: &ClientMsg) -> Result<(), FieldError> {
         }
         ClientMsg::SetBlocked { numbers } => {
             if numbers.len() > BLOCKED_NUMBERS {
-                return Err(err("numbers", format!("holds {} numbers; at most {BLOCKED_NUMBERS}", numbers.len())));
+                return Err(err(
+                    "numbers",
+                    format!("holds {} numbers; at most {BLOCKED_NUMBERS}", numbers.len()),
+                ));
             }
             numbers.iter().try_for_each(|n| chars("numbers", n, TARGET_CHARS))
         }
@@ -275,17 +278,21 @@ mod tests {
         assert_eq!(check(&long_ref).map_err(|e| e.field), Err("call_ref"));
         let sdp = SignalData::Offer { sdp: "v=0\r\n".repeat(SDP_BYTES) };
         assert_eq!(check_signal(&sdp).map_err(|e| e.field), Err("sdp"));
-        let nul = SignalData::Candidate { candidate: "candidate:1\0".into(), sdp_mid: None, sdp_mline_index: None };
+        let nul =
+            SignalData::Candidate { candidate: "candidate:1\0".into(), sdp_mid: None, sdp_mline_index: None };
         assert!(check_signal(&nul).is_err());
         assert!(check(&ClientMsg::SetBlocked { numbers: vec!["1".into(); BLOCKED_NUMBERS + 1] }).is_err());
     }
 
     #[test]
     fn names_cannot_hide_or_reorder_text() {
-        for bad in ["Bob\u{202E}evilA", "A\u{200B}lice", "\u{2066}x", "Al\u{00AD}ice", "a\u{200D}b", "x\u{2028}y"] {
+        for bad in
+            ["Bob\u{202E}evilA", "A\u{200B}lice", "\u{2066}x", "Al\u{00AD}ice", "a\u{200D}b", "x\u{2028}y"]
+        {
             assert!(check_name("display_name", bad, 64).is_err(), "{bad:?} must be refused");
         }
-        for good in ["Alice Müller", "李小龙", "José ❤\u{FE0F}", "👨\u{200D}👩\u{200D}👧 Family", "عمر"] {
+        for good in ["Alice Müller", "李小龙", "José ❤\u{FE0F}", "👨\u{200D}👩\u{200D}👧 Family", "عمر"]
+        {
             assert!(check_name("display_name", good, 64).is_ok(), "{good:?} must be allowed");
         }
         assert_eq!(check_name("display_name", "  Ann  ", 64).as_deref(), Ok("Ann"));

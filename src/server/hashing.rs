@@ -27,7 +27,11 @@ impl HashPool {
     /// `workers` at once (default: the number of cores), `queue` waiting beyond them.
     pub fn new(workers: usize, queue: usize) -> Self {
         let workers = workers.max(1);
-        HashPool { running: Arc::new(Semaphore::new(workers)), admitted: AtomicUsize::new(0), limit: workers + queue }
+        HashPool {
+            running: Arc::new(Semaphore::new(workers)),
+            admitted: AtomicUsize::new(0),
+            limit: workers + queue,
+        }
     }
 
     /// Runs `job` (a password hash or check) when a worker is free, or refuses at once when
@@ -75,7 +79,8 @@ mod tests {
         let pool = Arc::new(HashPool::new(1, 1));
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         let rx = Arc::new(parking_lot::Mutex::new(rx));
-        let block = |rx: Arc<parking_lot::Mutex<std::sync::mpsc::Receiver<()>>>| move || rx.lock().recv().ok();
+        let block =
+            |rx: Arc<parking_lot::Mutex<std::sync::mpsc::Receiver<()>>>| move || rx.lock().recv().ok();
         let a = tokio::spawn({
             let (p, r) = (pool.clone(), rx.clone());
             async move { p.run(block(r)).await }

@@ -7,8 +7,8 @@ use crate::protocol::{
     RegisterRequest, RegisterResponse,
 };
 use crate::server::auth;
-use crate::server::hub::Hub;
 use crate::server::hashing::HashPool;
+use crate::server::hub::Hub;
 use crate::server::ratelimit::{Bucket, KeyedLimiter, LoginLimiter, LoginRefusal};
 use crate::server::store::StoreError;
 use axum::Router;
@@ -52,7 +52,10 @@ impl AppState {
             trusted_proxies: Arc::new(trusted_proxies),
             hub,
             login_limit: Arc::new(LoginLimiter::default()),
-            register_limit: Arc::new(KeyedLimiter::new(f64::from(limits.registrations_per_address), 1.0 / 30.0)),
+            register_limit: Arc::new(KeyedLimiter::new(
+                f64::from(limits.registrations_per_address),
+                1.0 / 30.0,
+            )),
             register_global: Arc::new(parking_lot::Mutex::new(Bucket::new(
                 f64::from(limits.registrations_global),
                 5.0,
@@ -164,7 +167,8 @@ fn parse_body<T: DeserializeOwned>(headers: &HeaderMap, body: Body) -> Result<T,
 
 fn check_display_name(name: &str) -> Result<String, ApiError> {
     limits::check_name("the display name", name, limits::DISPLAY_NAME_CHARS).map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidField, e.to_string()).on(FieldName::DisplayName)
+        ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidField, e.to_string())
+            .on(FieldName::DisplayName)
     })
 }
 
@@ -173,7 +177,8 @@ fn check_device_name(name: Option<&str>) -> Result<Option<String>, ApiError> {
         return Ok(None);
     };
     limits::check_name("the device name", name, limits::DEVICE_NAME_CHARS).map(Some).map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidField, e.to_string()).on(FieldName::DeviceName)
+        ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidField, e.to_string())
+            .on(FieldName::DeviceName)
     })
 }
 

@@ -5,11 +5,11 @@
 //! drain it is dropped rather than allowed to grow the server's memory.
 
 use crate::number::{self, E164};
+use crate::protocol::limits::clip;
 use crate::protocol::{
     ClosedReason, EndReason, ErrorCode, IceServer, Offer, Outcome, Party, PeerInfo, Role, ServerMsg,
     SessionId, Settings, SignalData, close_code,
 };
-use crate::protocol::limits::clip;
 use crate::server::metrics::Metrics;
 use crate::server::store::Store;
 use axum::extract::ws::Utf8Bytes;

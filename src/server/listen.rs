@@ -127,7 +127,11 @@ impl<S> IdleIo<S> {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for IdleIo<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(r) => {
@@ -135,7 +139,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for IdleIo<S> {
                 Poll::Ready(r)
             }
             Poll::Pending => match this.deadline.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "idle connection"))),
+                Poll::Ready(()) => {
+                    Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "idle connection")))
+                }
                 Poll::Pending => Poll::Pending,
             },
         }

@@ -169,8 +169,11 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
     let hub = Hub::new(Arc::new(store.clone()) as Arc<dyn Store>, cfg.hub.clone(), metrics.clone());
     let own_relay = start_relay(&cfg, &hub, metrics.clone()).await?;
     hashing::return_large_allocations();
-    let admission =
-        listen::Admission::new(cfg.limits.connections_per_address, cfg.trusted_proxies.clone(), metrics.clone());
+    let admission = listen::Admission::new(
+        cfg.limits.connections_per_address,
+        cfg.trusted_proxies.clone(),
+        metrics.clone(),
+    );
     let state = http::AppState::new(hub.clone(), &cfg.limits, admission.clone(), cfg.trusted_proxies.clone());
     let serving = listen::Serving {
         router: http::router(state, cfg.limits.body_timeout),

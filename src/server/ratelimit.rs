@@ -118,7 +118,12 @@ impl LoginLimiter {
     /// Admits an attempt, or says which limit refuses it. `known_address`: a device of the
     /// number logged in from this address before (ask again with `true` after a
     /// [`LoginRefusal::Number`]; nothing is held by a refused attempt).
-    pub fn admit(&self, number: &str, ip: std::net::IpAddr, known_address: bool) -> Result<Attempt, LoginRefusal> {
+    pub fn admit(
+        &self,
+        number: &str,
+        ip: std::net::IpAddr,
+        known_address: bool,
+    ) -> Result<Attempt, LoginRefusal> {
         let pair = (number.to_string(), ip);
         if !self.pair.check(&pair) {
             return Err(LoginRefusal::Pair);
@@ -175,7 +180,10 @@ mod tests {
         assert_eq!(refused, Some(LoginRefusal::Number));
         // ... which stops new addresses, but not the owner's own.
         let home: std::net::IpAddr = "192.0.2.1".parse().expect("ip");
-        assert_eq!(limits.admit(target, "192.0.2.2".parse().expect("ip"), false).err(), Some(LoginRefusal::Number));
+        assert_eq!(
+            limits.admit(target, "192.0.2.2".parse().expect("ip"), false).err(),
+            Some(LoginRefusal::Number)
+        );
         assert!(limits.admit(target, home, true).is_ok());
         // Failures from one address for one number stop after five.
         let guesser: std::net::IpAddr = "192.0.2.9".parse().expect("ip");

@@ -1,6 +1,8 @@
 //! One WebSocket connection: `hello`, then messages until either side goes away.
 
-use crate::protocol::{ClientMsg, limits, ErrorCode, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, ServerMsg, close_code};
+use crate::protocol::{
+    ClientMsg, ErrorCode, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, ServerMsg, close_code, limits,
+};
 use crate::server::auth::token_hash;
 use crate::server::hub::{AccessRequest, Hub, Login, Outbound, error_msg};
 use crate::server::ratelimit::Bucket;
@@ -58,7 +60,9 @@ async fn refuse_field(hub: &Hub, socket: &mut WebSocket, msg: &ClientMsg, e: lim
     tracing::debug!(%e, "refused a message over the field limits");
     let (req_id, session_id) = match msg {
         ClientMsg::AccessRequest { req_id, .. } => (Some(*req_id), None),
-        ClientMsg::Answer { session_id, .. } | ClientMsg::End { session_id } | ClientMsg::Signal { session_id, .. }
+        ClientMsg::Answer { session_id, .. }
+        | ClientMsg::End { session_id }
+        | ClientMsg::Signal { session_id, .. }
             if e.field != "session_id" =>
         {
             (None, Some(session_id.clone()))
@@ -102,7 +106,11 @@ async fn read_frame(
             Ok(msg) => match limits::check(&msg) {
                 Ok(()) => Incoming::Msg(msg),
                 Err(e) => {
-                    if refuse_field(hub, socket, &msg, e).await { Incoming::Refused } else { Incoming::Gone }
+                    if refuse_field(hub, socket, &msg, e).await {
+                        Incoming::Refused
+                    } else {
+                        Incoming::Gone
+                    }
                 }
             },
             Err(e) => {

@@ -107,6 +107,11 @@ impl HomeView {
                     None => format!("Hosting a server here at {}", h.local_url),
                 };
                 ui.weak(text);
+                if let Some(f) = &h.fingerprint {
+                    ui.weak(format!(
+                        "Its certificate fingerprint (others compare it when they first log in): {f}"
+                    ));
+                }
             }
             if let Some(n) = &state.notice {
                 ui.horizontal(|ui| {

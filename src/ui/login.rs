@@ -98,6 +98,7 @@ impl LoginForm {
             region: self.region.clone(),
             device_ip: self.device_ip.trim().parse::<IpAddr>().ok(),
             host_server: self.host_server,
+            pin: None,
         }
     }
 
@@ -159,7 +160,7 @@ impl LoginForm {
                         egui::Frame::group(ui.style()).inner_margin(16.0).show(ui, |ui| {
                             ui.add_enabled_ui(!busy, |ui| self.form(ui, state, core));
                             ui.add_space(8.0);
-                            self.messages(ui, state);
+                            self.messages(ui, state, core);
                         });
                     });
                 });
@@ -167,7 +168,7 @@ impl LoginForm {
         });
     }
 
-    fn messages(&self, ui: &mut egui::Ui, state: &AppState) {
+    fn messages(&self, ui: &mut egui::Ui, state: &AppState, core: &AppHandle) {
         match (&state.login, &self.local_error) {
             (_, Some((_, msg))) => {
                 ui.colored_label(ERROR, msg);
@@ -180,6 +181,26 @@ impl LoginForm {
             }
             (LoginStatus::Failed { message, .. }, _) => {
                 ui.colored_label(ERROR, message);
+            }
+            (LoginStatus::Untrusted { url, fingerprint }, _) => {
+                wrapped(
+                    ui,
+                    ERROR,
+                    format!(
+                        "The server at {url} has a self-signed certificate, so no authority vouches for it. \
+                         Trust it only if its fingerprint below is the one the server shows \
+                         (the app that hosts it shows it on its home screen):"
+                    ),
+                );
+                ui.monospace(fingerprint);
+                ui.horizontal(|ui| {
+                    if ui.button("Trust this server").clicked() {
+                        core.send(AppCommand::TrustServer { fingerprint: fingerprint.clone() });
+                    }
+                    if ui.button("Cancel").clicked() {
+                        core.send(AppCommand::DistrustServer);
+                    }
+                });
             }
             (LoginStatus::Idle, _) => {}
         }

@@ -183,15 +183,22 @@ async fn http_api_refuses_bad_requests_with_json_errors() {
         password: pw.into(),
         region: None,
     };
-    let err = api::register(&server.url, &reg("12", "X", PASSWORD)).await.expect_err("invalid number");
+    let err = api::register(&server.url, &Default::default(), &reg("12", "X", PASSWORD))
+        .await
+        .expect_err("invalid number");
     assert_eq!(err.code(), Some(ErrorCode::InvalidNumber));
-    let err = api::register(&server.url, &reg("030 123456", "Other", PASSWORD)).await.expect_err("exists");
+    let err = api::register(&server.url, &Default::default(), &reg("030 123456", "Other", PASSWORD))
+        .await
+        .expect_err("exists");
     assert_eq!(err.code(), Some(ErrorCode::AccountExists));
     assert!(err.to_string().contains("log in"), "{err}");
-    let err = api::register(&server.url, &reg(CAROL, "Carol", "short")).await.expect_err("short password");
+    let err = api::register(&server.url, &Default::default(), &reg(CAROL, "Carol", "short"))
+        .await
+        .expect_err("short password");
     assert_eq!(err.code(), Some(ErrorCode::InvalidField));
-    let err =
-        api::register(&server.url, &reg(CAROL, "bad\u{7}name", PASSWORD)).await.expect_err("control char");
+    let err = api::register(&server.url, &Default::default(), &reg(CAROL, "bad\u{7}name", PASSWORD))
+        .await
+        .expect_err("control char");
     assert_eq!(err.code(), Some(ErrorCode::InvalidField));
 
     let login = |pw: &str| LoginRequest {
@@ -201,16 +208,18 @@ async fn http_api_refuses_bad_requests_with_json_errors() {
         device_ip: None,
         device_name: None,
     };
-    let err = api::login(&server.url, &login("wrong password")).await.expect_err("wrong password");
+    let err = api::login(&server.url, &Default::default(), &login("wrong password"))
+        .await
+        .expect_err("wrong password");
     assert_eq!(err.code(), Some(ErrorCode::WrongCredentials));
     let unknown = LoginRequest { number: CAROL.into(), ..login(PASSWORD) };
-    let err = api::login(&server.url, &unknown).await.expect_err("unknown user");
+    let err = api::login(&server.url, &Default::default(), &unknown).await.expect_err("unknown user");
     assert_eq!(err.code(), Some(ErrorCode::WrongCredentials), "same answer as a wrong password");
 
     // Guessing passwords is throttled per number.
     let mut throttled = false;
     for _ in 0..15 {
-        if let Err(e) = api::login(&server.url, &login("guess guess")).await
+        if let Err(e) = api::login(&server.url, &Default::default(), &login("guess guess")).await
             && e.code() == Some(ErrorCode::RateLimited)
         {
             throttled = true;
@@ -220,7 +229,9 @@ async fn http_api_refuses_bad_requests_with_json_errors() {
     assert!(throttled);
 
     // Unreachable servers are explained.
-    let err = api::login("http://127.0.0.1:9", &login(PASSWORD)).await.expect_err("unreachable");
+    let err = api::login("http://127.0.0.1:9", &Default::default(), &login(PASSWORD))
+        .await
+        .expect_err("unreachable");
     assert!(err.to_string().contains("cannot reach the server"), "{err}");
 
     // Nothing stored was lost: Alice's account is intact and is the only one.
@@ -234,8 +245,8 @@ async fn logout_revokes_the_token_and_closes_its_connection() {
     let server = TestServer::start().await;
     let token = server.account(ALICE, "Alice").await;
     let mut alice = server.client(&token, None).await;
-    api::logout(&server.url, &token).await.expect("logout");
+    api::logout(&server.url, &Default::default(), &token).await.expect("logout");
     alice.expect("logged out", |e| matches!(e, Event::LoggedOut { .. }).then_some(())).await;
-    let err = api::logout(&server.url, &token).await.expect_err("already revoked");
+    let err = api::logout(&server.url, &Default::default(), &token).await.expect_err("already revoked");
     assert_eq!(err.code(), Some(ErrorCode::AuthFailed));
 }

@@ -329,6 +329,7 @@ fn a_phone_call_on_the_fritzbox_starts_and_ends_the_session() {
         region: "DE".into(),
         device_ip: None,
         host_server: false,
+        pin: None,
     }));
     wait_state("online", &|s| s.connection == app::Connection::Online);
 

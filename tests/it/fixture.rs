@@ -50,6 +50,12 @@ impl TestServer {
         TestServer { url: running.url(), running: Some(running), _dir: dir, addr, cfg }
     }
 
+    /// What clients of this server trust: its own certificate, when it serves TLS.
+    pub fn trust(&self) -> sidecall::client::tls::Trust {
+        let pin = self.running.as_ref().and_then(|r| r.fingerprint.clone());
+        sidecall::client::tls::Trust::from_pin(pin.as_deref())
+    }
+
     pub fn hub(&self) -> &std::sync::Arc<sidecall::server::hub::Hub> {
         &self.running.as_ref().expect("running").hub
     }
@@ -77,7 +83,7 @@ impl TestServer {
             password: PASSWORD.into(),
             region: None,
         };
-        api::register(&self.url, &req).await.expect("register");
+        api::register(&self.url, &self.trust(), &req).await.expect("register");
         self.login(number, None).await
     }
 
@@ -90,13 +96,14 @@ impl TestServer {
             device_ip,
             device_name: Some("test".into()),
         };
-        api::login(&self.url, &req).await.expect("login").token
+        api::login(&self.url, &self.trust(), &req).await.expect("login").token
     }
 
     /// A connected client core for `token`.
     pub async fn client(&self, token: &str, device_ip: Option<IpAddr>) -> TestClient {
         let mut cfg = ClientConfig::new(self.url.clone(), token);
         cfg.device_ip = device_ip;
+        cfg.trust = self.trust();
         cfg.backoff_min = Duration::from_millis(50);
         cfg.backoff_max = Duration::from_millis(500);
         let (handle, events) = client::spawn(cfg, None);

@@ -4,11 +4,10 @@
 use crate::cli::Proc;
 use crate::fixture::*;
 use futures_util::SinkExt;
-use sidecall::protocol::{
-    ClientMsg, ErrorCode, HttpError, Offer, Outcome, ServerMsg, SessionId, SignalData, close_code,
-    limits,
-};
 use sidecall::client::Event;
+use sidecall::protocol::{
+    ClientMsg, ErrorCode, HttpError, Offer, Outcome, ServerMsg, SessionId, SignalData, close_code, limits,
+};
 use std::net::IpAddr;
 use std::process::Command;
 use std::time::Duration;
@@ -50,7 +49,10 @@ async fn an_oversized_forwarded_field_is_refused_and_the_callee_stays_online() {
         Frame::Msg(ServerMsg::Error { code, req_id, message, .. }) => {
             assert_eq!(code, ErrorCode::InvalidField);
             assert_eq!(req_id, Some(7));
-            assert!(message.contains("call_ref") && message.len() <= limits::ERROR_MESSAGE_BYTES, "{message}");
+            assert!(
+                message.contains("call_ref") && message.len() <= limits::ERROR_MESSAGE_BYTES,
+                "{message}"
+            );
         }
         other => panic!("expected invalid_field, got {other:?}"),
     }
@@ -76,7 +78,8 @@ async fn an_oversized_forwarded_field_is_refused_and_the_callee_stays_online() {
     assert!(!after.iter().any(|e| matches!(e, Event::Offline { .. })), "Bob stays connected: {after:?}");
     let fine = SignalData::Video { sending: true };
     alice.send(&ClientMsg::Signal { session_id: sid, data: fine.clone() }).await;
-    bob.expect("the signal", |e| matches!(e, Event::Signal { data, .. } if *data == fine).then_some(())).await;
+    bob.expect("the signal", |e| matches!(e, Event::Signal { data, .. } if *data == fine).then_some(()))
+        .await;
 }
 
 #[tokio::test]
@@ -93,16 +96,21 @@ async fn names_that_hide_or_reorder_text_and_posts_that_are_not_json_are_refused
         assert_eq!(err.error.field, Some(sidecall::protocol::FieldName::DisplayName));
     }
     // A web page can post a form or text/plain to a LAN server without asking: not here.
-    let body = serde_json::json!({"number": CAROL, "display_name": "Carol", "password": PASSWORD}).to_string();
+    let body =
+        serde_json::json!({"number": CAROL, "display_name": "Carol", "password": PASSWORD}).to_string();
     for ct in ["text/plain", "application/x-www-form-urlencoded"] {
         let resp = http.post(&url).header("content-type", ct).body(body.clone()).send().await.expect("post");
         assert_eq!(resp.status(), reqwest::StatusCode::UNSUPPORTED_MEDIA_TYPE, "{ct}");
     }
-    let resp = http.post(&url).header("content-type", "application/json; charset=utf-8").body(body).send().await;
+    let resp =
+        http.post(&url).header("content-type", "application/json; charset=utf-8").body(body).send().await;
     assert_eq!(resp.expect("post").status(), reqwest::StatusCode::CREATED);
     // An emoji name with its joiners is a name, not a trick.
     let body = serde_json::json!({"number": BOB, "display_name": "Bob 👨\u{200D}🔧", "password": PASSWORD});
-    assert_eq!(http.post(&url).json(&body).send().await.expect("post").status(), reqwest::StatusCode::CREATED);
+    assert_eq!(
+        http.post(&url).json(&body).send().await.expect("post").status(),
+        reqwest::StatusCode::CREATED
+    );
 }
 
 #[tokio::test]
@@ -113,8 +121,14 @@ async fn only_failures_count_and_an_attacker_cannot_lock_the_owner_out() {
     let office = http_from("127.0.0.1");
     for i in 0..50 {
         let number = format!("+4930555{i:04}");
-        let body = serde_json::json!({"number": number, "display_name": format!("User {i}"), "password": PASSWORD});
-        let r = office.post(format!("{}/api/v1/accounts", server.url)).json(&body).send().await.expect("register");
+        let body =
+            serde_json::json!({"number": number, "display_name": format!("User {i}"), "password": PASSWORD});
+        let r = office
+            .post(format!("{}/api/v1/accounts", server.url))
+            .json(&body)
+            .send()
+            .await
+            .expect("register");
         assert_eq!(r.status(), reqwest::StatusCode::CREATED);
         for _ in 0..2 {
             assert_eq!(login_from(&server, "127.0.0.1", &number, PASSWORD).await, reqwest::StatusCode::OK);
@@ -134,7 +148,10 @@ async fn only_failures_count_and_an_attacker_cannot_lock_the_owner_out() {
     }
     assert!(refused > 0, "the number's ceiling was reached");
     // A new address is refused even with the right password now ...
-    assert_eq!(login_from(&server, "127.0.0.99", ALICE, PASSWORD).await, reqwest::StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        login_from(&server, "127.0.0.99", ALICE, PASSWORD).await,
+        reqwest::StatusCode::TOO_MANY_REQUESTS
+    );
     // ... but Alice, from where she logged in before, gets in.
     assert_eq!(login_from(&server, "127.0.0.1", ALICE, PASSWORD).await, reqwest::StatusCode::OK);
 }
@@ -230,7 +247,7 @@ async fn slow_idle_and_crowding_connections_are_closed_on_time() {
     for (what, took, limit) in [
         ("slow headers", slow_header, 1),
         ("slow body", slow_body, 1),
-        ("silent", idle, 1), // no headers in time either
+        ("silent", idle, 1),                // no headers in time either
         ("idle keep-alive", keep_alive, 1), // waiting for the next request's headers
     ] {
         assert!(took >= Duration::from_millis(limit * 900), "{what}: closed too early ({took:?})");
@@ -306,9 +323,7 @@ fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            s.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
 }
@@ -321,9 +336,13 @@ async fn a_burst_of_registrations_is_bounded_in_memory_and_memory_returns() {
     let register = |from: String, i: u32| {
         let url = url.clone();
         async move {
-            let body =
-                serde_json::json!({"number": format!("+4930888{i:04}"), "display_name": "Burst", "password": PASSWORD});
-            http_from(&from).post(format!("{url}/api/v1/accounts")).json(&body).send().await.map(|r| r.status())
+            let body = serde_json::json!({"number": format!("+4930888{i:04}"), "display_name": "Burst", "password": PASSWORD});
+            http_from(&from)
+                .post(format!("{url}/api/v1/accounts"))
+                .json(&body)
+                .send()
+                .await
+                .map(|r| r.status())
         }
     };
     assert_eq!(register("127.0.0.1".into(), 9999).await.ok(), Some(reqwest::StatusCode::CREATED));
@@ -348,4 +367,27 @@ async fn a_burst_of_registrations_is_bounded_in_memory_and_memory_returns() {
     let cores = std::thread::available_parallelism().map(|n| n.get() as u64).unwrap_or(2);
     assert!(peak < baseline + (cores + 2) * 20 * 1024, "peak {peak} KiB over a baseline of {baseline} KiB");
     assert!(after < baseline + 16 * 1024, "memory returns: {after} KiB after, {baseline} KiB before");
+}
+
+#[tokio::test]
+async fn x_forwarded_for_is_believed_only_from_a_trusted_proxy() {
+    let server =
+        TestServer::start_with(|cfg| cfg.trusted_proxies = vec!["127.0.0.1".parse().expect("ip")]).await;
+    server.account(ALICE, "Alice").await;
+    let body = serde_json::json!({"number": ALICE, "password": PASSWORD});
+    let url = format!("{}/api/v1/login", server.url);
+    for (from, forwarded, seen) in [
+        ("127.0.0.1", "198.51.100.9, 203.0.113.5", "203.0.113.5"), // the proxy: its last hop is the client
+        ("127.0.0.2", "203.0.113.5", "127.0.0.2"),                 // anyone else: the header is ignored
+    ] {
+        let resp = http_from(from)
+            .post(&url)
+            .header("x-forwarded-for", forwarded)
+            .json(&body)
+            .send()
+            .await
+            .expect("login");
+        let login: sidecall::protocol::LoginResponse = resp.json().await.expect("body");
+        assert_eq!(login.observed_ip.to_string(), seen, "from {from}");
+    }
 }

@@ -14,6 +14,7 @@ mod relay;
 mod restart;
 mod rtc;
 mod store;
+mod tls;
 mod transfer;
 mod ui;
 mod video;

@@ -43,7 +43,7 @@ async fn side(server: &TestServer, number: &str, name: &str) -> Side {
         password: PASSWORD.into(),
         region: None,
     };
-    api::register(&server.url, &req).await.expect("register");
+    api::register(&server.url, &Default::default(), &req).await.expect("register");
     let login = LoginRequest {
         number: number.into(),
         password: PASSWORD.into(),
@@ -51,7 +51,7 @@ async fn side(server: &TestServer, number: &str, name: &str) -> Side {
         device_ip: Some("192.0.2.44".parse().expect("ip")),
         device_name: None,
     };
-    let token = api::login(&server.url, &login).await.expect("login").token;
+    let token = api::login(&server.url, &Default::default(), &login).await.expect("login").token;
     let (handle, mut events) = client::spawn(ClientConfig::new(server.url.clone(), token), None);
     let ice = loop {
         match tokio::time::timeout(WAIT, events.recv()).await.expect("online in time").expect("event") {
