@@ -188,6 +188,9 @@ pub enum ClientMsg {
     SetBlocked { numbers: Vec<String> },
     /// Application-level keepalive for clients that cannot send WebSocket pings.
     Ping { nonce: u64 },
+    /// After (re)connecting: this device is still in session `session_id` (its peer-to-peer
+    /// connection outlived the server connection).
+    Resume { session_id: SessionId, role: Role },
 }
 
 /// Who a session is with, from the point of view of the receiver.

@@ -34,6 +34,10 @@ struct Args {
     /// Seconds between pings to each client.
     #[arg(long, default_value_t = 20)]
     heartbeat: u64,
+    /// Seconds a device's active sessions wait for it after its connection dropped (its
+    /// peer-to-peer connection usually carries on meanwhile).
+    #[arg(long, default_value_t = 30)]
+    reconnect_grace: u64,
     /// STUN/TURN server URL handed to clients (repeatable), e.g. stun:stun.example.org:3478
     #[arg(long = "ice-server")]
     ice_servers: Vec<String>,
@@ -104,6 +108,7 @@ fn main() -> std::process::ExitCode {
     cfg.hub.default_region = args.default_region.to_ascii_uppercase();
     cfg.hub.answer_timeout = Duration::from_secs(args.answer_timeout.max(1));
     cfg.hub.heartbeat = Duration::from_secs(args.heartbeat.max(1));
+    cfg.hub.reconnect_grace = Duration::from_secs(args.reconnect_grace);
     if !args.ice_servers.is_empty() {
         cfg.hub.ice_servers =
             vec![IceServer { urls: args.ice_servers.clone(), username: None, credential: None }];

@@ -303,8 +303,9 @@ struct State {
     ringing_out: HashMap<SessionId, u64>,
     /// Incoming requests ringing here.
     ringing_in: HashSet<SessionId>,
-    /// Accepted sessions.
-    active: HashSet<SessionId>,
+    /// Accepted sessions, and our role in each. They outlive the server connection: the
+    /// peers' own connection carries on, and the session is resumed after reconnecting.
+    active: HashMap<SessionId, Role>,
 }
 
 impl State {
@@ -323,8 +324,20 @@ impl State {
         for session_id in self.ringing_in.drain() {
             sink.emit(Event::IncomingClosed { session_id, reason: StopReason::ConnectionLost });
         }
-        for session_id in self.active.drain() {
-            sink.emit(Event::SessionEnded { session_id, reason: StopReason::ConnectionLost });
+        // Active sessions stay: see `resume_messages`.
+    }
+
+    /// What to tell a server after (re)connecting: the sessions still running here.
+    fn resume_messages(&self) -> Vec<ClientMsg> {
+        let mut ids: Vec<_> = self.active.iter().collect();
+        ids.sort_by_key(|(id, _)| *id);
+        ids.into_iter().map(|(id, role)| ClientMsg::Resume { session_id: id.clone(), role: *role }).collect()
+    }
+
+    /// A session ended here while the server could not be told (offline).
+    fn ended_offline(&mut self, session_id: SessionId, sink: &Sink) {
+        if self.active.remove(&session_id).is_some() {
+            sink.emit(Event::SessionEnded { session_id, reason: StopReason::YouEnded });
         }
     }
 
@@ -352,7 +365,7 @@ impl State {
             }
             ServerMsg::SessionStarted { session_id, role, offer, peer, relayed } => {
                 self.ringing_in.remove(&session_id);
-                self.active.insert(session_id.clone());
+                self.active.insert(session_id.clone(), role);
                 Event::SessionStarted { session_id, role, offer, peer, relayed }
             }
             ServerMsg::Signal { session_id, data } => Event::Signal { session_id, data },
@@ -372,6 +385,15 @@ impl State {
                 {
                     // The server no longer knows it: stop showing it.
                     self.ringing_in.remove(id);
+                    if self.active.remove(id).is_some() {
+                        // A session the server forgot (it restarted and the other side
+                        // never claimed it, or our `end` reached a server that did not
+                        // know it): over.
+                        return Some(Event::SessionEnded {
+                            session_id: id.clone(),
+                            reason: StopReason::PeerDisconnected,
+                        });
+                    }
                 }
                 Event::Error { code, message, session_id }
             }
@@ -426,6 +448,7 @@ async fn run(cfg: ClientConfig, mut cmds: mpsc::UnboundedReceiver<Command>, sink
                         sink.emit(Event::Stopped);
                         return;
                     }
+                    Some(Command::End { session_id }) => state.ended_offline(session_id, &sink),
                     Some(cmd) => refuse_offline(cmd, &sink),
                 },
             }
@@ -454,7 +477,8 @@ fn refuse_offline(cmd: Command, sink: &Sink) {
             message: "not connected to the server: settings were not changed".into(),
             session_id: None,
         }),
-        // Sessions are already over when offline.
+        // Ringing requests are over when offline; signals wait for nobody (the peers' own
+        // connection carries what matters).
         Command::Answer { .. } | Command::End { .. } | Command::Signal { .. } | Command::Shutdown => {}
     }
 }
@@ -565,6 +589,11 @@ async fn connect_and_serve(
                         answer_timeout_secs,
                         ice_servers,
                     });
+                    for msg in state.resume_messages() {
+                        if let Err(reason) = send(&mut ws, &msg).await {
+                            return Exit::Lost { reason, was_online: true };
+                        }
+                    }
                     break Duration::from_secs(heartbeat_secs.max(1));
                 }
                 Ok(ServerMsg::Error {

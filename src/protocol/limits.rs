@@ -136,7 +136,9 @@ pub fn check(msg: &ClientMsg) -> Result<(), FieldError> {
                 None => Ok(()),
             }
         }
-        ClientMsg::Answer { session_id: id, .. } | ClientMsg::End { session_id: id } => session_id(id),
+        ClientMsg::Answer { session_id: id, .. }
+        | ClientMsg::End { session_id: id }
+        | ClientMsg::Resume { session_id: id, .. } => session_id(id),
         ClientMsg::Signal { session_id: id, data } => {
             session_id(id)?;
             check_signal(data)

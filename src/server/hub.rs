@@ -35,6 +35,10 @@ pub struct HubConfig {
     pub outbound_queue: usize,
     /// Relay every session, whatever the users chose (`--relay always`).
     pub relay_always: bool,
+    /// How long a device's active sessions wait for it after its connection dropped (and
+    /// how long a session claimed with `resume` after a server restart waits for the other
+    /// side's claim).
+    pub reconnect_grace: Duration,
 }
 
 impl Default for HubConfig {
@@ -46,6 +50,7 @@ impl Default for HubConfig {
             ice_servers: Vec::new(),
             outbound_queue: 256,
             relay_always: false,
+            reconnect_grace: Duration::from_secs(30),
         }
     }
 }
@@ -110,6 +115,24 @@ struct Inner {
     closed: HashMap<SessionId, &'static str>,
     closed_order: VecDeque<SessionId>,
     shutting_down: bool,
+    /// Devices whose connection dropped while they were in active sessions: the sessions
+    /// wait for them until the timer ends them.
+    away: HashMap<i64, Away>,
+    /// Sessions a device asked to resume that this server does not know (it restarted):
+    /// waiting for the other side to claim the same id.
+    claims: HashMap<SessionId, Claim>,
+}
+
+struct Away {
+    sessions: Vec<SessionId>,
+    timer: AbortHandle,
+}
+
+struct Claim {
+    device: i64,
+    user: i64,
+    role: Role,
+    timer: AbortHandle,
 }
 
 /// An access request as the caller sent it.
@@ -303,13 +326,22 @@ impl Hub {
     /// The user of `device` and the other device of its running session, if any.
     pub fn session_peer(&self, device: i64) -> Option<(i64, i64)> {
         let inner = self.inner.lock();
-        let d = inner.devices.get(&device)?;
-        d.sessions.iter().find_map(|id| match inner.sessions.get(id)?.state {
+        // A device whose connection dropped keeps its sessions (and relay) for the grace time.
+        let (user, sessions) = match inner.devices.get(&device) {
+            Some(d) => (d.user_id, d.sessions.as_slice()),
+            None => {
+                let away = inner.away.get(&device)?;
+                let s = away.sessions.iter().find_map(|id| inner.sessions.get(id))?;
+                let user = if s.caller_device == device { s.caller_user } else { s.callee_user };
+                (user, away.sessions.as_slice())
+            }
+        };
+        sessions.iter().find_map(|id| match inner.sessions.get(id)?.state {
             SessionState::Active { callee_device } if callee_device == device => {
-                Some((d.user_id, inner.sessions.get(id)?.caller_device))
+                Some((user, inner.sessions.get(id)?.caller_device))
             }
             SessionState::Active { callee_device } if inner.sessions.get(id)?.caller_device == device => {
-                Some((d.user_id, callee_device))
+                Some((user, callee_device))
             }
             _ => None,
         })
@@ -332,6 +364,14 @@ impl Hub {
             let old_conn = old.conn_id;
             self.disconnect_locked(&mut inner, login.device_id, old_conn);
         }
+        // Back within the grace time: its sessions are its own again.
+        let resumed = match inner.away.remove(&login.device_id) {
+            Some(away) => {
+                away.timer.abort();
+                away.sessions.into_iter().filter(|id| inner.sessions.contains_key(id)).collect()
+            }
+            None => Vec::new(),
+        };
         inner.devices.insert(
             login.device_id,
             DeviceConn {
@@ -340,7 +380,7 @@ impl Hub {
                 tx,
                 reported_ip: login.reported_ip,
                 observed_ip: login.observed_ip,
-                sessions: Vec::new(),
+                sessions: resumed,
             },
         );
         let default_region = self.cfg.default_region.clone();
@@ -364,19 +404,46 @@ impl Hub {
 
     /// Takes a device offline (if `conn_id` is still its current connection) and ends or
     /// withdraws everything it took part in.
-    pub fn disconnect(&self, device_id: i64, conn_id: u64) {
+    pub fn disconnect(self: &Arc<Self>, device_id: i64, conn_id: u64) {
         let mut inner = self.inner.lock();
         self.disconnect_locked(&mut inner, device_id, conn_id);
     }
 
-    fn disconnect_locked(&self, inner: &mut Inner, device_id: i64, conn_id: u64) {
+    fn disconnect_locked(self: &Arc<Self>, inner: &mut Inner, device_id: i64, conn_id: u64) {
         match inner.devices.get(&device_id) {
             Some(dev) if dev.conn_id == conn_id => {}
             _ => return,
         }
         let sessions = inner.devices.get(&device_id).map(|d| d.sessions.clone()).unwrap_or_default();
+        let mut kept = Vec::new();
         for id in sessions {
-            self.device_gone_from_session(inner, device_id, &id);
+            let active =
+                inner.sessions.get(&id).is_some_and(|s| matches!(s.state, SessionState::Active { .. }));
+            if active && inner.shutting_down {
+                // The server goes away; the devices resume with the next one.
+                continue;
+            }
+            if active {
+                // The peers' own connection may well be fine: wait for the device to come back.
+                kept.push(id);
+            } else {
+                self.device_gone_from_session(inner, device_id, &id);
+            }
+        }
+        if !kept.is_empty() {
+            let hub = Arc::clone(self);
+            let grace = self.cfg.reconnect_grace;
+            let timer = tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                hub.grace_over(device_id);
+            })
+            .abort_handle();
+            tracing::debug!(
+                device_id,
+                sessions = kept.len(),
+                "connection lost: sessions wait for the device"
+            );
+            inner.away.insert(device_id, Away { sessions: kept, timer });
         }
         let Some(dev) = inner.devices.remove(&device_id) else {
             return;
@@ -391,6 +458,124 @@ impl Hub {
         }
         self.metrics.online_devices.set(inner.devices.len() as i64);
         self.metrics.online_users.set(inner.users.len() as i64);
+    }
+
+    /// A device did not come back in time: its sessions end for the other side.
+    fn grace_over(&self, device_id: i64) {
+        let mut inner = self.inner.lock();
+        let Some(away) = inner.away.remove(&device_id) else {
+            return;
+        };
+        for id in away.sessions {
+            let Some(session) = inner.sessions.get(&id) else {
+                continue;
+            };
+            let SessionState::Active { callee_device } = session.state else {
+                continue;
+            };
+            let other =
+                if session.caller_device == device_id { callee_device } else { session.caller_device };
+            inner.remove_session(&id, "a device of the session did not come back");
+            inner.send(
+                other,
+                &ServerMsg::SessionEnded { session_id: id.clone(), reason: EndReason::PeerDisconnected },
+            );
+        }
+    }
+
+    /// A device back online says it is still in session `id` (as `role`). Known here: it
+    /// already is (see [`Hub::connect`]). Unknown (this server restarted): the session is
+    /// restored when the other side claims it too, from a device of another user in the other
+    /// role, within the grace time; otherwise it ends for the claimant. Session ids are
+    /// random 128-bit secrets only the two devices were told.
+    pub fn resume(self: &Arc<Self>, device_id: i64, id: &SessionId, role: Role) {
+        let mut inner = self.inner.lock();
+        let Some(user_id) = inner.devices.get(&device_id).map(|d| d.user_id) else {
+            return;
+        };
+        if let Some(session) = inner.sessions.get(id) {
+            let mine = match session.state {
+                SessionState::Active { callee_device } => {
+                    callee_device == device_id || session.caller_device == device_id
+                }
+                SessionState::Ringing { .. } => false,
+            };
+            if mine {
+                if let Some(dev) = inner.devices.get_mut(&device_id)
+                    && !dev.sessions.contains(id)
+                {
+                    dev.sessions.push(id.clone());
+                }
+            } else {
+                self.unknown_session(&mut inner, device_id, id);
+            }
+            return;
+        }
+        if inner.closed.contains_key(id) {
+            // It ended while the device was away.
+            let msg = ServerMsg::SessionEnded { session_id: id.clone(), reason: EndReason::PeerDisconnected };
+            inner.send(device_id, &msg);
+            return;
+        }
+        match inner.claims.remove(id) {
+            Some(other)
+                if other.user != user_id
+                    && other.role != role
+                    && inner.devices.contains_key(&other.device) =>
+            {
+                other.timer.abort();
+                let (caller, callee) = if role == Role::Caller {
+                    ((device_id, user_id), (other.device, other.user))
+                } else {
+                    ((other.device, other.user), (device_id, user_id))
+                };
+                inner.sessions.insert(
+                    id.clone(),
+                    Session {
+                        req_id: 0,
+                        offer: Offer::default(),
+                        caller_user: caller.1,
+                        caller_device: caller.0,
+                        callee_user: callee.1,
+                        state: SessionState::Active { callee_device: callee.0 },
+                        relayed: false,
+                    },
+                );
+                for d in [caller.0, callee.0] {
+                    if let Some(dev) = inner.devices.get_mut(&d) {
+                        dev.sessions.push(id.clone());
+                    }
+                }
+                tracing::info!(session = %id, "session restored: both devices came back");
+            }
+            Some(other) => {
+                // Not a matching pair: the first claim stands, this one is refused.
+                let timer = other.timer.clone();
+                inner.claims.insert(id.clone(), Claim { timer, ..other });
+                self.unknown_session(&mut inner, device_id, id);
+            }
+            None => {
+                let hub = Arc::clone(self);
+                let grace = self.cfg.reconnect_grace;
+                let claim_id = id.clone();
+                let timer = tokio::spawn(async move {
+                    tokio::time::sleep(grace).await;
+                    hub.claim_over(&claim_id);
+                })
+                .abort_handle();
+                inner.claims.insert(id.clone(), Claim { device: device_id, user: user_id, role, timer });
+            }
+        }
+    }
+
+    /// Nobody else claimed a session after a restart: it is over for the claimant.
+    fn claim_over(&self, id: &SessionId) {
+        let mut inner = self.inner.lock();
+        if let Some(claim) = inner.claims.remove(id) {
+            inner.remember_closed(id.clone(), "the other device did not come back");
+            let msg = ServerMsg::SessionEnded { session_id: id.clone(), reason: EndReason::PeerDisconnected };
+            inner.send(claim.device, &msg);
+        }
     }
 
     fn device_gone_from_session(&self, inner: &mut Inner, device_id: i64, id: &SessionId) {
@@ -782,30 +967,12 @@ impl Hub {
         }
     }
 
-    /// Tells every connection the server is going away and refuses new ones.
+    /// Tells every connection the server is going away and refuses new ones. Active
+    /// sessions are not ended: the peers' own connection carries on, and their devices
+    /// resume the sessions with the server that comes back.
     pub fn shutdown(&self) {
         let mut inner = self.inner.lock();
         inner.shutting_down = true;
-        let ids: Vec<(SessionId, i64, Option<i64>)> = inner
-            .sessions
-            .iter()
-            .map(|(id, s)| {
-                let callee = match s.state {
-                    SessionState::Active { callee_device } => Some(callee_device),
-                    SessionState::Ringing { .. } => None,
-                };
-                (id.clone(), s.caller_device, callee)
-            })
-            .collect();
-        for (id, caller, callee) in ids {
-            for d in [Some(caller), callee].into_iter().flatten() {
-                inner.send(
-                    d,
-                    &ServerMsg::SessionEnded { session_id: id.clone(), reason: EndReason::ServerShutdown },
-                );
-            }
-            inner.remove_session(&id, "the server restarted");
-        }
         for dev in inner.devices.values() {
             let _ = dev.tx.try_send(Outbound::Close(close_code::RESTART, "server is restarting"));
         }

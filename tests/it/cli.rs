@@ -227,26 +227,33 @@ pub(crate) struct Pair {
     pub(crate) root: std::path::PathBuf,
     pub(crate) cfg: std::path::PathBuf,
     pub(crate) url: String,
-    _server: Proc,
+    server: Proc,
+}
+
+/// The server process for a [`Pair`] on `listen` (port 0: any).
+fn pair_server(root: &Path, listen: &str) -> Proc {
+    Proc::spawn(
+        Command::new(SERVER)
+            .args([
+                "--listen",
+                listen,
+                "--relay-listen",
+                "127.0.0.1:0",
+                "--reconnect-grace",
+                "3",
+                "--log",
+                "warn",
+                "--data-dir",
+            ])
+            .arg(root.join("server")),
+    )
 }
 
 impl Pair {
     pub(crate) fn new() -> Pair {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().to_path_buf();
-        let server = Proc::spawn(
-            Command::new(SERVER)
-                .args([
-                    "--listen",
-                    "127.0.0.1:0",
-                    "--relay-listen",
-                    "127.0.0.1:0",
-                    "--log",
-                    "warn",
-                    "--data-dir",
-                ])
-                .arg(root.join("server")),
-        );
+        let server = pair_server(&root, "127.0.0.1:0");
         let line = server.wait_line("listening on");
         let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("url").to_string();
         let cfg = root.join("config");
@@ -255,7 +262,18 @@ impl Pair {
                 run(&cfg, p, &["account", "register", "--server", &url, "--number", n, "--name", name]);
             assert_eq!(code, 0, "{out}{err}");
         }
-        Pair { _dir: dir, root, cfg, url, _server: server }
+        Pair { _dir: dir, root, cfg, url, server }
+    }
+
+    /// Kills the server (SIGKILL: no goodbye to anyone) and starts it again on the same port
+    /// and database after `down`.
+    pub(crate) fn crash_and_restart_server(&mut self, down: Duration) {
+        let _ = self.server.child.kill();
+        let _ = self.server.child.wait();
+        std::thread::sleep(down);
+        let listen = self.url.trim_start_matches("http://").to_string();
+        self.server = pair_server(&self.root, &listen);
+        self.server.wait_line("listening on");
     }
 
     pub(crate) fn cmd(&self, profile: &str, args: &[&str]) -> Command {
@@ -557,4 +575,95 @@ fn a_tel_link_launch_hands_the_number_to_the_running_instance() {
     };
     assert_eq!(number, "+49-151-2345 6789");
     server.abort();
+}
+
+/// Two files are the same, byte for byte (read in blocks, not whole).
+fn same_bytes(a: &Path, b: &Path) -> bool {
+    use std::io::Read;
+    let (mut fa, mut fb) = (std::fs::File::open(a).expect("open a"), std::fs::File::open(b).expect("open b"));
+    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let na = fa.read(&mut ba).expect("read a");
+        let mut filled = 0;
+        while filled < na {
+            let n = fb.read(&mut bb[filled..na]).expect("read b");
+            if n == 0 {
+                return false;
+            }
+            filled += n;
+        }
+        if ba[..na] != bb[..na] {
+            return false;
+        }
+        if na == 0 {
+            return fb.read(&mut bb).expect("read b") == 0;
+        }
+    }
+}
+
+/// kill -9 of the server in the middle of a 1 GiB transfer between two CLIs: the peers' own
+/// connection carries on, both reconnect and resume the session, and the file arrives whole.
+#[test]
+fn a_server_killed_mid_transfer_does_not_stop_the_transfer() {
+    let mut pair = Pair::new();
+    let big = pair.root.join("one-gib.bin");
+    {
+        let f = std::fs::File::create(&big).expect("create");
+        f.set_len(1 << 30).expect("size");
+        use std::os::unix::fs::FileExt;
+        for i in 0..1024u64 {
+            f.write_at(&i.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes(), (i << 20) + i).expect("mark");
+        }
+    }
+    let inbox = pair.root.join("inbox");
+    let mut listener = pair.listen(&inbox);
+    let mut dial = Proc::spawn(
+        &mut pair.cmd("a", &["dial", "+4915123456789", "--json", "--send", big.to_str().expect("path")]),
+    );
+    dial.wait_line(r#""event":"started""#);
+    // Bytes are flowing: the server dies without a word.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let grown = std::fs::read_dir(&inbox)
+            .ok()
+            .and_then(|d| d.flatten().map(|e| e.path()).find(|p| p.to_string_lossy().ends_with(".part")))
+            .and_then(|p| std::fs::metadata(p).ok())
+            .is_some_and(|m| m.len() > 32 << 20);
+        if grown {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no transfer under way");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    pair.crash_and_restart_server(Duration::from_millis(500));
+    // Both sides come back online; the transfer completes; the dial ends the session
+    // through the restarted server, which knows it again.
+    let mut online_again = 0;
+    let mut completed = false;
+    let deadline = std::time::Instant::now() + Duration::from_secs(600);
+    while !completed {
+        match dial.lines.recv_timeout(Duration::from_millis(250)) {
+            Ok(l) if l.contains(r#""event":"online""#) => online_again += 1,
+            Ok(l) if l.contains(r#""event":"completed""#) => completed = true,
+            Ok(l) if l.contains(r#""event":"failed""#) || l.contains(r#""event":"session_ended""#) => {
+                panic!("the transfer stopped: {l}")
+            }
+            _ => {}
+        }
+        assert!(std::time::Instant::now() < deadline, "1 GiB did not arrive");
+    }
+    assert_eq!(dial.wait_exit(), 0, "delivered, and the session ended cleanly");
+    assert_eq!(online_again, 1, "the caller reconnected once");
+    let seen = listener.rest(15);
+    assert!(
+        seen.iter().filter(|l| l.contains(r#""event":"online""#)).count() >= 1,
+        "the callee reconnected: {seen:#?}"
+    );
+    assert!(
+        seen.iter().any(|l| l.contains(r#""event":"session_ended""#) && l.contains("peer_ended")),
+        "{seen:#?}"
+    );
+    let received = inbox.join("one-gib.bin");
+    assert!(same_bytes(&received, &big), "the file arrived byte-identical");
+    let _ = std::fs::remove_file(&received);
 }

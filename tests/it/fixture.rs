@@ -41,6 +41,8 @@ impl TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut cfg = ServerConfig::new("127.0.0.1:0".parse().expect("addr"), dir.path().join("server"));
         cfg.hub.heartbeat = Duration::from_secs(2);
+        // Sessions wait this long for a device whose connection dropped.
+        cfg.hub.reconnect_grace = Duration::from_secs(2);
         // Tests register many accounts from one address; `hardening` tests the real limits.
         cfg.limits.registrations_per_address = 1000;
         cfg.limits.registrations_global = 1000;
@@ -226,6 +228,22 @@ impl TestClient {
     }
 
     /// Everything that arrives within `dur`.
+    /// Every event until the next `Online`, which must come within [`WAIT`].
+    pub async fn drain_until_online(&mut self) -> Vec<Event> {
+        let mut seen = Vec::new();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(e @ Event::Online { .. })) => {
+                    seen.push(e);
+                    return seen;
+                }
+                Ok(Some(e)) => seen.push(e),
+                Ok(None) | Err(_) => panic!("not online again; saw {seen:?}"),
+            }
+        }
+    }
+
     pub async fn drain(&mut self, dur: Duration) -> Vec<Event> {
         let deadline = tokio::time::Instant::now() + dur;
         let mut out = Vec::new();

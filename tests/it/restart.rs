@@ -23,19 +23,24 @@ async fn restart_keeps_the_registry_and_clients_reconnect() {
 
     server.restart().await;
 
+    // The session outlives the server: both come back online on their own (with the token
+    // the database kept) and resume it; nothing ended it.
     for c in [&mut alice, &mut bob] {
-        let reason = c
-            .expect("session ended", |e| match e {
-                Event::SessionEnded { reason, .. } => Some(*reason),
-                _ => None,
-            })
-            .await;
-        assert!(matches!(reason, StopReason::ServerShutdown | StopReason::ConnectionLost), "{reason:?}");
         c.expect("offline", |e| matches!(e, Event::Offline { .. }).then_some(())).await;
-        // Back online on their own, with the token the database kept.
-        c.expect("online again", |e| matches!(e, Event::Online { .. }).then_some(())).await;
+        let seen = c.drain_until_online().await;
+        assert!(!seen.iter().any(|e| matches!(e, Event::SessionEnded { .. })), "{seen:?}");
     }
     assert_eq!(server.hub().store.user_count().await.expect("count"), 2);
+    // The restarted server knows the session again: Alice hangs up, Bob is told.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    alice.handle.end(&sid);
+    let reason = bob
+        .expect("session ended", |e| match e {
+            Event::SessionEnded { session_id, reason } if *session_id == sid => Some(*reason),
+            _ => None,
+        })
+        .await;
+    assert_eq!(reason, StopReason::PeerEnded);
 
     let req = alice.handle.dial("0151 23456789", Offer::default());
     let sid = bob
@@ -68,4 +73,57 @@ async fn clients_wait_out_a_server_that_is_down() {
         .await;
     server.restart().await;
     alice.expect("online again", |e| matches!(e, Event::Online { .. }).then_some(())).await;
+}
+
+#[tokio::test]
+async fn a_session_claimed_by_one_side_only_ends_after_the_grace_time() {
+    let mut server = TestServer::start().await;
+    let mut alice = server.user(ALICE, "Alice").await;
+    let mut bob = server.user(BOB, "Bob").await;
+    let req = alice.handle.dial(BOB, Offer::default());
+    let (sid, ..) = bob.incoming().await;
+    bob.handle.answer(&sid, true);
+    assert_eq!(alice.dial_result(req).await, Outcome::Accepted);
+    bob.started().await;
+    // Bob goes away for good while the server restarts; Alice comes back and claims it.
+    bob.handle.shutdown();
+    server.restart().await;
+    alice.drain_until_online().await;
+    let reason = alice
+        .expect("session ended", |e| match e {
+            Event::SessionEnded { session_id, reason } if *session_id == sid => Some(*reason),
+            _ => None,
+        })
+        .await;
+    assert_eq!(reason, StopReason::PeerDisconnected);
+}
+
+#[tokio::test]
+async fn a_dropped_connection_keeps_the_session_for_the_grace_time() {
+    let server =
+        TestServer::start_with(|cfg| cfg.hub.reconnect_grace = std::time::Duration::from_secs(30)).await;
+    let mut alice = server.user(ALICE, "Alice").await;
+    let bob_token = server.account(BOB, "Bob").await;
+    let mut bob = server.client(&bob_token, None).await;
+    let req = alice.handle.dial(BOB, Offer::default());
+    let (sid, ..) = bob.incoming().await;
+    bob.handle.answer(&sid, true);
+    assert_eq!(alice.dial_result(req).await, Outcome::Accepted);
+    bob.started().await;
+    // Bob's connection drops (the process goes on): Alice is told nothing.
+    bob.handle.shutdown();
+    let seen = alice.drain(std::time::Duration::from_millis(800)).await;
+    assert!(!seen.iter().any(|e| matches!(e, Event::SessionEnded { .. })), "{seen:?}");
+    // Bob's device comes back and resumes: the session goes on, and ends normally.
+    let mut bob = server.client(&bob_token, None).await;
+    let _ = &mut bob;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    alice.handle.end(&sid);
+    let reason = alice
+        .expect("ended", |e| match e {
+            Event::SessionEnded { session_id, reason } if *session_id == sid => Some(*reason),
+            _ => None,
+        })
+        .await;
+    assert_eq!(reason, StopReason::YouEnded);
 }
