@@ -189,8 +189,8 @@ pub enum ClientMsg {
     /// Application-level keepalive for clients that cannot send WebSocket pings.
     Ping { nonce: u64 },
     /// After (re)connecting: this device is still in session `session_id` (its peer-to-peer
-    /// connection outlived the server connection).
-    Resume { session_id: SessionId, role: Role },
+    /// connection outlived the server connection), in `role`, with the owner of `peer`.
+    Resume { session_id: SessionId, role: Role, peer: String },
 }
 
 /// Who a session is with, from the point of view of the receiver.

@@ -305,7 +305,7 @@ struct State {
     ringing_in: HashSet<SessionId>,
     /// Accepted sessions, and our role in each. They outlive the server connection: the
     /// peers' own connection carries on, and the session is resumed after reconnecting.
-    active: HashMap<SessionId, Role>,
+    active: HashMap<SessionId, (Role, String)>,
 }
 
 impl State {
@@ -331,7 +331,13 @@ impl State {
     fn resume_messages(&self) -> Vec<ClientMsg> {
         let mut ids: Vec<_> = self.active.iter().collect();
         ids.sort_by_key(|(id, _)| *id);
-        ids.into_iter().map(|(id, role)| ClientMsg::Resume { session_id: id.clone(), role: *role }).collect()
+        ids.into_iter()
+            .map(|(id, (role, peer))| ClientMsg::Resume {
+                session_id: id.clone(),
+                role: *role,
+                peer: peer.clone(),
+            })
+            .collect()
     }
 
     /// A session ended here while the server could not be told (offline).
@@ -365,7 +371,7 @@ impl State {
             }
             ServerMsg::SessionStarted { session_id, role, offer, peer, relayed } => {
                 self.ringing_in.remove(&session_id);
-                self.active.insert(session_id.clone(), role);
+                self.active.insert(session_id.clone(), (role, peer.number.clone()));
                 Event::SessionStarted { session_id, role, offer, peer, relayed }
             }
             ServerMsg::Signal { session_id, data } => Event::Signal { session_id, data },

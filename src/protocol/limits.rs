@@ -136,9 +136,11 @@ pub fn check(msg: &ClientMsg) -> Result<(), FieldError> {
                 None => Ok(()),
             }
         }
-        ClientMsg::Answer { session_id: id, .. }
-        | ClientMsg::End { session_id: id }
-        | ClientMsg::Resume { session_id: id, .. } => session_id(id),
+        ClientMsg::Answer { session_id: id, .. } | ClientMsg::End { session_id: id } => session_id(id),
+        ClientMsg::Resume { session_id: id, peer, .. } => {
+            session_id(id)?;
+            chars("peer", peer, TARGET_CHARS)
+        }
         ClientMsg::Signal { session_id: id, data } => {
             session_id(id)?;
             check_signal(data)

@@ -131,6 +131,9 @@ struct Away {
 struct Claim {
     device: i64,
     user: i64,
+    /// The claimant's own number, and the number it says the other side has.
+    number: String,
+    peer: String,
     role: Role,
     timer: AbortHandle,
 }
@@ -485,12 +488,15 @@ impl Hub {
 
     /// A device back online says it is still in session `id` (as `role`). Known here: it
     /// already is (see [`Hub::connect`]). Unknown (this server restarted): the session is
-    /// restored when the other side claims it too, from a device of another user in the other
-    /// role, within the grace time; otherwise it ends for the claimant. Session ids are
-    /// random 128-bit secrets only the two devices were told.
-    pub fn resume(self: &Arc<Self>, device_id: i64, id: &SessionId, role: Role) {
+    /// restored when the other side claims it too — in the other role, each naming the
+    /// other's number — within the grace time; otherwise it ends for the claimant. Session
+    /// ids are random 128-bit secrets only the two devices were told.
+    pub fn resume(self: &Arc<Self>, device_id: i64, id: &SessionId, role: Role, peer: &str) {
         let mut inner = self.inner.lock();
         let Some(user_id) = inner.devices.get(&device_id).map(|d| d.user_id) else {
+            return;
+        };
+        let Some(number) = inner.users.get(&user_id).map(|u| u.number.clone()) else {
             return;
         };
         if let Some(session) = inner.sessions.get(id) {
@@ -521,6 +527,8 @@ impl Hub {
             Some(other)
                 if other.user != user_id
                     && other.role != role
+                    && other.peer == number
+                    && other.number == peer
                     && inner.devices.contains_key(&other.device) =>
             {
                 other.timer.abort();
@@ -563,7 +571,9 @@ impl Hub {
                     hub.claim_over(&claim_id);
                 })
                 .abort_handle();
-                inner.claims.insert(id.clone(), Claim { device: device_id, user: user_id, role, timer });
+                let claim =
+                    Claim { device: device_id, user: user_id, number, peer: peer.to_string(), role, timer };
+                inner.claims.insert(id.clone(), claim);
             }
         }
     }

@@ -410,8 +410,8 @@ async fn handle(
         }
         ClientMsg::SetBlocked { numbers } => set_blocked(hub, socket, login, numbers).await,
         ClientMsg::Ping { nonce } => send_msg(socket, &ServerMsg::Pong { nonce }).await,
-        ClientMsg::Resume { session_id, role } => {
-            hub.resume(device_id, &session_id, role);
+        ClientMsg::Resume { session_id, role, peer } => {
+            hub.resume(device_id, &session_id, role, &peer);
             true
         }
     }

@@ -616,7 +616,7 @@ fn a_server_killed_mid_transfer_does_not_stop_the_transfer() {
         }
     }
     let inbox = pair.root.join("inbox");
-    let mut listener = pair.listen(&inbox);
+    let listener = pair.listen(&inbox);
     let mut dial = Proc::spawn(
         &mut pair.cmd("a", &["dial", "+4915123456789", "--json", "--send", big.to_str().expect("path")]),
     );

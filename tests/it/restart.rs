@@ -127,3 +127,45 @@ async fn a_dropped_connection_keeps_the_session_for_the_grace_time() {
         .await;
     assert_eq!(reason, StopReason::YouEnded);
 }
+
+#[tokio::test]
+async fn after_a_restart_only_the_two_parties_can_restore_a_session() {
+    use sidecall::protocol::{ClientMsg, ErrorCode, Role, ServerMsg};
+    let mut server =
+        TestServer::start_with(|cfg| cfg.hub.reconnect_grace = std::time::Duration::from_secs(10)).await;
+    let mut alice = server.user(ALICE, "Alice").await;
+    let bob_token = server.account(BOB, "Bob").await;
+    let mut bob = server.client(&bob_token, None).await;
+    let mallory_token = server.account(CAROL, "Mallory").await;
+    let req = alice.handle.dial(BOB, Offer::default());
+    let (sid, ..) = bob.incoming().await;
+    bob.handle.answer(&sid, true);
+    assert_eq!(alice.dial_result(req).await, Outcome::Accepted);
+    bob.started().await;
+    bob.handle.shutdown();
+    server.restart().await;
+    alice.drain_until_online().await; // Alice claims the session (caller, with Bob)
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Someone else who got hold of the id cannot step in as the callee.
+    let mut mallory = RawWs::login(&server, &mallory_token).await;
+    mallory
+        .send(&ClientMsg::Resume { session_id: sid.clone(), role: Role::Callee, peer: ALICE.into() })
+        .await;
+    assert_eq!(mallory.expect_error().await, ErrorCode::UnknownSession);
+    // Bob can.
+    let mut bob = RawWs::login(&server, &bob_token).await;
+    bob.send(&ClientMsg::Resume { session_id: sid.clone(), role: Role::Callee, peer: ALICE.into() }).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    alice.handle.end(&sid);
+    loop {
+        match bob.next().await {
+            Frame::Msg(ServerMsg::SessionEnded { session_id, reason }) if session_id == sid => {
+                assert_eq!(reason, sidecall::protocol::EndReason::PeerEnded);
+                break;
+            }
+            Frame::Msg(_) => continue,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(mallory.try_next(std::time::Duration::from_millis(200)).await.is_none(), "Mallory hears nothing");
+}

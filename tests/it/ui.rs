@@ -144,6 +144,22 @@ fn login_form_checks_its_fields_before_asking_the_server() {
     };
     w.set(s);
     assert!(w.shows("wrong phone number or password"));
+
+    // A self-signed server: its fingerprint is shown, and only a click trusts it.
+    let mut s = AppState::new(AppSettings::default());
+    s.login =
+        app::LoginStatus::Untrusted { url: "https://10.0.0.2:7480".into(), fingerprint: "AB:CD:EF".into() };
+    w.set(s);
+    assert!(w.shows("has a self-signed certificate"));
+    assert!(w.shows("AB:CD:EF"));
+    assert!(w.sent().is_empty(), "nothing trusted by itself");
+    w.click("Trust this server");
+    assert!(
+        w.sent()
+            .iter()
+            .any(|c| matches!(c, AppCommand::TrustServer { fingerprint } if fingerprint == "AB:CD:EF")),
+        "trusting sends the fingerprint shown"
+    );
 }
 
 #[test]
