@@ -115,6 +115,8 @@ struct Shared {
     gate: Arc<dyn SessionGate>,
     policy: PeerPolicy,
     socket: Arc<UdpSocket>,
+    /// Batched I/O on the listener (recvmmsg/GRO in, GSO out), where the system has it.
+    udp: quinn_udp::UdpSocketState,
     /// The listener's address as bound.
     local: SocketAddr,
     /// The address allocations bind on (the listener's, or all interfaces' first one).
@@ -213,6 +215,8 @@ impl Relay {
             .await
             .map_err(|source| RelayError::Bind { addr: cfg.listen, source })?;
         big_buffers(&socket);
+        let udp = quinn_udp::UdpSocketState::new((&socket).into())
+            .map_err(|source| RelayError::Bind { addr: cfg.listen, source })?;
         let local = socket.local_addr().map_err(|source| RelayError::Bind { addr: cfg.listen, source })?;
         let relay_bind_ip = local.ip();
         let mut relay_ips = vec![relay_bind_ip];
@@ -231,6 +235,7 @@ impl Relay {
             gate,
             policy,
             socket: Arc::new(socket),
+            udp,
             local,
             relay_bind_ip,
             state: Mutex::new(State { next_port, ..Default::default() }),
@@ -379,6 +384,17 @@ impl Shared {
     }
 
     fn send_to_client(&self, buf: &[u8], client: SocketAddr) {
+        // Inside the listener's batch: queued, and sent with the batch's other datagrams.
+        let queued = OUTBOX.with_borrow_mut(|o| match o {
+            Some(o) => {
+                o.push(client, buf);
+                true
+            }
+            None => false,
+        });
+        if queued {
+            return;
+        }
         match self.socket.try_send_to(buf, client) {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -387,31 +403,127 @@ impl Shared {
             Err(e) => tracing::debug!(%client, "relay send failed: {e}"),
         }
     }
+
+    /// Sends what a batch queued: runs of datagrams to one client, of one size, go out as
+    /// one GSO send (the kernel splits them; one system call instead of dozens).
+    fn flush(&self, o: &mut Outbox) {
+        let max_segments = self.udp.max_gso_segments().max(1);
+        let mut i = 0;
+        while i < o.items.len() {
+            let (dest, start, len) = o.items[i];
+            let (mut end, mut total) = (i + 1, len);
+            while end < o.items.len() && end - i < max_segments {
+                let (d, _, l) = o.items[end];
+                if d != dest || l > len || l == 0 || total + l > MAX_GSO_BYTES {
+                    break;
+                }
+                total += l;
+                end += 1;
+                if l < len {
+                    break; // a shorter datagram can only end a run
+                }
+            }
+            let t = quinn_udp::Transmit {
+                destination: dest,
+                ecn: None,
+                contents: &o.buf[start..start + total],
+                segment_size: (end - i > 1).then_some(len),
+                src_ip: None,
+            };
+            let sent = self
+                .socket
+                .try_io(tokio::io::Interest::WRITABLE, || self.udp.try_send((&*self.socket).into(), &t));
+            match sent {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    for _ in i..end {
+                        self.dropped("socket_full");
+                    }
+                }
+                Err(e) => tracing::debug!(client = %dest, "relay send failed: {e}"),
+            }
+            i = end;
+        }
+        o.buf.clear();
+        o.items.clear();
+    }
+
+    /// One datagram on the listener.
+    fn on_datagram(self: &Arc<Self>, from: SocketAddr, packet: &[u8]) {
+        if ChannelData::is_channel_data(packet) {
+            from_client_channel(self, from, packet);
+        } else if is_message(packet) {
+            let mut m = Message::new();
+            if m.unmarshal_binary(packet).is_err() {
+                self.refuse(Refusal::BadRequest);
+                return;
+            }
+            handle(self, from, m);
+        }
+        // Anything else is not for us: dropped without an answer.
+    }
+}
+
+/// Largest GSO send (the kernel's limit is 64 KiB including headers).
+const MAX_GSO_BYTES: usize = 60_000;
+
+/// Datagrams the listener's current batch will send, back to back in one buffer.
+#[derive(Default)]
+struct Outbox {
+    buf: Vec<u8>,
+    items: Vec<(SocketAddr, usize, usize)>,
+}
+
+impl Outbox {
+    fn push(&mut self, to: SocketAddr, data: &[u8]) {
+        self.items.push((to, self.buf.len(), data.len()));
+        self.buf.extend_from_slice(data);
+    }
+}
+
+thread_local! {
+    /// Set while the listener handles a batch (no await in between, so one thread).
+    static OUTBOX: std::cell::RefCell<Option<Outbox>> = const { std::cell::RefCell::new(None) };
 }
 
 async fn serve(s: Arc<Shared>) {
-    let mut buf = vec![0u8; 64 * 1024];
+    let batch = quinn_udp::BATCH_SIZE.max(1);
+    // Room for GRO: one receive may hold many datagrams of one sender.
+    let mut bufs: Vec<Vec<u8>> = (0..batch).map(|_| vec![0u8; 64 * 1024]).collect();
+    let mut metas = vec![quinn_udp::RecvMeta::default(); batch];
+    let mut outbox = Some(Outbox::default());
     loop {
-        let (n, from) = match s.socket.recv_from(&mut buf).await {
-            Ok(r) => r,
+        if let Err(e) = s.socket.readable().await {
+            tracing::warn!("relay listener: {e}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        }
+        let received = {
+            let mut iovs: Vec<std::io::IoSliceMut<'_>> =
+                bufs.iter_mut().map(|b| std::io::IoSliceMut::new(b)).collect();
+            s.socket.try_io(tokio::io::Interest::READABLE, || {
+                s.udp.recv((&*s.socket).into(), &mut iovs, &mut metas)
+            })
+        };
+        let n = match received {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(e) => {
                 // ICMP errors surface here on some systems; the socket stays usable.
                 tracing::debug!("relay listener: {e}");
                 continue;
             }
         };
-        let packet = &buf[..n];
-        if ChannelData::is_channel_data(packet) {
-            from_client_channel(&s, from, packet);
-        } else if is_message(packet) {
-            let mut m = Message::new();
-            if m.unmarshal_binary(packet).is_err() {
-                s.refuse(Refusal::BadRequest);
-                continue;
+        OUTBOX.set(outbox.take());
+        for (buf, meta) in bufs.iter().zip(&metas).take(n) {
+            let data = &buf[..meta.len.min(buf.len())];
+            for packet in data.chunks(meta.stride.max(1)) {
+                s.on_datagram(meta.addr, packet);
             }
-            handle(&s, from, m);
         }
-        // Anything else is not for us: dropped without an answer.
+        let mut o = OUTBOX.take().unwrap_or_default();
+        s.flush(&mut o);
+        outbox = Some(o);
     }
 }
 
