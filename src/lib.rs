@@ -10,6 +10,7 @@
 
 // The server (`protocol`, `number`, `server`) builds alone; everything else is the desktop
 // app and command line (the `desktop` feature, on by default).
+pub mod ami;
 #[cfg(feature = "desktop")]
 pub mod app;
 #[cfg(feature = "desktop")]

@@ -168,6 +168,15 @@ pub enum ClientMsg {
         /// Reference of the phone call this session accompanies, if known.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         call_ref: Option<String>,
+        /// Click-to-call: the server places the phone call through its PBX (from the caller's
+        /// own extension), and rings the data session only once the target answered.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        place_call: bool,
+    },
+    /// Set (or, with `null`, clear) the caller's own extension on the server's PBX.
+    SetExtension {
+        #[serde(default)]
+        extension: Option<String>,
     },
     /// Answer an initiation.
     Answer { session_id: SessionId, accept: bool },
@@ -216,6 +225,71 @@ pub enum Outcome {
     },
     /// The caller ended the request before it was answered.
     Cancelled,
+    /// Click-to-call: the phone call did not come about.
+    CallFailed {
+        reason: CallFailure,
+    },
+}
+
+/// How far a phone call the server places has come (click-to-call).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallStage {
+    /// The PBX rings the caller's own phone.
+    CallingYou,
+    /// The caller picked up; the PBX dials the target.
+    Dialing,
+    /// The target answered the phone; the data session rings next (if they use Sidecall).
+    Answered,
+}
+
+/// Why a phone call the server places did not come about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallFailure {
+    /// The caller's own phone was not picked up.
+    YourPhoneNoAnswer,
+    YourPhoneBusy,
+    YourPhoneRejected,
+    /// The caller's phone is not reachable (not registered, no such extension).
+    YourPhoneUnavailable,
+    /// The target's line is busy.
+    Busy,
+    /// The target did not answer.
+    NoAnswer,
+    /// The target rejected the call.
+    Rejected,
+    /// The target cannot be reached (congestion, no route).
+    Unavailable,
+    /// The call was hung up or cancelled before the target answered.
+    Cancelled,
+    /// The server cannot reach its PBX, or has none.
+    PbxUnavailable,
+    /// The caller has no extension set (Settings, or `sidecall-server user set-extension`).
+    NoExtension,
+}
+
+impl CallFailure {
+    /// In plain words, for people.
+    pub fn describe(self) -> &'static str {
+        match self {
+            CallFailure::YourPhoneNoAnswer => "your phone was not picked up",
+            CallFailure::YourPhoneBusy => "your phone is busy",
+            CallFailure::YourPhoneRejected => "your phone rejected the call",
+            CallFailure::YourPhoneUnavailable => {
+                "your phone cannot be reached (is it registered on the PBX?)"
+            }
+            CallFailure::Busy => "the line is busy",
+            CallFailure::NoAnswer => "no answer",
+            CallFailure::Rejected => "the call was rejected",
+            CallFailure::Unavailable => "the number cannot be reached",
+            CallFailure::Cancelled => "the call was hung up before it was answered",
+            CallFailure::PbxUnavailable => {
+                "the server cannot place calls right now (its PBX is not reachable)"
+            }
+            CallFailure::NoExtension => "no extension is set for you: set your phone's extension in Settings",
+        }
+    }
 }
 
 impl Outcome {
@@ -227,6 +301,7 @@ impl Outcome {
             Outcome::Unavailable => "unavailable",
             Outcome::InvalidNumber { .. } => "invalid_number",
             Outcome::Cancelled => "cancelled",
+            Outcome::CallFailed { .. } => "call_failed",
         }
     }
 }
@@ -254,6 +329,8 @@ pub enum EndReason {
     PeerDisconnected,
     /// The server is shutting down.
     ServerShutdown,
+    /// The phone call the session was placed with ended (click-to-call).
+    CallEnded,
 }
 
 /// Machine-readable error codes, sent in `error` messages and HTTP error bodies.
@@ -374,6 +451,19 @@ pub enum ServerMsg {
         answer_timeout_secs: u64,
         observed_ip: IpAddr,
         ice_servers: Vec<IceServer>,
+        /// The server can place phone calls through its PBX (click-to-call).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        can_place_calls: bool,
+        /// This user's extension on that PBX, if set.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        extension: Option<String>,
+    },
+    /// Click-to-call: how far the phone call has come (before `access_pending`/`access_outcome`).
+    CallProgress { req_id: u64, session_id: SessionId, stage: CallStage },
+    /// This user's extension as stored, after `set_extension`.
+    Extension {
+        #[serde(default)]
+        extension: Option<String>,
     },
     /// The access request reached at least one device of the callee, which is now ringing.
     AccessPending { req_id: u64, session_id: SessionId },
@@ -536,7 +626,8 @@ mod tests {
                 target: "030 1234567".into(),
                 offer: Offer::default(),
                 region: None,
-                call_ref: None
+                call_ref: None,
+                place_call: false,
             }
         );
     }

@@ -630,6 +630,8 @@ fn server_event(m: &mut Model, ev: Event, clock: Clock, fx: &mut Vec<Effect>) {
             }
         }
         Event::Offline { reason, retry_in_ms } => v.connection = Connection::Offline { reason, retry_in_ms },
+        // Click-to-call is not offered in the window yet (`sidecall call` has it).
+        Event::Extension { .. } | Event::CallProgress { .. } => {}
         Event::LoggedOut { reason } => {
             v.connection = Connection::LoggedOut;
             v.account = None;
@@ -690,6 +692,10 @@ fn server_event(m: &mut Model, ev: Event, clock: Clock, fx: &mut Vec<Effect>) {
                     (OutgoingStatus::InvalidNumber(reason.clone()), HistoryOutcome::Failed { reason })
                 }
                 Outcome::Cancelled => (OutgoingStatus::Cancelled, HistoryOutcome::Cancelled),
+                Outcome::CallFailed { reason } => {
+                    let text = reason.describe().to_string();
+                    (OutgoingStatus::Failed(text.clone()), HistoryOutcome::Failed { reason: text })
+                }
             };
             outgoing_done(m, status, hist, clock, fx);
         }

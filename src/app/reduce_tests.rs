@@ -49,6 +49,8 @@ fn online() -> Model {
 
 fn online_event() -> Event {
     Event::Online {
+        can_place_calls: false,
+        extension: None,
         account: party(ALICE),
         device_id: 1,
         settings: Settings::default(),

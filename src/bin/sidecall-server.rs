@@ -13,6 +13,20 @@ enum RelayPolicy {
     Always,
 }
 
+/// Administration of the registry (the server need not run).
+#[derive(clap::Subcommand, Debug)]
+enum Admin {
+    /// Users' settings.
+    #[command(subcommand)]
+    User(UserCmd),
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum UserCmd {
+    /// Set the extension of NUMBER's phone on the PBX (click-to-call); "-" clears it.
+    SetExtension { number: String, extension: String },
+}
+
 #[derive(Parser, Debug)]
 #[command(name = "sidecall-server", version, about = "Sidecall registry and signaling server")]
 struct Args {
@@ -83,6 +97,12 @@ struct Args {
     /// Open connections one address may hold (NATs put many users behind one).
     #[arg(long, default_value_t = 256)]
     connections_per_address: usize,
+    /// Place phone calls through this PBX (click-to-call), e.g.
+    /// ami://USER:SECRET@pbx.local:5038?context=from-internal&channel=PJSIP/{ext}
+    #[arg(long, env = "SIDECALL_PBX")]
+    pbx: Option<String>,
+    #[command(subcommand)]
+    admin: Option<Admin>,
     /// Log filter, e.g. info or sidecall=debug (RUST_LOG overrides).
     #[arg(long, default_value = "info")]
     log: String,
@@ -103,7 +123,19 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    if let Some(admin) = &args.admin {
+        return administer(admin, &args, &data_dir);
+    }
     let mut cfg = ServerConfig::new(args.listen, data_dir.clone());
+    if let Some(url) = &args.pbx {
+        match server::pbx::PbxConfig::parse(url) {
+            Ok(p) => cfg.pbx = Some(p),
+            Err(e) => {
+                eprintln!("sidecall-server: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        }
+    }
     cfg.database_url = args.database_url.clone();
     cfg.hub.default_region = args.default_region.to_ascii_uppercase();
     cfg.hub.answer_timeout = Duration::from_secs(args.answer_timeout.max(1));
@@ -174,6 +206,65 @@ fn main() -> std::process::ExitCode {
                 }
                 running.run_until_signal().await;
                 std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("sidecall-server: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+fn administer(admin: &Admin, args: &Args, data_dir: &std::path::Path) -> std::process::ExitCode {
+    let Admin::User(UserCmd::SetExtension { number, extension }) = admin;
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sidecall-server: cannot start: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        use sidecall::server::store::{SqlStore, Store};
+        let store = match &args.database_url {
+            Some(url) => SqlStore::connect(url).await,
+            None => SqlStore::open_sqlite_file(&data_dir.join("registry.sqlite3")).await,
+        };
+        let store = match store {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("sidecall-server: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        };
+        let extension = Some(extension.trim()).filter(|e| *e != "-" && !e.is_empty());
+        if let Some(e) = extension
+            && !server::pbx::valid_extension(e)
+        {
+            eprintln!("sidecall-server: {e:?} is not an extension: use 1 to 32 digits, letters or *#+_-");
+            return std::process::ExitCode::FAILURE;
+        }
+        let e164 = match sidecall::number::normalize(number, Some(&args.default_region)) {
+            Ok(n) => n,
+            Err(e) => {
+                eprintln!("sidecall-server: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        };
+        let done = match store.user_by_number(e164.as_str()).await {
+            Ok(Some(user)) => store.set_extension(user.id, extension).await.map(|_| true),
+            Ok(None) => Ok(false),
+            Err(e) => Err(e),
+        };
+        store.close().await;
+        match done {
+            Ok(true) => {
+                println!("{e164}: extension {}", extension.unwrap_or("cleared"));
+                std::process::ExitCode::SUCCESS
+            }
+            Ok(false) => {
+                eprintln!("sidecall-server: no account for {e164}");
+                std::process::ExitCode::FAILURE
             }
             Err(e) => {
                 eprintln!("sidecall-server: {e}");

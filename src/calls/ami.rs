@@ -7,26 +7,8 @@ use super::{CallEvent, Emitter, WatchError, WatcherStatus, backoff, connect_keep
 use std::collections::{HashMap, HashSet};
 use tokio::io::{AsyncWriteExt, BufReader};
 
-/// One AMI message, keys compared without case.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Message(Vec<(String, String)>);
-
-impl Message {
-    pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v.as_str())
-    }
-}
-
-/// Parses the lines of one message; lines without `: ` are ignored.
-pub fn parse_message(lines: &[String]) -> Message {
-    Message(
-        lines
-            .iter()
-            .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
-            .filter(|(k, _)| !k.is_empty())
-            .collect(),
-    )
-}
+use crate::ami::read_message;
+pub use crate::ami::{Message, parse_message};
 
 #[derive(Clone, Debug)]
 pub struct AmiConfig {
@@ -97,31 +79,6 @@ impl Tracker {
     }
 }
 
-/// Reads one message (up to the empty line). `None`: the connection closed.
-async fn read_message<R: tokio::io::AsyncBufRead + Unpin>(
-    r: &mut R,
-    buf: &mut Vec<u8>,
-) -> std::io::Result<Option<Vec<String>>> {
-    let mut lines = Vec::new();
-    loop {
-        match read_line(r, buf).await {
-            Ok(Some(l)) if l.is_empty() => {
-                if !lines.is_empty() {
-                    return Ok(Some(lines));
-                }
-            }
-            Ok(Some(l)) => {
-                if lines.len() < 256 {
-                    lines.push(l);
-                }
-            }
-            Ok(None) => return Ok(None),
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => tracing::warn!("AMI: {e}"),
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 /// Connects and logs in once (for "test connection").
 pub async fn probe(cfg: &AmiConfig) -> Result<(), WatchError> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -178,10 +135,14 @@ async fn session(cfg: &AmiConfig, out: &Emitter, attempt: &mut u32) -> WatchErro
         Ok(None) => return WatchError::Closed("the manager"),
         Err(e) => return WatchError::Lost(e),
     }
-    let login = format!(
-        "Action: Login\r\nActionID: sidecall-login\r\nUsername: {}\r\nSecret: {}\r\nEvents: call\r\n\r\n",
-        cfg.username.replace(['\r', '\n'], ""),
-        cfg.secret.replace(['\r', '\n'], "")
+    let login = crate::ami::action(
+        "Login",
+        &[
+            ("ActionID", "sidecall-login"),
+            ("Username", &cfg.username),
+            ("Secret", &cfg.secret),
+            ("Events", "call"),
+        ],
     );
     if let Err(e) = reader.get_mut().write_all(login.as_bytes()).await {
         return WatchError::Lost(e);

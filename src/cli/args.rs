@@ -36,6 +36,9 @@ pub enum Command {
     Settings(SettingsArgs),
     /// Ask the owner of NUMBER for a data session and stay in it until it ends.
     Dial(DialArgs),
+    /// Place the phone call to NUMBER through the server's PBX (your phone rings first), and
+    /// start the data session once they answer; then like `dial`.
+    Call(DialArgs),
     /// Stay online and answer incoming requests.
     Listen(ListenArgs),
     /// List the cameras video can be sent from.

@@ -11,7 +11,8 @@ use crate::protocol::{ErrorCode, Offer, Outcome, Role, SessionId};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-pub(super) async fn dial(cli: &Cli, args: &DialArgs) -> Result<Exit, Failure> {
+/// `place_call`: `sidecall call` (the server places the phone call first).
+pub(super) async fn dial(cli: &Cli, args: &DialArgs, place_call: bool) -> Result<Exit, Failure> {
     for f in &args.send {
         match std::fs::metadata(f) {
             Ok(m) if m.is_file() => {}
@@ -23,7 +24,18 @@ pub(super) async fn dial(cli: &Cli, args: &DialArgs) -> Result<Exit, Failure> {
     }
     let mut online = connect(cli, &args.output).await?;
     let offer = Offer { files: !args.no_files || !args.send.is_empty(), video: args.video.video.is_some() };
-    let req = online.handle.dial_with(&args.number, offer, args.region.clone(), None);
+    if place_call && !online.can_place_calls {
+        online.close().await;
+        return Err(fail(
+            Exit::CallFailed,
+            "this server cannot place phone calls (it has no PBX): use `sidecall dial`",
+        ));
+    }
+    let req = if place_call {
+        online.handle.call(&args.number, offer, args.region.clone())
+    } else {
+        online.handle.dial_with(&args.number, offer, args.region.clone(), None)
+    };
     let mut session: Option<SessionId> = None;
     let mut accepted = false;
     let mut hangup_at: Option<tokio::time::Instant> = None;
@@ -44,6 +56,7 @@ pub(super) async fn dial(cli: &Cli, args: &DialArgs) -> Result<Exit, Failure> {
                 let ended = sessions.observe(&ev);
                 match ev {
                     Event::DialPending { req_id, session_id } if req_id == req => session = Some(session_id),
+                    Event::CallProgress { req_id, session_id, .. } if req_id == req => session = Some(session_id),
                     Event::DialResult { req_id, outcome, session_id } if req_id == req => {
                         if outcome != Outcome::Accepted {
                             break outcome_exit(&outcome);

@@ -36,6 +36,8 @@ pub enum Exit {
     Cancelled = 7,
     /// Not logged in, or the login was revoked: run `sidecall account login`.
     LoginNeeded = 8,
+    /// `sidecall call`: the phone call did not come about (the message says why).
+    CallFailed = 9,
 }
 
 /// A problem that ends the command, with its exit code.
@@ -71,7 +73,8 @@ pub async fn run(cli: Cli) -> Exit {
     let result = match &cli.command {
         Some(Command::Account(cmd)) => account::account(&cli, cmd).await,
         Some(Command::Settings(args)) => settings::settings(&cli, args).await,
-        Some(Command::Dial(args)) => dial::dial(&cli, args).await,
+        Some(Command::Dial(args)) => dial::dial(&cli, args, false).await,
+        Some(Command::Call(args)) => dial::dial(&cli, args, true).await,
         Some(Command::Listen(args)) => listen::listen(&cli, args).await,
         Some(Command::Cameras { json }) => cameras::cameras(*json).await,
         Some(Command::SoundCheck { seconds }) => {
@@ -135,6 +138,7 @@ pub(crate) fn outcome_exit(outcome: &Outcome) -> Exit {
         Outcome::Unavailable => Exit::Unavailable,
         Outcome::InvalidNumber { .. } => Exit::InvalidNumber,
         Outcome::Cancelled => Exit::Cancelled,
+        Outcome::CallFailed { .. } => Exit::CallFailed,
     }
 }
 

@@ -15,6 +15,8 @@ pub(super) struct Online {
     pub events: mpsc::UnboundedReceiver<Event>,
     pub number: String,
     pub ice_servers: Vec<crate::protocol::IceServer>,
+    /// The server can place phone calls (`sidecall call`).
+    pub can_place_calls: bool,
 }
 
 impl Online {
@@ -73,8 +75,8 @@ pub(super) async fn connect(cli: &Cli, output: &Output) -> Result<Online, Failur
         };
         print_event(output, &ev);
         match ev {
-            Event::Online { account, ice_servers, .. } => {
-                return Ok(Online { handle, events, number: account.number, ice_servers });
+            Event::Online { account, ice_servers, can_place_calls, .. } => {
+                return Ok(Online { handle, events, number: account.number, ice_servers, can_place_calls });
             }
             Event::LoggedOut { reason } => {
                 return Err(fail(Exit::LoginNeeded, format!("{reason}: run `sidecall account login` again")));
@@ -114,8 +116,20 @@ pub(super) fn print_event(output: &Output, ev: &Event) {
             println!("closed {session_id}: {}", label(reason))
         }
         Event::DialPending { session_id, .. } => println!("ringing {session_id}"),
+        Event::CallProgress { stage, .. } => println!(
+            "{}",
+            match stage {
+                crate::protocol::CallStage::CallingYou => "calling your phone: pick it up",
+                crate::protocol::CallStage::Dialing => "dialing",
+                crate::protocol::CallStage::Answered => "answered",
+            }
+        ),
+        Event::Extension { extension } => {
+            println!("extension: {}", extension.as_deref().unwrap_or("none"))
+        }
         Event::DialResult { outcome, .. } => match outcome {
             Outcome::InvalidNumber { reason } => println!("invalid number: {reason}"),
+            Outcome::CallFailed { reason } => println!("call failed: {}", reason.describe()),
             other => println!("{}", other.label().replace('_', " ")),
         },
         Event::DialFailed { message, .. } => println!("failed: {message}"),

@@ -61,6 +61,8 @@ pub enum StopReason {
     PeerEnded,
     PeerDisconnected,
     ServerShutdown,
+    /// The phone call it was placed with ended.
+    CallEnded,
     /// This client lost its connection to the server.
     ConnectionLost,
 }
@@ -84,6 +86,7 @@ impl From<EndReason> for StopReason {
             EndReason::PeerEnded => StopReason::PeerEnded,
             EndReason::PeerDisconnected => StopReason::PeerDisconnected,
             EndReason::ServerShutdown => StopReason::ServerShutdown,
+            EndReason::CallEnded => StopReason::CallEnded,
         }
     }
 }
@@ -102,6 +105,20 @@ pub enum Event {
         observed_ip: IpAddr,
         answer_timeout_secs: u64,
         ice_servers: Vec<IceServer>,
+        /// The server can place phone calls ([`ClientHandle::call`]).
+        can_place_calls: bool,
+        /// This user's extension on the server's PBX.
+        extension: Option<String>,
+    },
+    /// This user's extension as the server stored it.
+    Extension {
+        extension: Option<String>,
+    },
+    /// Click-to-call: how far the phone call of request `req_id` has come.
+    CallProgress {
+        req_id: u64,
+        session_id: SessionId,
+        stage: crate::protocol::CallStage,
     },
     /// The connection is down; the core retries after `retry_in_ms`.
     Offline {
@@ -187,12 +204,32 @@ pub enum Event {
 /// What the owner asks of the core.
 #[derive(Clone, Debug)]
 pub enum Command {
-    Dial { req_id: u64, target: String, offer: Offer, region: Option<String>, call_ref: Option<String> },
-    Answer { session_id: SessionId, accept: bool },
-    End { session_id: SessionId },
-    Signal { session_id: SessionId, data: SignalData },
+    Dial {
+        req_id: u64,
+        target: String,
+        offer: Offer,
+        region: Option<String>,
+        call_ref: Option<String>,
+        place_call: bool,
+    },
+    SetExtension {
+        extension: Option<String>,
+    },
+    Answer {
+        session_id: SessionId,
+        accept: bool,
+    },
+    End {
+        session_id: SessionId,
+    },
+    Signal {
+        session_id: SessionId,
+        data: SignalData,
+    },
     UpdateSettings(SettingsChange),
-    SetBlocked { numbers: Vec<String> },
+    SetBlocked {
+        numbers: Vec<String>,
+    },
     Shutdown,
 }
 
@@ -236,7 +273,34 @@ impl ClientHandle {
         region: Option<String>,
         call_ref: Option<String>,
     ) {
-        self.send(Command::Dial { req_id, target: target.to_string(), offer, region, call_ref });
+        self.send(Command::Dial {
+            req_id,
+            target: target.to_string(),
+            offer,
+            region,
+            call_ref,
+            place_call: false,
+        });
+    }
+
+    /// Click-to-call: the server places the phone call through its PBX, then rings the data
+    /// session once the target answered. Progress comes as [`Event::CallProgress`].
+    pub fn call(&self, target: &str, offer: Offer, region: Option<String>) -> u64 {
+        let req_id = self.next_req.fetch_add(1, Ordering::Relaxed);
+        self.send(Command::Dial {
+            req_id,
+            target: target.to_string(),
+            offer,
+            region,
+            call_ref: None,
+            place_call: true,
+        });
+        req_id
+    }
+
+    /// Sets (or clears) this user's extension on the server's PBX.
+    pub fn set_extension(&self, extension: Option<String>) {
+        self.send(Command::SetExtension { extension });
     }
 
     pub fn answer(&self, session_id: &SessionId, accept: bool) {
@@ -381,6 +445,12 @@ impl State {
                 Event::SessionEnded { session_id, reason: reason.into() }
             }
             ServerMsg::Settings { settings } => Event::Settings { settings },
+            ServerMsg::Extension { extension } => Event::Extension { extension },
+            ServerMsg::CallProgress { req_id, session_id, stage } => {
+                // The session id is known now: the caller can cancel (hang the call up).
+                self.ringing_out.insert(session_id.clone(), req_id);
+                Event::CallProgress { req_id, session_id, stage }
+            }
             ServerMsg::Blocked { numbers } => Event::Blocked { numbers },
             ServerMsg::Error { code, message, req_id: Some(req_id), .. } if self.dials.remove(&req_id) => {
                 Event::DialFailed { req_id, code: Some(code), message }
@@ -478,11 +548,12 @@ fn refuse_offline(cmd: Command, sink: &Sink) {
             code: None,
             message: "not connected to the server; try again when online".into(),
         }),
-        Command::UpdateSettings { .. } | Command::SetBlocked { .. } => sink.emit(Event::Error {
-            code: ErrorCode::Internal,
-            message: "not connected to the server: settings were not changed".into(),
-            session_id: None,
-        }),
+        Command::UpdateSettings { .. } | Command::SetBlocked { .. } | Command::SetExtension { .. } => sink
+            .emit(Event::Error {
+                code: ErrorCode::Internal,
+                message: "not connected to the server: settings were not changed".into(),
+                session_id: None,
+            }),
         // Ringing requests are over when offline; signals wait for nobody (the peers' own
         // connection carries what matters).
         Command::Answer { .. } | Command::End { .. } | Command::Signal { .. } | Command::Shutdown => {}
@@ -584,6 +655,8 @@ async fn connect_and_serve(
                     answer_timeout_secs,
                     observed_ip,
                     ice_servers,
+                    can_place_calls,
+                    extension,
                     ..
                 }) => {
                     tracing::info!(number = %account.number, device_id, "online");
@@ -594,6 +667,8 @@ async fn connect_and_serve(
                         observed_ip,
                         answer_timeout_secs,
                         ice_servers,
+                        can_place_calls,
+                        extension,
                     });
                     for msg in state.resume_messages() {
                         if let Err(reason) = send(&mut ws, &msg).await {
@@ -649,10 +724,11 @@ async fn connect_and_serve(
                         let _ = ws.close(None).await;
                         return Exit::Shutdown;
                     }
-                    Some(Command::Dial { req_id, target, offer, region, call_ref }) => {
+                    Some(Command::Dial { req_id, target, offer, region, call_ref, place_call }) => {
                         state.dials.insert(req_id);
-                        ClientMsg::AccessRequest { req_id, target, offer, region, call_ref }
+                        ClientMsg::AccessRequest { req_id, target, offer, region, call_ref, place_call }
                     }
+                    Some(Command::SetExtension { extension }) => ClientMsg::SetExtension { extension },
                     Some(Command::Answer { session_id, accept }) => ClientMsg::Answer { session_id, accept },
                     Some(Command::End { session_id }) => ClientMsg::End { session_id },
                     Some(Command::Signal { session_id, data }) => ClientMsg::Signal { session_id, data },

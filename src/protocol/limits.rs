@@ -154,6 +154,10 @@ pub fn check(msg: &ClientMsg) -> Result<(), FieldError> {
             }
             numbers.iter().try_for_each(|n| chars("numbers", n, TARGET_CHARS))
         }
+        ClientMsg::SetExtension { extension } => match extension {
+            Some(e) => chars("extension", e, 32),
+            None => Ok(()),
+        },
         ClientMsg::UpdateSettings { .. } | ClientMsg::Ping { .. } => Ok(()),
     }
 }
@@ -205,6 +209,7 @@ mod tests {
                 offer: Offer { files: true, video: true },
                 region: Some("DE".into()),
                 call_ref: Some(call_ref.clone()),
+                place_call: true,
             },
             ClientMsg::Signal { session_id: id.clone(), data: SignalData::Offer { sdp: sdp.clone() } },
             ClientMsg::Signal {
@@ -278,6 +283,7 @@ mod tests {
             offer: Offer::default(),
             region: None,
             call_ref: Some("x".repeat(CALL_REF_BYTES + 1)),
+            place_call: false,
         };
         assert_eq!(check(&long_ref).map_err(|e| e.field), Err("call_ref"));
         let sdp = SignalData::Offer { sdp: "v=0\r\n".repeat(SDP_BYTES) };

@@ -361,12 +361,18 @@ async fn logout(State(app): State<AppState>, headers: HeaderMap) -> Result<Respo
 }
 
 async fn healthz(State(app): State<AppState>) -> Response {
+    let pbx = app.hub.pbx.read().as_ref().map(|p| match p.health() {
+        crate::server::pbx::PbxHealth::Ready => "ok".to_string(),
+        crate::server::pbx::PbxHealth::Connecting => "connecting".to_string(),
+        crate::server::pbx::PbxHealth::Down(why) => why,
+    });
     match app.hub.store.user_count().await {
         Ok(users) => axum::Json(serde_json::json!({
             "status": "ok",
             "version": env!("CARGO_PKG_VERSION"),
             "users": users,
             "online_devices": app.hub.online_devices(),
+            "pbx": pbx,
         }))
         .into_response(),
         Err(e) => {

@@ -7,10 +7,11 @@
 use crate::number::{self, E164};
 use crate::protocol::limits::clip;
 use crate::protocol::{
-    ClosedReason, EndReason, ErrorCode, IceServer, Offer, Outcome, Party, PeerInfo, Role, ServerMsg,
-    SessionId, Settings, SignalData, close_code,
+    CallFailure, CallStage, ClosedReason, EndReason, ErrorCode, IceServer, Offer, Outcome, Party, PeerInfo,
+    Role, ServerMsg, SessionId, Settings, SignalData, close_code,
 };
 use crate::server::metrics::Metrics;
+use crate::server::pbx::CallUpdate;
 use crate::server::store::Store;
 use axum::extract::ws::Utf8Bytes;
 use parking_lot::Mutex;
@@ -83,6 +84,8 @@ struct OnlineUser {
     devices: Vec<i64>,
     /// Requests that rang this user lately (see [`RINGS_PER_CALLEE`]).
     rings: crate::server::ratelimit::Bucket,
+    /// The user's phone on the PBX.
+    extension: Option<String>,
 }
 
 /// Most callers ringing one callee at once; more get `unavailable`.
@@ -91,8 +94,18 @@ pub const RINGING_CALLERS: usize = 3;
 pub const RINGS_PER_CALLEE: f64 = 6.0;
 
 enum SessionState {
-    Ringing { devices: Vec<i64>, timer: Option<AbortHandle>, since: Instant },
-    Active { callee_device: i64 },
+    /// Click-to-call: the PBX is placing the phone call; nobody is rung yet.
+    Placing {
+        target: String,
+    },
+    Ringing {
+        devices: Vec<i64>,
+        timer: Option<AbortHandle>,
+        since: Instant,
+    },
+    Active {
+        callee_device: i64,
+    },
 }
 
 struct Session {
@@ -104,6 +117,18 @@ struct Session {
     state: SessionState,
     /// Relayed only: no address is told, and only relay candidates are forwarded.
     relayed: bool,
+    /// The PBX call it was placed with (click-to-call).
+    call: Option<String>,
+}
+
+/// A request on its way to the callee's devices.
+struct Routed {
+    caller_device: i64,
+    caller_user: i64,
+    req_id: u64,
+    offer: Offer,
+    call_ref: Option<String>,
+    call: Option<String>,
 }
 
 #[derive(Default)]
@@ -145,6 +170,10 @@ pub struct AccessRequest {
     pub offer: Offer,
     pub region: Option<String>,
     pub call_ref: Option<String>,
+    /// Click-to-call: place the phone call through the PBX first.
+    pub place_call: bool,
+    /// The caller's extension on the PBX (click-to-call).
+    pub extension: Option<String>,
 }
 
 /// The identity a connection proved with its token.
@@ -154,6 +183,8 @@ pub struct Login {
     pub number: String,
     pub display_name: String,
     pub settings: Settings,
+    /// The user's phone on the PBX (click-to-call).
+    pub extension: Option<String>,
     pub blocked: Vec<String>,
     pub reported_ip: Option<IpAddr>,
     pub observed_ip: IpAddr,
@@ -161,6 +192,8 @@ pub struct Login {
 
 pub struct Hub {
     inner: Mutex<Inner>,
+    /// The PBX click-to-call places calls through, if any.
+    pub pbx: parking_lot::RwLock<Option<Arc<dyn crate::server::pbx::Pbx>>>,
     /// The relay devices get credentials for, if any.
     pub relay: parking_lot::RwLock<Option<Arc<crate::server::relay::RelayIce>>>,
     pub store: Arc<dyn Store>,
@@ -239,6 +272,7 @@ impl Inner {
                 }
             }
             SessionState::Active { callee_device } => self.detach(*callee_device, id),
+            SessionState::Placing { .. } => {}
         }
         self.remember_closed(id.clone(), why);
         Some(session)
@@ -295,6 +329,7 @@ impl Hub {
         Arc::new(Hub {
             inner: Mutex::new(Inner::default()),
             relay: parking_lot::RwLock::new(None),
+            pbx: parking_lot::RwLock::new(None),
             store,
             cfg,
             metrics,
@@ -395,7 +430,9 @@ impl Hub {
             blocked: HashSet::new(),
             devices: Vec::new(),
             rings: crate::server::ratelimit::Bucket::new(RINGS_PER_CALLEE, 0.1),
+            extension: None,
         });
+        user.extension = login.extension.clone();
         user.settings = login.settings;
         user.blocked = login.blocked.iter().cloned().collect();
         user.devices.push(login.device_id);
@@ -504,7 +541,7 @@ impl Hub {
                 SessionState::Active { callee_device } => {
                     callee_device == device_id || session.caller_device == device_id
                 }
-                SessionState::Ringing { .. } => false,
+                SessionState::Ringing { .. } | SessionState::Placing { .. } => false,
             };
             if mine {
                 if let Some(dev) = inner.devices.get_mut(&device_id)
@@ -547,6 +584,7 @@ impl Hub {
                         callee_user: callee.1,
                         state: SessionState::Active { callee_device: callee.0 },
                         relayed: false,
+                        call: None,
                     },
                 );
                 for d in [caller.0, callee.0] {
@@ -608,6 +646,10 @@ impl Hub {
                 inner.remove_session(id, "the caller went offline");
                 inner.close_initiation(&devices, id, ClosedReason::CallerGone);
             }
+            SessionState::Placing { .. } => {
+                // The phone call goes on by itself; there is nobody to ring the session for.
+                inner.remove_session(id, "the caller went offline");
+            }
             SessionState::Active { callee_device } => {
                 let other = if is_caller { *callee_device } else { session.caller_device };
                 inner.remove_session(id, "a device of the session went offline");
@@ -638,7 +680,7 @@ impl Hub {
 
     /// Handles an access request from `device_id`.
     pub fn access_request(self: &Arc<Self>, device_id: i64, req: AccessRequest, received: Instant) {
-        let AccessRequest { req_id, target, offer, region, call_ref } = req;
+        let AccessRequest { req_id, target, offer, region, call_ref, place_call, extension } = req;
         self.metrics.access_requests.inc();
         let mut inner = self.inner.lock();
         let Some(caller_user) = inner.devices.get(&device_id).map(|d| d.user_id) else {
@@ -648,7 +690,7 @@ impl Hub {
             return;
         };
         let region = region.unwrap_or_else(|| caller.region.clone());
-        let caller_party = Party { number: caller.number.clone(), display_name: caller.display_name.clone() };
+        let caller_number = caller.number.clone();
         let target: E164 = match number::normalize(&target, Some(&region)) {
             Ok(n) => n,
             Err(e) => {
@@ -662,7 +704,7 @@ impl Hub {
                 return;
             }
         };
-        if target.as_str() == caller_party.number {
+        if target.as_str() == caller_number {
             self.metrics
                 .protocol_errors
                 .get_or_create(&vec![("code", ErrorCode::SelfRequest.as_str())])
@@ -678,8 +720,32 @@ impl Hub {
             );
             return;
         }
+        let id = SessionId(crate::server::auth::new_session_id());
+        if place_call {
+            drop(inner);
+            return self.place_call(device_id, caller_user, req_id, id, target, offer, extension);
+        }
+        let req = Routed { caller_device: device_id, caller_user, req_id, offer, call_ref, call: None };
+        self.ring(&mut inner, id, target.as_str(), req, received);
+    }
+
+    /// Rings the owner of `target` for request `req` as session `id` (or tells the caller
+    /// `unavailable`).
+    fn ring(
+        self: &Arc<Self>,
+        inner: &mut Inner,
+        id: SessionId,
+        target: &str,
+        req: Routed,
+        received: Instant,
+    ) {
+        let Routed { caller_device, caller_user, req_id, offer, call_ref, call } = req;
+        let Some(caller) = inner.users.get(&caller_user) else {
+            return;
+        };
+        let caller_party = Party { number: caller.number.clone(), display_name: caller.display_name.clone() };
         // Unknown, offline, not accepting and do-not-disturb all look the same to the caller.
-        let callee = inner.by_number.get(target.as_str()).copied().and_then(|uid| {
+        let callee = inner.by_number.get(target).copied().and_then(|uid| {
             let u = inner.users.get(&uid)?;
             let available = u.settings.accepting_sessions
                 && !u.settings.do_not_disturb
@@ -687,16 +753,15 @@ impl Hub {
             (available && !u.devices.is_empty()).then(|| (uid, u.devices.clone()))
         });
         let Some((callee_user, callee_devices)) = callee else {
-            self.tell_outcome(&mut inner, device_id, req_id, None, Outcome::Unavailable);
+            self.tell_outcome(inner, caller_device, req_id, None, Outcome::Unavailable);
             return;
         };
         if !inner.may_ring(callee_user, caller_user, received) {
             // Many callers at once: the same answer as everything else that does not ring.
             self.metrics.rings_refused.inc();
-            self.tell_outcome(&mut inner, device_id, req_id, None, Outcome::Unavailable);
+            self.tell_outcome(inner, caller_device, req_id, None, Outcome::Unavailable);
             return;
         }
-        let id = SessionId(crate::server::auth::new_session_id());
         let initiation = encode(&ServerMsg::Initiation {
             session_id: id.clone(),
             caller: caller_party,
@@ -714,10 +779,12 @@ impl Hub {
             }
         }
         if rung.is_empty() {
-            self.tell_outcome(&mut inner, device_id, req_id, None, Outcome::Unavailable);
+            self.tell_outcome(inner, caller_device, req_id, None, Outcome::Unavailable);
             return;
         }
-        if let Some(dev) = inner.devices.get_mut(&device_id) {
+        if let Some(dev) = inner.devices.get_mut(&caller_device)
+            && !dev.sessions.contains(&id)
+        {
             dev.sessions.push(id.clone());
         }
         let hub = Arc::clone(self);
@@ -734,14 +801,148 @@ impl Hub {
                 req_id,
                 offer,
                 caller_user,
-                caller_device: device_id,
+                caller_device,
                 callee_user,
                 state: SessionState::Ringing { devices: rung, timer: Some(timer), since: Instant::now() },
                 relayed: false,
+                call,
             },
         );
-        inner.send(device_id, &ServerMsg::AccessPending { req_id, session_id: id });
+        inner.send(caller_device, &ServerMsg::AccessPending { req_id, session_id: id });
         self.metrics.dispatch_seconds.observe(received.elapsed().as_secs_f64());
+    }
+
+    /// Click-to-call: asks the PBX to ring the caller's phone and then dial `target`; the
+    /// data session rings only once the target answered (see [`Hub::call_update`]).
+    #[allow(clippy::too_many_arguments)]
+    fn place_call(
+        self: &Arc<Self>,
+        caller_device: i64,
+        caller_user: i64,
+        req_id: u64,
+        id: SessionId,
+        target: E164,
+        offer: Offer,
+        extension: Option<String>,
+    ) {
+        let fail = |hub: &Hub, why: CallFailure| {
+            let mut inner = hub.inner.lock();
+            hub.tell_outcome(&mut inner, caller_device, req_id, None, Outcome::CallFailed { reason: why });
+        };
+        let Some(pbx) = self.pbx.read().clone() else {
+            return fail(self, CallFailure::PbxUnavailable);
+        };
+        let Some(extension) = extension else {
+            return fail(self, CallFailure::NoExtension);
+        };
+        let caller_number =
+            self.inner.lock().users.get(&caller_user).map(|u| u.number.clone()).unwrap_or_default();
+        let mut placed = match pbx.originate(&extension, target.as_str(), &caller_number) {
+            Ok(p) => p,
+            Err(why) => return fail(self, why),
+        };
+        let call_id = placed.id.clone();
+        {
+            let mut inner = self.inner.lock();
+            inner.sessions.insert(
+                id.clone(),
+                Session {
+                    req_id,
+                    offer,
+                    caller_user,
+                    caller_device,
+                    callee_user: 0,
+                    state: SessionState::Placing { target: target.to_string() },
+                    relayed: false,
+                    call: Some(call_id.clone()),
+                },
+            );
+            if let Some(dev) = inner.devices.get_mut(&caller_device) {
+                dev.sessions.push(id.clone());
+            }
+        }
+        tracing::info!(session = %id, call = %call_id, %extension, "placing a call through the PBX");
+        let hub = Arc::clone(self);
+        tokio::spawn(async move {
+            while let Some(update) = placed.updates.recv().await {
+                let last = matches!(update, CallUpdate::Failed(_) | CallUpdate::HungUp);
+                hub.call_update(&id, update);
+                if last {
+                    break;
+                }
+            }
+        });
+    }
+
+    /// A placed call moved on.
+    fn call_update(self: &Arc<Self>, id: &SessionId, update: CallUpdate) {
+        let mut inner = self.inner.lock();
+        let Some(session) = inner.sessions.get(id) else {
+            return; // ended meanwhile (cancelled, or the callee was unavailable)
+        };
+        let (caller_device, req_id) = (session.caller_device, session.req_id);
+        match (&session.state, update) {
+            (SessionState::Placing { target }, CallUpdate::Stage(stage)) => {
+                let target = target.clone();
+                inner.send(caller_device, &ServerMsg::CallProgress { req_id, session_id: id.clone(), stage });
+                if stage == CallStage::Answered {
+                    // Only now does the data session ring on the callee's desktops.
+                    let session = inner.sessions.remove(id);
+                    let (caller_user, offer, call) = match session {
+                        Some(s) => (s.caller_user, s.offer, s.call),
+                        None => return,
+                    };
+                    let call_ref = call.as_ref().map(|c| format!("pbx:{c}"));
+                    let req = Routed { caller_device, caller_user, req_id, offer, call_ref, call };
+                    self.ring(&mut inner, id.clone(), &target, req, Instant::now());
+                    if !inner.sessions.contains_key(id) {
+                        // Not rung (no such user, unavailable): the phone call goes on alone.
+                        inner.detach(caller_device, id);
+                        inner.remember_closed(id.clone(), "the callee does not take data sessions");
+                    }
+                }
+            }
+            (SessionState::Placing { .. }, CallUpdate::Failed(why)) => {
+                inner.remove_session(id, "the phone call did not come about");
+                self.tell_outcome(
+                    &mut inner,
+                    caller_device,
+                    req_id,
+                    Some(id),
+                    Outcome::CallFailed { reason: why },
+                );
+            }
+            (SessionState::Placing { .. }, CallUpdate::HungUp) => {
+                inner.remove_session(id, "the phone call was hung up");
+                let reason = CallFailure::Cancelled;
+                self.tell_outcome(
+                    &mut inner,
+                    caller_device,
+                    req_id,
+                    Some(id),
+                    Outcome::CallFailed { reason },
+                );
+            }
+            (SessionState::Ringing { devices, .. }, CallUpdate::HungUp | CallUpdate::Failed(_)) => {
+                // The phone call ended before the data session was answered: it stops ringing.
+                let devices = devices.clone();
+                inner.remove_session(id, "the phone call ended");
+                inner.close_initiation(&devices, id, ClosedReason::Cancelled);
+                self.tell_outcome(&mut inner, caller_device, req_id, Some(id), Outcome::Cancelled);
+            }
+            (SessionState::Active { callee_device }, CallUpdate::HungUp | CallUpdate::Failed(_)) => {
+                // Hanging up the phone ends the data session.
+                let callee_device = *callee_device;
+                inner.remove_session(id, "the phone call ended");
+                for d in [caller_device, callee_device] {
+                    inner.send(
+                        d,
+                        &ServerMsg::SessionEnded { session_id: id.clone(), reason: EndReason::CallEnded },
+                    );
+                }
+            }
+            _ => {}
+        }
     }
 
     fn time_out(&self, id: &SessionId) {
@@ -899,6 +1100,16 @@ impl Hub {
             return self.unknown_session(&mut inner, device_id, id);
         };
         match &session.state {
+            SessionState::Placing { .. } if session.caller_device == device_id => {
+                // Cancelled before the answer: the PBX hangs the phone call up.
+                let (req_id, call) = (session.req_id, session.call.clone());
+                inner.remove_session(id, "the caller cancelled it");
+                self.tell_outcome(&mut inner, device_id, req_id, Some(id), Outcome::Cancelled);
+                drop(inner);
+                if let (Some(call), Some(pbx)) = (call, self.pbx.read().clone()) {
+                    pbx.hangup(&call);
+                }
+            }
             SessionState::Ringing { devices, .. } if session.caller_device == device_id => {
                 let (devices, req_id) = (devices.clone(), session.req_id);
                 inner.remove_session(id, "the caller cancelled it");
@@ -941,6 +1152,26 @@ impl Hub {
         for d in devices {
             inner.send(d, &ServerMsg::Settings { settings });
         }
+    }
+
+    /// A user's new extension: cached for placing calls and told to all their devices.
+    pub fn extension_changed(&self, user_id: i64, extension: Option<String>) {
+        let mut inner = self.inner.lock();
+        let devices = match inner.users.get_mut(&user_id) {
+            Some(u) => {
+                u.extension = extension.clone();
+                u.devices.clone()
+            }
+            None => return,
+        };
+        for d in devices {
+            inner.send(d, &ServerMsg::Extension { extension: extension.clone() });
+        }
+    }
+
+    /// Whether calls can be placed (a PBX is configured).
+    pub fn can_place_calls(&self) -> bool {
+        self.pbx.read().is_some()
     }
 
     /// A user's new block list: cached for routing and told to all their devices.

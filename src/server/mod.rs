@@ -8,6 +8,7 @@ pub mod http;
 pub mod hub;
 pub mod listen;
 pub mod metrics;
+pub mod pbx;
 pub mod ratelimit;
 pub mod relay;
 pub mod store;
@@ -43,6 +44,8 @@ pub struct ServerConfig {
     /// Reverse proxies whose `X-Forwarded-For` names the client (and whose connections are
     /// not capped per address).
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// The PBX calls are placed through (click-to-call), if any.
+    pub pbx: Option<pbx::PbxConfig>,
 }
 
 /// Bounds on what clients may take from the server.
@@ -107,6 +110,7 @@ impl ServerConfig {
             limits: Limits::default(),
             tls: None,
             trusted_proxies: Vec::new(),
+            pbx: None,
         }
     }
 
@@ -168,6 +172,9 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
     let metrics = Arc::new(Metrics::new());
     let hub = Hub::new(Arc::new(store.clone()) as Arc<dyn Store>, cfg.hub.clone(), metrics.clone());
     let own_relay = start_relay(&cfg, &hub, metrics.clone()).await?;
+    if let Some(p) = &cfg.pbx {
+        *hub.pbx.write() = Some(p.start());
+    }
     hashing::return_large_allocations();
     let admission = listen::Admission::new(
         cfg.limits.connections_per_address,

@@ -32,6 +32,8 @@ pub struct UserRecord {
     pub display_name: String,
     pub password_hash: String,
     pub settings: Settings,
+    /// The user's phone on the server's PBX (click-to-call).
+    pub extension: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,6 +81,8 @@ pub trait Store: Send + Sync + 'static {
     /// Whether a device of this user last connected from this address.
     async fn known_address(&self, user_id: i64, ip: IpAddr) -> Result<bool, StoreError>;
     async fn update_settings(&self, user_id: i64, change: SettingsChange) -> Result<Settings, StoreError>;
+    /// Sets (or clears) a user's extension.
+    async fn set_extension(&self, user_id: i64, extension: Option<&str>) -> Result<(), StoreError>;
     /// The numbers (E.164) a user blocked, sorted.
     async fn blocked(&self, user_id: i64) -> Result<Vec<String>, StoreError>;
     /// Replaces a user's block list.
@@ -170,11 +174,12 @@ fn user_from_row(row: &AnyRow, offset: usize) -> Result<UserRecord, sqlx::Error>
             do_not_disturb: row.try_get::<i64, _>(offset + 5)? != 0,
             hide_address: row.try_get::<i64, _>(offset + 6)? != 0,
         },
+        extension: row.try_get(offset + 7)?,
     })
 }
 
-const USER_COLUMNS: &str =
-    "u.id, u.number, u.display_name, u.password_hash, u.accepting_sessions, u.do_not_disturb, u.hide_address";
+const USER_COLUMNS: &str = "u.id, u.number, u.display_name, u.password_hash, u.accepting_sessions, u.do_not_disturb, u.hide_address, \
+     u.extension";
 
 fn ip_from_text(text: Option<String>) -> Option<IpAddr> {
     text.and_then(|t| t.parse().ok())
@@ -214,6 +219,7 @@ impl Store for SqlStore {
             display_name: display_name.to_string(),
             password_hash: password_hash.to_string(),
             settings: Settings::default(),
+            extension: None,
         })
     }
 
@@ -293,6 +299,15 @@ impl Store for SqlStore {
         .bind(device_id)
         .execute(&self.pool)
         .await?;
+        Ok(())
+    }
+
+    async fn set_extension(&self, user_id: i64, extension: Option<&str>) -> Result<(), StoreError> {
+        sqlx::query("UPDATE users SET extension = $1 WHERE id = $2")
+            .bind(extension)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 

@@ -209,6 +209,7 @@ async fn await_hello(hub: &Hub, socket: &mut WebSocket, observed_ip: IpAddr) -> 
             number: user.number,
             display_name: user.display_name,
             settings: user.settings,
+            extension: user.extension,
             blocked,
             reported_ip,
             observed_ip,
@@ -248,6 +249,8 @@ pub async fn connection(hub: Arc<Hub>, mut socket: WebSocket, observed_ip: IpAdd
         answer_timeout_secs: hub.cfg.answer_timeout.as_secs(),
         observed_ip,
         ice_servers: hub.ice_servers_for(device_id, host.as_deref()),
+        can_place_calls: hub.can_place_calls(),
+        extension: login.extension.clone(),
     };
     let blocked = ServerMsg::Blocked { numbers: login.blocked.clone() };
     if send_msg(&mut socket, &welcome).await && send_msg(&mut socket, &blocked).await {
@@ -372,8 +375,20 @@ async fn handle(
             )
             .await
         }
-        ClientMsg::AccessRequest { req_id, target, offer, region, call_ref } => {
-            let req = AccessRequest { req_id, target, offer, region, call_ref };
+        ClientMsg::AccessRequest { req_id, target, offer, region, call_ref, place_call } => {
+            // The extension as stored now (an administrator may have just set it).
+            let extension = if place_call {
+                match hub.store.user_by_number(&login.number).await {
+                    Ok(user) => user.and_then(|u| u.extension),
+                    Err(e) => {
+                        tracing::error!("cannot read the extension: {e}");
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            let req = AccessRequest { req_id, target, offer, region, call_ref, place_call, extension };
             hub.access_request(device_id, req, received);
             true
         }
@@ -409,6 +424,31 @@ async fn handle(
             }
         }
         ClientMsg::SetBlocked { numbers } => set_blocked(hub, socket, login, numbers).await,
+        ClientMsg::SetExtension { extension } => {
+            let extension = extension.map(|e| e.trim().to_string()).filter(|e| !e.is_empty());
+            if let Some(e) = &extension
+                && !crate::server::pbx::valid_extension(e)
+            {
+                let msg = "an extension is 1 to 32 digits, letters or *#+_- (e.g. 201)".to_string();
+                return refuse(hub, socket, ErrorCode::InvalidField, msg).await;
+            }
+            match hub.store.set_extension(login.user_id, extension.as_deref()).await {
+                Ok(()) => {
+                    hub.extension_changed(login.user_id, extension);
+                    true
+                }
+                Err(e) => {
+                    tracing::error!("cannot save the extension: {e}");
+                    refuse(
+                        hub,
+                        socket,
+                        ErrorCode::Internal,
+                        "could not save the extension; try again later".into(),
+                    )
+                    .await
+                }
+            }
+        }
         ClientMsg::Ping { nonce } => send_msg(socket, &ServerMsg::Pong { nonce }).await,
         ClientMsg::Resume { session_id, role, peer } => {
             hub.resume(device_id, &session_id, role, &peer);

@@ -262,6 +262,7 @@ pub fn access(req_id: u64, target: &str) -> ClientMsg {
         offer: Offer::default(),
         region: None,
         call_ref: None,
+        place_call: false,
     }
 }
 

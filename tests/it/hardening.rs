@@ -43,6 +43,7 @@ async fn an_oversized_forwarded_field_is_refused_and_the_callee_stays_online() {
         offer: Offer::default(),
         region: None,
         call_ref: Some("x".repeat(60_000)),
+        place_call: false,
     };
     alice.send(&huge).await;
     match alice.next().await {

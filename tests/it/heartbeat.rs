@@ -44,6 +44,8 @@ async fn client_reconnects_when_the_server_goes_silent() {
                 answer_timeout_secs: 30,
                 observed_ip: "127.0.0.1".parse().expect("ip"),
                 ice_servers: vec![],
+                can_place_calls: false,
+                extension: None,
             };
             let _ = ws.send(Message::text(serde_json::to_string(&welcome).expect("json"))).await;
             held.push(ws);

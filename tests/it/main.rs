@@ -9,6 +9,7 @@ mod handshake;
 mod hardening;
 mod heartbeat;
 mod nat;
+mod pbx;
 mod protocol_doc;
 mod relay;
 mod restart;
