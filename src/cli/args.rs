@@ -124,6 +124,9 @@ pub struct SettingsArgs {
     /// learns the other's address.
     #[arg(long)]
     pub hide_address: Option<OnOff>,
+    /// Your phone's extension on the server's PBX, for `sidecall call` ("none" clears it).
+    #[arg(long, value_name = "EXT")]
+    pub extension: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -77,6 +77,9 @@ fn every_json_example_in_the_spec_reads_into_its_type() {
             reads_as::<ClientMsg>(v)
         } else if h2.contains("server → client") {
             reads_as::<ServerMsg>(v)
+        } else if h2.contains("Click-to-call") {
+            // Messages of both directions, by their `type`.
+            reads_as::<ClientMsg>(v).or_else(|e| reads_as::<ServerMsg>(v).map_err(|e2| format!("{e}; {e2}")))
         } else if h2.contains("File transfer") {
             reads_as::<FileMsg>(v)
         } else if h2.contains("HTTP API") {
