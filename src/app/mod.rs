@@ -71,6 +71,13 @@ pub enum AppCommand {
         target: String,
         offer: Offer,
     },
+    /// Click-to-call: the server places the phone call, then rings the session.
+    Call {
+        target: String,
+        offer: Offer,
+    },
+    /// This user's extension on the server's PBX (`None` clears it).
+    SetExtension(Option<String>),
     Answer {
         session_id: SessionId,
         accept: bool,

@@ -19,7 +19,7 @@ use crate::client::transfer::{ReceiveConfig, TransferEvent, Way};
 use crate::client::{Event, StopReason};
 use crate::media::camera::CameraInfo;
 use crate::media::video::{VideoParams, VideoSource};
-use crate::protocol::{Offer, Outcome, Party, Role, SessionId, SettingsChange};
+use crate::protocol::{CallStage, Offer, Outcome, Party, Role, SessionId, SettingsChange};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -133,9 +133,22 @@ pub enum Done {
 /// A call on the server connection.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ClientCall {
-    Dial { req_id: u64, target: String, offer: Offer, region: String, call_ref: Option<String> },
-    Answer { session_id: SessionId, accept: bool },
-    End { session_id: SessionId },
+    Dial {
+        req_id: u64,
+        target: String,
+        offer: Offer,
+        region: String,
+        call_ref: Option<String>,
+        place_call: bool,
+    },
+    SetExtension(Option<String>),
+    Answer {
+        session_id: SessionId,
+        accept: bool,
+    },
+    End {
+        session_id: SessionId,
+    },
     ChangeSettings(SettingsChange),
     SetBlocked(Vec<String>),
 }
@@ -343,7 +356,9 @@ fn command(m: &mut Model, cmd: AppCommand, clock: Clock, fx: &mut Vec<Effect>) {
             v.active = None;
         }
         AppCommand::DetectIp { server } => fx.push(Effect::DetectIp(server)),
-        AppCommand::Dial { target, offer } => dial(m, target, offer, None, fx),
+        AppCommand::Dial { target, offer } => dial(m, target, offer, None, false, fx),
+        AppCommand::Call { target, offer } => dial(m, target, offer, None, true, fx),
+        AppCommand::SetExtension(ext) => client_call(m, ClientCall::SetExtension(ext), fx),
         AppCommand::AcceptWithoutVideo(session_id) => {
             m.camera_off_for = Some(session_id.clone());
             client_call(m, ClientCall::Answer { session_id: session_id.clone(), accept: true }, fx);
@@ -408,7 +423,7 @@ fn command(m: &mut Model, cmd: AppCommand, clock: Clock, fx: &mut Vec<Effect>) {
             if let Some((call_ref, number)) = v.call_prompt.take()
                 && yes
             {
-                dial(m, number, Offer { files: true, video: false }, Some(call_ref), fx);
+                dial(m, number, Offer { files: true, video: false }, Some(call_ref), false, fx);
             }
         }
         AppCommand::TelLink(number) => watcher_event(
@@ -442,8 +457,15 @@ fn send_files(m: &mut Model, paths: Vec<PathBuf>, fx: &mut Vec<Effect>) {
     }
 }
 
-fn dial(m: &mut Model, target: String, offer: Offer, call_ref: Option<String>, fx: &mut Vec<Effect>) {
-    if !m.client {
+fn dial(
+    m: &mut Model,
+    target: String,
+    offer: Offer,
+    call_ref: Option<String>,
+    place_call: bool,
+    fx: &mut Vec<Effect>,
+) {
+    if !m.client || (place_call && !m.view.can_place_calls) {
         return;
     }
     if m.view.outgoing.as_ref().is_some_and(|o| !o.status.is_final()) {
@@ -458,9 +480,11 @@ fn dial(m: &mut Model, target: String, offer: Offer, call_ref: Option<String>, f
         offer,
         region: m.view.settings.region.clone(),
         call_ref: call_ref.clone(),
+        place_call,
     }));
-    m.view.outgoing =
-        Some(Outgoing { req_id, target, offer, session_id: None, status: OutgoingStatus::Dialing, call_ref });
+    let status =
+        if place_call { OutgoingStatus::Calling(CallStage::CallingYou) } else { OutgoingStatus::Dialing };
+    m.view.outgoing = Some(Outgoing { req_id, target, offer, session_id: None, status, call_ref });
 }
 
 /// Saves the settings with one change (the block list as it is).
@@ -621,17 +645,24 @@ fn server_event(m: &mut Model, ev: Event, clock: Clock, fx: &mut Vec<Effect>) {
     let v = &mut m.view;
     match ev {
         Event::Connecting { attempt } => v.connection = Connection::Connecting { attempt },
-        Event::Online { account, settings, .. } => {
+        Event::Online { account, settings, can_place_calls, extension, .. } => {
             v.connection = Connection::Online;
+            v.can_place_calls = can_place_calls;
+            v.extension = extension;
             v.account = Some(account);
             v.server_settings = settings;
             if let Some((call_ref, number)) = m.pending_call.take() {
-                dial(m, number, Offer { files: true, video: false }, Some(call_ref), fx);
+                dial(m, number, Offer { files: true, video: false }, Some(call_ref), false, fx);
             }
         }
         Event::Offline { reason, retry_in_ms } => v.connection = Connection::Offline { reason, retry_in_ms },
-        // Click-to-call is not offered in the window yet (`sidecall call` has it).
-        Event::Extension { .. } | Event::CallProgress { .. } => {}
+        Event::Extension { extension } => v.extension = extension,
+        Event::CallProgress { req_id, session_id, stage } => {
+            if let Some(o) = v.outgoing.as_mut().filter(|o| o.req_id == req_id && !o.status.is_final()) {
+                o.session_id = Some(session_id);
+                o.status = OutgoingStatus::Calling(stage);
+            }
+        }
         Event::LoggedOut { reason } => {
             v.connection = Connection::LoggedOut;
             v.account = None;
@@ -835,7 +866,7 @@ fn phone_dialed(m: &mut Model, call_ref: String, raw: &str, fx: &mut Vec<Effect>
         }
         OnCall::Automatic => {
             if m.view.active.is_none() {
-                dial(m, number, Offer { files: true, video: false }, Some(call_ref), fx);
+                dial(m, number, Offer { files: true, video: false }, Some(call_ref), false, fx);
             }
         }
     }

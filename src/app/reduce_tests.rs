@@ -553,3 +553,32 @@ fn a_self_signed_server_is_trusted_only_when_the_user_says_so() {
     assert!(fx.is_empty());
     assert!(matches!(m.view.login, LoginStatus::Failed { field: Some(Field::Server), .. }));
 }
+
+#[test]
+fn a_placed_call_shows_its_stages_and_a_failure_in_plain_words() {
+    use crate::protocol::{CallFailure, CallStage};
+    let mut m = online();
+    // No PBX on the server: nothing is sent.
+    assert!(cmd(&mut m, AppCommand::Call { target: BOB.into(), offer: Offer::default() }, 0).is_empty());
+    m.view.can_place_calls = true;
+    let fx = cmd(&mut m, AppCommand::Call { target: BOB.into(), offer: Offer::default() }, 0);
+    let req_id = match fx.as_slice() {
+        [Effect::Client(ClientCall::Dial { req_id, place_call: true, .. })] => *req_id,
+        other => panic!("{other:?}"),
+    };
+    let sid = SessionId("c1".into());
+    for stage in [CallStage::Dialing, CallStage::Answered] {
+        server(&mut m, Event::CallProgress { req_id, session_id: sid.clone(), stage }, 0);
+        assert_eq!(m.view.outgoing.as_ref().map(|o| o.status.clone()), Some(OutgoingStatus::Calling(stage)));
+    }
+    let failed = Event::DialResult {
+        req_id,
+        session_id: Some(sid),
+        outcome: Outcome::CallFailed { reason: CallFailure::Busy },
+    };
+    server(&mut m, failed, 0);
+    assert_eq!(
+        m.view.outgoing.as_ref().map(|o| o.status.clone()),
+        Some(OutgoingStatus::Failed(CallFailure::Busy.describe().into()))
+    );
+}

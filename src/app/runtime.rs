@@ -211,9 +211,10 @@ impl Core {
             Effect::Client(call) => {
                 let Some(c) = &self.client else { return };
                 match call {
-                    ClientCall::Dial { req_id, target, offer, region, call_ref } => {
-                        c.dial_as(req_id, &target, offer, Some(region), call_ref)
+                    ClientCall::Dial { req_id, target, offer, region, call_ref, place_call } => {
+                        c.dial_full(req_id, &target, offer, Some(region), call_ref, place_call)
                     }
+                    ClientCall::SetExtension(ext) => c.set_extension(ext),
                     ClientCall::Answer { session_id, accept } => c.answer(&session_id, accept),
                     ClientCall::End { session_id } => c.end(&session_id),
                     ClientCall::ChangeSettings(change) => c.change_settings(change),

@@ -90,6 +90,8 @@ pub enum Connection {
 #[derive(Clone, Debug, PartialEq)]
 pub enum OutgoingStatus {
     Dialing,
+    /// Click-to-call: the phone call is being placed (this far).
+    Calling(crate::protocol::CallStage),
     Ringing,
     Accepted,
     Declined,
@@ -102,7 +104,7 @@ pub enum OutgoingStatus {
 
 impl OutgoingStatus {
     pub fn is_final(&self) -> bool {
-        !matches!(self, OutgoingStatus::Dialing | OutgoingStatus::Ringing)
+        !matches!(self, OutgoingStatus::Dialing | OutgoingStatus::Calling(_) | OutgoingStatus::Ringing)
     }
 }
 
@@ -198,6 +200,10 @@ pub struct AppState {
     pub connection: Connection,
     pub account: Option<Party>,
     pub server_settings: Settings,
+    /// The server can place phone calls through its PBX (the *Call* button).
+    pub can_place_calls: bool,
+    /// This user's extension on that PBX.
+    pub extension: Option<String>,
     pub blocked: Vec<String>,
     pub settings: AppSettings,
     pub outgoing: Option<Outgoing>,
@@ -232,6 +238,8 @@ impl AppState {
             connection: Connection::LoggedOut,
             account: None,
             server_settings: Settings::default(),
+            can_place_calls: false,
+            extension: None,
             blocked: Vec::new(),
             settings,
             outgoing: None,

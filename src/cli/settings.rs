@@ -19,7 +19,9 @@ pub(super) async fn settings(cli: &Cli, args: &SettingsArgs) -> Result<Exit, Fai
                 }
                 Ok(Some(Event::Error { message, .. })) => break Err(fail(Exit::Error, message)),
                 Ok(Some(_)) => {}
-                Ok(None) | Err(_) => break Err(fail(Exit::Error, "the server did not confirm the extension")),
+                Ok(None) | Err(_) => {
+                    break Err(fail(Exit::Error, "the server did not confirm the extension"));
+                }
             }
         };
         if let Err(e) = told {

@@ -273,14 +273,21 @@ impl ClientHandle {
         region: Option<String>,
         call_ref: Option<String>,
     ) {
-        self.send(Command::Dial {
-            req_id,
-            target: target.to_string(),
-            offer,
-            region,
-            call_ref,
-            place_call: false,
-        });
+        self.dial_full(req_id, target, offer, region, call_ref, false);
+    }
+
+    /// [`Self::dial_as`], or with `place_call` [`Self::call`], with the request id chosen by
+    /// the caller.
+    pub fn dial_full(
+        &self,
+        req_id: u64,
+        target: &str,
+        offer: Offer,
+        region: Option<String>,
+        call_ref: Option<String>,
+        place_call: bool,
+    ) {
+        self.send(Command::Dial { req_id, target: target.to_string(), offer, region, call_ref, place_call });
     }
 
     /// Click-to-call: the server places the phone call through its PBX, then rings the data

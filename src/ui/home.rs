@@ -141,6 +141,7 @@ impl HomeView {
         let online = state.connection == Connection::Online;
         let ringing = state.outgoing.as_ref().is_some_and(|o| !o.status.is_final());
         let mut start = false;
+        let mut call = false;
         ui.horizontal(|ui| {
             let l = ui.label("Number to call");
             let r = ui
@@ -167,11 +168,24 @@ impl HomeView {
             if ui.add_enabled(can, egui::Button::new("Start session")).clicked() {
                 start = true;
             }
+            if state.can_place_calls {
+                let can_call = can && state.extension.is_some();
+                let button = ui
+                    .add_enabled(can_call, egui::Button::new("Call"))
+                    .on_hover_text("Your phone rings first; the session starts once they answer")
+                    .on_disabled_hover_text("Set your phone's extension in Settings to place calls");
+                if button.clicked() {
+                    call = true;
+                }
+            }
         });
-        if start && online && !ringing {
-            core.send(AppCommand::Dial {
-                target: self.dial.trim().to_string(),
-                offer: Offer { files: self.offer_files, video: self.offer_video },
+        if (start || call) && online && !ringing {
+            let (target, offer) =
+                (self.dial.trim().to_string(), Offer { files: self.offer_files, video: self.offer_video });
+            core.send(if call {
+                AppCommand::Call { target, offer }
+            } else {
+                AppCommand::Dial { target, offer }
             });
         }
         if !online {
@@ -182,6 +196,15 @@ impl HomeView {
             ui.horizontal(|ui| {
                 let (color, text) = match &o.status {
                     OutgoingStatus::Dialing => (WAITING, format!("Requesting a session with {who}…")),
+                    OutgoingStatus::Calling(crate::protocol::CallStage::CallingYou) => {
+                        (WAITING, "Calling your phone: pick it up…".to_string())
+                    }
+                    OutgoingStatus::Calling(crate::protocol::CallStage::Dialing) => {
+                        (WAITING, format!("Dialing {who}…"))
+                    }
+                    OutgoingStatus::Calling(crate::protocol::CallStage::Answered) => {
+                        (WAITING, format!("{who} answered the phone: asking for the session…"))
+                    }
                     OutgoingStatus::Ringing => (WAITING, format!("Waiting for {who} to accept…")),
                     OutgoingStatus::Accepted => (OK, format!("{who} accepted")),
                     OutgoingStatus::Declined => (ERROR, format!("{who} declined")),
@@ -194,7 +217,7 @@ impl HomeView {
                     OutgoingStatus::Failed(msg) => (ERROR, format!("Could not start: {msg}")),
                 };
                 ui.colored_label(color, text);
-                if o.status == OutgoingStatus::Ringing
+                if matches!(o.status, OutgoingStatus::Ringing | OutgoingStatus::Calling(_))
                     && let Some(id) = &o.session_id
                     && ui.button("Cancel").clicked()
                 {

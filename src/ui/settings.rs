@@ -12,11 +12,18 @@ pub struct SettingsWindow {
     blocked: String,
     /// The state values the draft was made from; a change there refreshes a closed window.
     seen: Option<(AppSettings, Vec<String>)>,
+    /// The extension being typed (click-to-call), and the stored one it started from.
+    extension: String,
+    extension_seen: Option<Option<String>>,
 }
 
 impl SettingsWindow {
     /// Takes new values from the core unless the user is editing.
     pub fn sync(&mut self, state: &AppState) {
+        if self.extension_seen.as_ref() != Some(&state.extension) {
+            self.extension = state.extension.clone().unwrap_or_default();
+            self.extension_seen = Some(state.extension.clone());
+        }
         let now = (state.settings.clone(), state.blocked.clone());
         if self.open || self.seen.as_ref() == Some(&now) {
             return;
@@ -96,6 +103,27 @@ impl SettingsWindow {
                 });
                 ui.collapsing("Video", |ui| video_settings(ui, draft, state, core));
                 ui.collapsing("Phone calls", |ui| phone_settings(ui, draft, state, core));
+                if state.can_place_calls {
+                    ui.collapsing("Placing calls", |ui| {
+                        ui.horizontal(|ui| {
+                            let l = ui.label("My phone's extension");
+                            ui.add(
+                                egui::TextEdit::singleline(&mut self.extension)
+                                    .hint_text("e.g. 201")
+                                    .desired_width(80.0),
+                            )
+                            .labelled_by(l.id);
+                            if ui.button("Set extension").clicked() {
+                                let ext = Some(self.extension.trim().to_string()).filter(|e| !e.is_empty());
+                                core.send(AppCommand::SetExtension(ext));
+                            }
+                        });
+                        ui.weak(
+                            "With it, the Call button has the server place the phone call: your phone rings \
+                             first, and the session starts once the other side answers.",
+                        );
+                    });
+                }
             });
             if let Some(n) = &state.notice {
                 ui.colored_label(ERROR, n);

@@ -204,6 +204,41 @@ fn dialing_by_hand_in_any_format() {
     assert!(w.shows("You can start a session when online"));
 }
 
+#[test]
+fn the_call_button_places_the_phone_call_and_shows_its_stages() {
+    // Without a PBX on the server there is no Call button.
+    let mut w = Scripted::new(online(ALICE, "Alice"));
+    w.type_into("Number to call", "0151 23456789");
+    assert!(w.harness.query_by_label("Call").is_none());
+    let mut s = online(ALICE, "Alice");
+    s.can_place_calls = true;
+    s.extension = Some("201".into());
+    w.set(s.clone());
+    w.click("Call");
+    let sent = w.sent();
+    assert!(
+        sent.iter().any(|c| matches!(c, AppCommand::Call { target, .. } if target == "0151 23456789")),
+        "{sent:?}"
+    );
+    s.outgoing = Some(app::Outgoing {
+        req_id: 1,
+        target: "0151 23456789".into(),
+        offer: Offer::default(),
+        session_id: Some(SessionId("s2".into())),
+        status: app::OutgoingStatus::Calling(sidecall::protocol::CallStage::CallingYou),
+        call_ref: None,
+    });
+    w.set(s.clone());
+    assert!(w.shows("Calling your phone: pick it up"));
+    if let Some(o) = s.outgoing.as_mut() {
+        o.status = app::OutgoingStatus::Calling(sidecall::protocol::CallStage::Dialing);
+    }
+    w.set(s);
+    assert!(w.shows("Dialing +49 1512 3456789"));
+    w.click("Cancel");
+    assert!(w.sent().iter().any(|c| matches!(c, AppCommand::End { session_id } if session_id.0 == "s2")));
+}
+
 fn ringing_state() -> AppState {
     let mut s = online(BOB, "Bob");
     s.incoming.push(Ringing {
