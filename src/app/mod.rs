@@ -19,7 +19,9 @@ pub mod state;
 pub mod watchers;
 
 pub use history::{Direction, HistoryEntry, HistoryOutcome};
-pub use settings::{AmiSettings, AppPaths, AppSettings, FritzSettings, OnCall, PhoneSettings, VideoSettings};
+pub use settings::{
+    AmiSettings, AppPaths, AppSettings, FritzSettings, OnCall, PhoneSettings, StartWhen, VideoSettings,
+};
 pub use state::{
     Active, AppState, Connection, Credentials, Field, FileRow, FileStatus, Hosting, LoginStatus, Outgoing,
     OutgoingStatus, Ringing, VideoSending, VideoState,

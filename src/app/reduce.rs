@@ -7,7 +7,7 @@
 
 use super::AppCommand;
 use super::history::{self, Direction, HistoryEntry, HistoryOutcome};
-use super::settings::{AppSettings, OnCall};
+use super::settings::{AppSettings, OnCall, StartWhen};
 use super::state::{
     Active, AppState, Connection, Credentials, Field, FileRow, FileStatus, Hosting, LoginStatus, Outgoing,
     OutgoingStatus, Ringing, VideoSending, VideoState,
@@ -60,6 +60,9 @@ pub struct Model {
     camera_off_for: Option<SessionId>,
     /// The phone call (call_ref) ended before its request's session id was known.
     call_ended_early: Option<String>,
+    /// A call the phone dialed, waiting to be answered before the session is requested
+    /// ([`StartWhen::Answered`]): its reference and the number as dialed.
+    awaiting_answer: Option<(String, String)>,
     /// What to do once the in-app server runs.
     after_host: Option<AfterHost>,
     /// A login waiting for the user to trust the server's certificate.
@@ -83,6 +86,7 @@ impl Model {
             pending_call: None,
             camera_off_for: None,
             call_ended_early: None,
+            awaiting_answer: None,
             after_host: None,
             after_trust: None,
         }
@@ -815,10 +819,30 @@ fn watcher_event(m: &mut Model, ev: WatcherEvent, fx: &mut Vec<Effect>) {
             Some(slot) => slot.1 = st,
             None => v.watchers.push((src, st)),
         },
-        WatcherEvent::Call(_, CallEvent::Outgoing { call_ref, number }) => {
-            phone_dialed(m, call_ref, &number, fx)
+        WatcherEvent::Call(src, CallEvent::Outgoing { call_ref, number }) => {
+            if v.settings.start_when == StartWhen::Answered && src != Source::Tel {
+                // Wait for the other side to pick up the phone.
+                m.awaiting_answer = Some((call_ref, number));
+            } else if src == Source::Tel && v.settings.tel_places_call && v.can_place_calls {
+                // The server places the phone call; the session rings once it is answered.
+                dial(m, number, Offer { files: true, video: false }, None, true, fx);
+            } else {
+                phone_dialed(m, call_ref, &number, fx)
+            }
+        }
+        WatcherEvent::Call(_, CallEvent::Connected { call_ref }) => {
+            if let Some((r, number)) = m.awaiting_answer.take() {
+                if r == call_ref {
+                    phone_dialed(m, call_ref, &number, fx);
+                } else {
+                    m.awaiting_answer = Some((r, number));
+                }
+            }
         }
         WatcherEvent::Call(_, CallEvent::Ended { call_ref }) => {
+            if m.awaiting_answer.as_ref().is_some_and(|(r, _)| *r == call_ref) {
+                m.awaiting_answer = None; // never answered: no session
+            }
             if v.call_prompt.as_ref().is_some_and(|(r, _)| *r == call_ref) {
                 v.call_prompt = None;
             }

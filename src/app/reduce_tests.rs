@@ -582,3 +582,37 @@ fn a_placed_call_shows_its_stages_and_a_failure_in_plain_words() {
         Some(OutgoingStatus::Failed(CallFailure::Busy.describe().into()))
     );
 }
+
+#[test]
+fn with_start_when_answered_the_session_waits_for_the_phone_call_to_connect() {
+    let mut m = online();
+    m.view.settings.start_when = crate::app::StartWhen::Answered;
+    let dialed = CallEvent::Outgoing { call_ref: "fritz:1".into(), number: "015123456789".into() };
+    assert!(dialed_req(&phone(&mut m, dialed.clone())).is_none(), "not at dialing");
+    // Never answered: no session at all.
+    phone(&mut m, CallEvent::Ended { call_ref: "fritz:1".into() });
+    assert!(dialed_req(&phone(&mut m, CallEvent::Connected { call_ref: "fritz:1".into() })).is_none());
+    // Answered: now.
+    phone(&mut m, CallEvent::Outgoing { call_ref: "fritz:2".into(), number: "015123456789".into() });
+    assert!(
+        dialed_req(&phone(&mut m, CallEvent::Connected { call_ref: "fritz:9".into() })).is_none(),
+        "another call"
+    );
+    assert!(dialed_req(&phone(&mut m, CallEvent::Connected { call_ref: "fritz:2".into() })).is_some());
+}
+
+#[test]
+fn a_tel_link_can_have_the_server_place_the_call() {
+    let mut m = online();
+    m.view.settings.tel_places_call = true;
+    m.view.can_place_calls = true;
+    let fx = cmd(&mut m, AppCommand::TelLink("+4915123456789".into()), 0);
+    assert!(
+        fx.iter().any(|e| matches!(e, Effect::Client(ClientCall::Dial { place_call: true, .. }))),
+        "{fx:?}"
+    );
+}
+
+fn dialed_req(fx: &[Effect]) -> Option<u64> {
+    dialed(fx)
+}

@@ -61,6 +61,10 @@ pub struct AppSettings {
     pub on_call: OnCall,
     /// End the data session when the phone call ends.
     pub end_with_call: bool,
+    /// Request the session as soon as the phone dials, or only once the call is answered.
+    pub start_when: StartWhen,
+    /// `tel:` links have the server place the phone call (click-to-call), where it can.
+    pub tel_places_call: bool,
     /// Area code local numbers are read in (call monitors report numbers as dialed).
     pub area_code: String,
     pub fritz: FritzSettings,
@@ -111,6 +115,18 @@ impl VideoSettings {
             bitrate: self.bitrate_kbps.saturating_mul(1000),
         }
     }
+}
+
+/// When a call the watchers report requests the data session.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartWhen {
+    /// As soon as the phone dials (the callee's desktop rings along with the phone).
+    #[default]
+    Dialed,
+    /// Once the phone call is answered (FRITZ!Box CONNECT, Asterisk DialEnd ANSWER, the
+    /// phone's "connected" action URL).
+    Answered,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -181,6 +197,8 @@ impl Default for AppSettings {
             auto_accept_files: true,
             on_call: OnCall::Automatic,
             end_with_call: true,
+            start_when: StartWhen::Dialed,
+            tel_places_call: false,
             area_code: String::new(),
             fritz: FritzSettings::default(),
             ami: AmiSettings::default(),

@@ -1,7 +1,7 @@
 //! The settings window: country, ring, auto-accept and block lists.
 
 use super::login::ERROR;
-use crate::app::{AppCommand, AppHandle, AppSettings, AppState, OnCall};
+use crate::app::{AppCommand, AppHandle, AppSettings, AppState, OnCall, StartWhen};
 use crate::calls::{Source, WatcherStatus};
 
 #[derive(Default)]
@@ -180,7 +180,15 @@ fn phone_settings(ui: &mut egui::Ui, draft: &mut AppSettings, state: &AppState, 
         ui.radio_value(&mut draft.on_call, OnCall::Ask, "Ask first");
         ui.radio_value(&mut draft.on_call, OnCall::Off, "Do nothing");
     });
+    ui.horizontal(|ui| {
+        ui.label("Request the session:");
+        ui.radio_value(&mut draft.start_when, StartWhen::Dialed, "when the call is dialed");
+        ui.radio_value(&mut draft.start_when, StartWhen::Answered, "when it is answered");
+    });
     ui.checkbox(&mut draft.end_with_call, "End the session when the phone call ends");
+    if state.can_place_calls {
+        ui.checkbox(&mut draft.tel_places_call, "tel: links place the phone call through the server");
+    }
     labelled(ui, "Area code", &mut draft.area_code, "e.g. 030 (for local numbers)", false);
     ui.separator();
     ui.checkbox(&mut draft.fritz.enabled, "AVM FRITZ!Box call monitor");
