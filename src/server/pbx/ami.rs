@@ -4,7 +4,7 @@
 //! first event. Framing: [`crate::ami`]. Events and fields as in Asterisk's AMI event
 //! documentation (`OriginateResponse`, `DialBegin`, `DialEnd`, `BridgeEnter`, `Hangup`).
 
-use super::{CallUpdate, Pbx, PbxHealth, PlacedCall};
+use super::{CallUpdate, Cmd, End, PbxHealth, Tracked};
 use crate::ami::{action, parse_message, read_line, read_message};
 use crate::protocol::{CallFailure, CallStage};
 use parking_lot::Mutex;
@@ -32,136 +32,17 @@ const RING_YOUR_PHONE_MS: u64 = 30_000;
 const PING_EVERY: Duration = Duration::from_secs(20);
 const PING_TIMEOUT: Duration = Duration::from_secs(10);
 
-enum Cmd {
-    Originate {
-        id: String,
-        ext: String,
-        number: String,
-        caller_id: String,
-        updates: mpsc::UnboundedSender<CallUpdate>,
-    },
-    Hangup {
-        id: String,
-    },
-}
-
-pub struct Ami {
-    tx: mpsc::UnboundedSender<Cmd>,
-    health: Arc<Mutex<PbxHealth>>,
-}
-
-impl Ami {
-    pub fn start(cfg: AmiConfig) -> Arc<dyn Pbx> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let health = Arc::new(Mutex::new(PbxHealth::Connecting));
-        tokio::spawn(run(cfg, rx, health.clone()));
-        Arc::new(Ami { tx, health })
-    }
-}
-
-impl Pbx for Ami {
-    fn originate(&self, extension: &str, number: &str, caller_id: &str) -> Result<PlacedCall, CallFailure> {
-        if *self.health.lock() != PbxHealth::Ready {
-            return Err(CallFailure::PbxUnavailable);
-        }
-        let id = format!("sidecall-{}", crate::server::auth::new_session_id());
-        let (updates, rx) = mpsc::unbounded_channel();
-        let cmd = Cmd::Originate {
-            id: id.clone(),
-            ext: extension.to_string(),
-            number: number.to_string(),
-            caller_id: caller_id.to_string(),
-            updates,
-        };
-        self.tx.send(cmd).map_err(|_| CallFailure::PbxUnavailable)?;
-        Ok(PlacedCall { id, updates: rx })
-    }
-
-    fn hangup(&self, call_id: &str) {
-        let _ = self.tx.send(Cmd::Hangup { id: call_id.to_string() });
-    }
-
-    fn health(&self) -> PbxHealth {
-        self.health.lock().clone()
-    }
-}
-
-/// One call being followed.
-#[derive(Default)]
-struct Tracked {
-    updates: Option<mpsc::UnboundedSender<CallUpdate>>,
-    dialing: bool,
-    answered: bool,
-    /// The caller's channel (`PJSIP/201-00000001`), once an event named it.
-    channel: Option<String>,
-    /// Hung up from here before its channel was known: hang it up when it is.
-    cancelled: bool,
-}
-
-impl Tracked {
-    fn send(&self, u: CallUpdate) {
-        if let Some(tx) = &self.updates {
-            let _ = tx.send(u);
-        }
-    }
-}
-
 fn hangup_action(id: &str, channel: &str) -> String {
     action("Hangup", &[("ActionID", &format!("{id}-hangup")), ("Channel", channel), ("Cause", "16")])
 }
 
-/// How one connection ended.
-enum End {
-    /// The server is gone (nobody holds the connector).
-    Stopped,
-    LoginRefused(String),
-    Lost(String),
-}
-
-async fn run(cfg: AmiConfig, mut rx: mpsc::UnboundedReceiver<Cmd>, health: Arc<Mutex<PbxHealth>>) {
-    let mut calls: HashMap<String, Tracked> = HashMap::new();
-    let mut attempt = 0u32;
-    loop {
-        let end = session(&cfg, &mut rx, &health, &mut calls, &mut attempt).await;
-        // Calls not yet answered cannot be followed any more: they fail cleanly. Answered
-        // ones go on on the phones; their data sessions are not touched.
-        for (_, t) in calls.drain() {
-            if !t.answered {
-                t.send(CallUpdate::Failed(CallFailure::PbxUnavailable));
-            }
-        }
-        let wait = match end {
-            End::Stopped => return,
-            End::LoginRefused(why) => {
-                let text =
-                    format!("the PBX at {} refused the login: {why} (check the user and secret)", cfg.addr);
-                tracing::error!("{text}");
-                *health.lock() = PbxHealth::Down(text);
-                Duration::from_secs(60)
-            }
-            End::Lost(why) => {
-                tracing::warn!("PBX connection: {why}");
-                *health.lock() = PbxHealth::Down(why);
-                let exp = attempt.min(6);
-                attempt = attempt.saturating_add(1);
-                Duration::from_millis(250 << exp)
-            }
-        };
-        // Meanwhile every request fails at once.
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => break,
-                cmd = rx.recv() => match cmd {
-                    None => return,
-                    Some(Cmd::Originate { updates, .. }) => {
-                        let _ = updates.send(CallUpdate::Failed(CallFailure::PbxUnavailable));
-                    }
-                    Some(Cmd::Hangup { .. }) => {}
-                },
-            }
-        }
-    }
+pub(super) async fn run(cfg: AmiConfig, rx: mpsc::UnboundedReceiver<Cmd>, health: Arc<Mutex<PbxHealth>>) {
+    let (addr, cfg) = (cfg.addr.clone(), Arc::new(cfg));
+    super::supervise(&addr, rx, health, |rx, health, calls, attempt| {
+        let cfg = cfg.clone();
+        Box::pin(async move { session(&cfg, rx, health, calls, attempt).await })
+    })
+    .await;
 }
 
 async fn session(

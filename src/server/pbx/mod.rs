@@ -8,7 +8,12 @@
 pub mod ami;
 
 use crate::protocol::{CallFailure, CallStage};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// What happens to a placed call, in order.
@@ -45,6 +50,148 @@ pub trait Pbx: Send + Sync {
     fn health(&self) -> PbxHealth;
 }
 
+/// What the server asks of a connector's connection task.
+enum Cmd {
+    Originate {
+        id: String,
+        ext: String,
+        number: String,
+        caller_id: String,
+        updates: mpsc::UnboundedSender<CallUpdate>,
+    },
+    Hangup {
+        id: String,
+    },
+}
+
+/// One call being followed.
+#[derive(Default)]
+struct Tracked {
+    updates: Option<mpsc::UnboundedSender<CallUpdate>>,
+    dialing: bool,
+    answered: bool,
+    /// The caller's channel (AMI: `PJSIP/201-00000001`), once an event named it.
+    channel: Option<String>,
+    /// Hung up from here before its channel was known: hang it up when it is.
+    cancelled: bool,
+}
+
+impl Tracked {
+    fn send(&self, u: CallUpdate) {
+        if let Some(tx) = &self.updates {
+            let _ = tx.send(u);
+        }
+    }
+}
+
+/// How one connection to the PBX ended.
+enum End {
+    /// The server is gone (nobody holds the connector).
+    Stopped,
+    LoginRefused(String),
+    Lost(String),
+}
+
+type Session<'a> = Pin<Box<dyn Future<Output = End> + Send + 'a>>;
+
+/// Runs a connector's connections one after another: reconnects with backoff (a refused login
+/// every minute), keeps its health for `/healthz`, fails calls it can no longer follow, and
+/// refuses new ones at once while disconnected.
+async fn supervise<F>(
+    addr: &str,
+    mut rx: mpsc::UnboundedReceiver<Cmd>,
+    health: Arc<Mutex<PbxHealth>>,
+    mut session: F,
+) where
+    F: for<'a> FnMut(
+        &'a mut mpsc::UnboundedReceiver<Cmd>,
+        &'a Mutex<PbxHealth>,
+        &'a mut HashMap<String, Tracked>,
+        &'a mut u32,
+    ) -> Session<'a>,
+{
+    let mut calls: HashMap<String, Tracked> = HashMap::new();
+    let mut attempt = 0u32;
+    loop {
+        let end = session(&mut rx, &health, &mut calls, &mut attempt).await;
+        // Calls not yet answered cannot be followed any more: they fail cleanly. Answered
+        // ones go on on the phones; their data sessions are not touched.
+        for (_, t) in calls.drain() {
+            if !t.answered {
+                t.send(CallUpdate::Failed(CallFailure::PbxUnavailable));
+            }
+        }
+        let wait = match end {
+            End::Stopped => return,
+            End::LoginRefused(why) => {
+                let text = format!("the PBX at {addr} refused the login: {why} (check the user and secret)");
+                tracing::error!("{text}");
+                *health.lock() = PbxHealth::Down(text);
+                Duration::from_secs(60)
+            }
+            End::Lost(why) => {
+                tracing::warn!("PBX connection: {why}");
+                *health.lock() = PbxHealth::Down(why);
+                let exp = attempt.min(6);
+                attempt = attempt.saturating_add(1);
+                Duration::from_millis(250 << exp)
+            }
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => break,
+                cmd = rx.recv() => match cmd {
+                    None => return,
+                    Some(Cmd::Originate { updates, .. }) => {
+                        let _ = updates.send(CallUpdate::Failed(CallFailure::PbxUnavailable));
+                    }
+                    Some(Cmd::Hangup { .. }) => {}
+                },
+            }
+        }
+    }
+}
+
+/// The handle the hub holds: commands to the connection task, and its health.
+struct Connector {
+    tx: mpsc::UnboundedSender<Cmd>,
+    health: Arc<Mutex<PbxHealth>>,
+}
+
+impl Pbx for Connector {
+    fn originate(&self, extension: &str, number: &str, caller_id: &str) -> Result<PlacedCall, CallFailure> {
+        if *self.health.lock() != PbxHealth::Ready {
+            return Err(CallFailure::PbxUnavailable);
+        }
+        let id = uuid_like();
+        let (updates, rx) = mpsc::unbounded_channel();
+        let cmd = Cmd::Originate {
+            id: id.clone(),
+            ext: extension.to_string(),
+            number: number.to_string(),
+            caller_id: caller_id.to_string(),
+            updates,
+        };
+        self.tx.send(cmd).map_err(|_| CallFailure::PbxUnavailable)?;
+        Ok(PlacedCall { id, updates: rx })
+    }
+
+    fn hangup(&self, call_id: &str) {
+        let _ = self.tx.send(Cmd::Hangup { id: call_id.to_string() });
+    }
+
+    fn health(&self) -> PbxHealth {
+        self.health.lock().clone()
+    }
+}
+
+/// A random id in UUID form (FreeSWITCH wants one for `origination_uuid`; Asterisk takes any).
+fn uuid_like() -> String {
+    let h = crate::server::auth::new_session_id(); // 32 hex digits
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
 /// How the server reaches its PBX (`--pbx ami://USER:SECRET@HOST:5038`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PbxConfig {
@@ -53,9 +200,11 @@ pub enum PbxConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PbxConfigError {
-    #[error("cannot read the PBX address {0:?}: use ami://USER:SECRET@HOST:5038")]
+    #[error(
+        "cannot read the PBX address {0:?}: use ami://USER:SECRET@HOST:5038 or esl://:PASSWORD@HOST:8021"
+    )]
     BadUrl(String),
-    #[error("unsupported PBX {0:?}: use ami://USER:SECRET@HOST:5038")]
+    #[error("unsupported PBX {0:?}: use ami://USER:SECRET@HOST:5038 or esl://:PASSWORD@HOST:8021")]
     Scheme(String),
 }
 
@@ -96,9 +245,14 @@ impl PbxConfig {
 
     /// Starts the connector (it connects, and reconnects, in the background).
     pub fn start(&self) -> Arc<dyn Pbx> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let health = Arc::new(Mutex::new(PbxHealth::Connecting));
         match self {
-            PbxConfig::Ami(cfg) => ami::Ami::start(cfg.clone()),
+            PbxConfig::Ami(cfg) => {
+                tokio::spawn(ami::run(cfg.clone(), rx, health.clone()));
+            }
         }
+        Arc::new(Connector { tx, health })
     }
 }
 
