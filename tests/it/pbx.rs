@@ -476,3 +476,228 @@ async fn a_wrong_secret_no_extension_and_no_account_are_clear() {
     stage(&mut alice, CallStage::Answered).await;
     assert_eq!(alice.dial_result(req).await, Outcome::Unavailable);
 }
+
+/// A FreeSWITCH event socket (inbound) simulator: `auth/request`, `command/reply`,
+/// `text/event-plain` events with URL-encoded values and a `Content-Length` body, as in
+/// FreeSWITCH's mod_event_socket documentation; `bgapi originate` answered with a Job-UUID.
+struct EslSim {
+    addr: std::net::SocketAddr,
+    answer: Arc<Notify>,
+    hang_up: Arc<Notify>,
+    commands: mpsc::UnboundedReceiver<String>,
+}
+
+fn esl_event(lines: &[(&str, &str)], body: &str) -> String {
+    let enc = |v: &str| v.replace(' ', "%20").replace(':', "%3A");
+    let mut b: String = lines.iter().map(|(k, v)| format!("{k}: {}\n", enc(v))).collect();
+    if !body.is_empty() {
+        b.push_str(&format!("Content-Length: {}\n\n{body}", body.len()));
+    } else {
+        b.push('\n');
+    }
+    format!("Content-Length: {}\nContent-Type: text/event-plain\n\n{b}", b.len())
+}
+
+impl EslSim {
+    async fn start(password: &'static str, busy: bool) -> EslSim {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (answer, hang_up) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let (tx, commands) = mpsc::unbounded_channel();
+        let (a, h) = (answer.clone(), hang_up.clone());
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (a, h, tx) = (a.clone(), h.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let (read, write) = tcp.into_split();
+                    let write = Arc::new(Mutex::new(write));
+                    let send = move |t: String| {
+                        let w = write.clone();
+                        async move { w.lock().await.write_all(t.as_bytes()).await.is_ok() }
+                    };
+                    send("Content-Type: auth/request\n\n".into()).await;
+                    let mut reader = BufReader::new(read);
+                    let mut buf = Vec::new();
+                    // A command is a line, maybe header lines after it, then an empty line.
+                    while let Ok(Some(lines)) = read_message(&mut reader, &mut buf).await {
+                        let line = lines.first().cloned().unwrap_or_default();
+                        let headers = parse_message(&lines[1..]);
+                        let _ = tx.send(line.clone());
+                        if line.starts_with("auth") {
+                            if line == format!("auth {password}") {
+                                send("Content-Type: command/reply\nReply-Text: +OK accepted\n\n".into())
+                                    .await;
+                            } else {
+                                send("Content-Type: command/reply\nReply-Text: -ERR invalid\n\n".into())
+                                    .await;
+                                return;
+                            }
+                        } else if line.starts_with("event") {
+                            send("Content-Type: command/reply\nReply-Text: +OK event listener enabled plain\n\n".into()).await;
+                        } else if line.starts_with("bgapi originate") {
+                            let uuid = line
+                                .split("origination_uuid=")
+                                .nth(1)
+                                .and_then(|r| r.split(',').next())
+                                .unwrap_or("")
+                                .to_string();
+                            let job = headers.get("Job-UUID").unwrap_or("").to_string();
+                            send(format!("Content-Type: command/reply\nReply-Text: +OK Job-UUID: {job}\nJob-UUID: {job}\n\n")).await;
+                            let (a, h, send) = (a.clone(), h.clone(), send.clone());
+                            tokio::spawn(async move {
+                                send(esl_event(
+                                    &[("Event-Name", "CHANNEL_ANSWER"), ("Unique-ID", "someone-else")],
+                                    "",
+                                ))
+                                .await;
+                                send(esl_event(
+                                    &[
+                                        ("Event-Name", "CHANNEL_ANSWER"),
+                                        ("Unique-ID", &uuid),
+                                        ("Caller-Caller-ID-Name", "Sidecall: x"),
+                                    ],
+                                    "",
+                                ))
+                                .await;
+                                send(esl_event(
+                                    &[
+                                        ("Event-Name", "BACKGROUND_JOB"),
+                                        ("Job-UUID", &job),
+                                        ("Job-Command", "originate"),
+                                    ],
+                                    &format!("+OK {uuid}\n"),
+                                ))
+                                .await;
+                                if busy {
+                                    send(esl_event(
+                                        &[
+                                            ("Event-Name", "CHANNEL_HANGUP_COMPLETE"),
+                                            ("Unique-ID", &uuid),
+                                            ("Hangup-Cause", "USER_BUSY"),
+                                        ],
+                                        "",
+                                    ))
+                                    .await;
+                                    return;
+                                }
+                                a.notified().await;
+                                send(esl_event(
+                                    &[("Event-Name", "CHANNEL_BRIDGE"), ("Unique-ID", &uuid)],
+                                    "",
+                                ))
+                                .await;
+                                h.notified().await;
+                                send(esl_event(
+                                    &[
+                                        ("Event-Name", "CHANNEL_HANGUP_COMPLETE"),
+                                        ("Unique-ID", &uuid),
+                                        ("Hangup-Cause", "NORMAL_CLEARING"),
+                                    ],
+                                    "",
+                                ))
+                                .await;
+                            });
+                        }
+                    }
+                });
+            }
+        });
+        EslSim { addr, answer, hang_up, commands }
+    }
+
+    async fn command(&mut self, starts: &str) -> String {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                let c = self.commands.recv().await.expect("simulator alive");
+                if c.starts_with(starts) {
+                    return c;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no {starts} command"))
+    }
+}
+
+#[tokio::test]
+async fn freeswitch_places_the_call_and_rings_the_session_after_the_answer() {
+    sidecall::tls::install_default_provider();
+    let mut sim = EslSim::start("ClueCon", false).await;
+    let url = format!("esl://:ClueCon@{}?context=office", sim.addr);
+    let server = TestServer::start_with(move |cfg| {
+        cfg.pbx = Some(sidecall::server::pbx::PbxConfig::parse(&url).expect("pbx url"));
+    })
+    .await;
+    let mut alice = server.user(ALICE, "Alice").await;
+    let mut bob = server.user(BOB, "Bob").await;
+    with_extension(&mut alice, "1000").await;
+    sim.command("event plain").await;
+    let req = loop {
+        let req = alice.handle.call(BOB, Offer::default(), None);
+        match alice
+            .expect("progress or outcome", |e| match e {
+                Event::CallProgress { req_id, .. } if *req_id == req => Some(true),
+                Event::DialResult { req_id, .. } if *req_id == req => Some(false),
+                _ => None,
+            })
+            .await
+        {
+            true => break req,
+            false => tokio::time::sleep(Duration::from_millis(50)).await, // not logged in yet
+        }
+    };
+    let originate = sim.command("bgapi originate").await;
+    assert!(
+        originate.contains("user/1000 ") && originate.contains(&format!("{BOB} XML office")),
+        "{originate}"
+    );
+    stage(&mut alice, CallStage::Dialing).await;
+    let before = bob.drain(Duration::from_millis(300)).await;
+    assert!(!before.iter().any(|e| matches!(e, Event::Incoming { .. })), "rung before the answer");
+    sim.answer.notify_one();
+    stage(&mut alice, CallStage::Answered).await;
+    let (sid, ..) = bob.incoming().await;
+    bob.handle.answer(&sid, true);
+    assert_eq!(alice.dial_result(req).await, Outcome::Accepted);
+    sim.hang_up.notify_one();
+    assert_eq!(bob.ended().await, (sid, StopReason::CallEnded));
+
+    // Busy, and a wrong password.
+    let busy = EslSim::start("ClueCon", true).await;
+    let url = format!("esl://:ClueCon@{}", busy.addr);
+    let server = TestServer::start_with(move |cfg| {
+        cfg.pbx = Some(sidecall::server::pbx::PbxConfig::parse(&url).expect("url"))
+    })
+    .await;
+    let mut alice = server.user(ALICE, "Alice").await;
+    with_extension(&mut alice, "1000").await;
+    let outcome = loop {
+        let req = alice.handle.call(BOB, Offer::default(), None);
+        match alice.dial_result(req).await {
+            Outcome::CallFailed { reason: CallFailure::PbxUnavailable } => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            other => break other,
+        }
+    };
+    assert_eq!(outcome, Outcome::CallFailed { reason: CallFailure::Busy });
+    let wrong = EslSim::start("ClueCon", false).await;
+    let url = format!("esl://:nope@{}", wrong.addr);
+    let server = TestServer::start_with(move |cfg| {
+        cfg.pbx = Some(sidecall::server::pbx::PbxConfig::parse(&url).expect("url"))
+    })
+    .await;
+    let health = format!("{}/healthz", server.url);
+    let refused = tokio::time::timeout(WAIT, async {
+        loop {
+            let body: serde_json::Value =
+                reqwest::get(&health).await.expect("health").json().await.expect("json");
+            if let Some(s) = body["pbx"].as_str().filter(|s| s.contains("refused the login")) {
+                return s.to_string();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(refused.is_ok(), "a wrong password shows on /healthz");
+}

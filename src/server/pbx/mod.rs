@@ -6,6 +6,7 @@
 //! One trait, [`Pbx`]; connectors: Asterisk AMI ([`ami`]).
 
 pub mod ami;
+pub mod esl;
 
 use crate::protocol::{CallFailure, CallStage};
 use parking_lot::Mutex;
@@ -196,6 +197,7 @@ fn uuid_like() -> String {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PbxConfig {
     Ami(ami::AmiConfig),
+    Esl(esl::EslConfig),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -239,6 +241,26 @@ impl PbxConfig {
                     channel,
                 }))
             }
+            "esl" => {
+                let host = u.host_str().ok_or_else(|| PbxConfigError::BadUrl(url.to_string()))?;
+                let query = |k: &str, default: &str| {
+                    u.query_pairs()
+                        .find(|(q, _)| q == k)
+                        .map(|(_, v)| v.into_owned())
+                        .unwrap_or_else(|| default.into())
+                };
+                let password =
+                    url::form_urlencoded::parse(format!("x={}", u.password().unwrap_or("")).as_bytes())
+                        .next()
+                        .map(|(_, v)| v.into_owned())
+                        .unwrap_or_default();
+                Ok(PbxConfig::Esl(esl::EslConfig {
+                    addr: format!("{host}:{}", u.port().unwrap_or(8021)),
+                    password,
+                    caller: query("caller", "user/{ext}"),
+                    context: query("context", "default"),
+                }))
+            }
             other => Err(PbxConfigError::Scheme(other.to_string())),
         }
     }
@@ -250,6 +272,9 @@ impl PbxConfig {
         match self {
             PbxConfig::Ami(cfg) => {
                 tokio::spawn(ami::run(cfg.clone(), rx, health.clone()));
+            }
+            PbxConfig::Esl(cfg) => {
+                tokio::spawn(esl::run(cfg.clone(), rx, health.clone()));
             }
         }
         Arc::new(Connector { tx, health })
@@ -268,12 +293,23 @@ mod tests {
     #[test]
     fn pbx_urls() {
         let PbxConfig::Ami(a) =
-            PbxConfig::parse("ami://sidecall:s%40cret@pbx.local?context=office").expect("url");
+            PbxConfig::parse("ami://sidecall:s%40cret@pbx.local?context=office").expect("url")
+        else {
+            panic!("ami")
+        };
         assert_eq!(
             (a.addr.as_str(), a.username.as_str(), a.secret.as_str()),
             ("pbx.local:5038", "sidecall", "s@cret")
         );
         assert_eq!(a.context, "office");
+        let PbxConfig::Esl(e) = PbxConfig::parse("esl://:ClueCon@fs.local?context=office").expect("url")
+        else {
+            panic!("esl")
+        };
+        assert_eq!(
+            (e.addr.as_str(), e.password.as_str(), e.caller.as_str()),
+            ("fs.local:8021", "ClueCon", "user/{ext}")
+        );
         assert!(PbxConfig::parse("sip://x").is_err());
         assert!(PbxConfig::parse("nonsense").is_err());
         assert!(
