@@ -15,6 +15,10 @@ cd "$(dirname "$0")"
 RUNS=${RUNS:-10000000}
 MAX_SECONDS=${MAX_SECONDS:-1200}
 JOBS=${JOBS:-1}
+SEEDS=${SEEDS:-100}
+# -jobs makes libFuzzer run workers that log to files of their own: only when asked for.
+jobs_flag=()
+[ "$JOBS" -gt 1 ] && jobs_flag=(-jobs="$JOBS")
 
 if ! rustup toolchain list | grep -q '^nightly'; then
     echo "==> installing the nightly toolchain (fuzzing needs it)"
@@ -39,7 +43,7 @@ for t in "${targets[@]}"; do
     echo "==> $t: up to $RUNS executions or $MAX_SECONDS s"
     start=$(date +%s)
     cargo +nightly fuzz run "$t" "corpus/$t" "seeds/$t" -- \
-        -runs="$RUNS" -max_total_time="$MAX_SECONDS" -print_final_stats=1 -jobs="$JOBS" \
+        -runs="$RUNS" -max_total_time="$MAX_SECONDS" -print_final_stats=1 "${jobs_flag[@]}" \
         -max_len=65536 -timeout=10 -rss_limit_mb=2048 >"$log" 2>&1
     rc=$?
     secs=$(( $(date +%s) - start ))
@@ -52,13 +56,13 @@ for t in "${targets[@]}"; do
         grep -E 'panicked|ERROR|SUMMARY' "$log" | head -5 | sed 's/^/    /'
     fi
     printf '%-16s %12s execs %6s s  %-22s crashes %s\n' "$t" "${execs:-?}" "$secs" "${cov:-cov: ?}" "$crashes" | tee -a "$report"
-    # Keep a small corpus in git: the inputs that reach all the coverage found.
-    tmp=$(mktemp -d)
+    # Keep a small corpus in git: of the inputs that reach all the coverage found (cmin), the
+    # $SEEDS smallest.
     if cargo +nightly fuzz cmin "$t" "corpus/$t" -- -max_len=65536 >/dev/null 2>&1; then
-        cp "corpus/$t"/* "$tmp"/ 2>/dev/null || true
-        rm -rf "seeds/$t" && mkdir -p "seeds/$t" && cp "$tmp"/* "seeds/$t"/ 2>/dev/null || true
+        rm -rf "seeds/$t" && mkdir -p "seeds/$t"
+        find "corpus/$t" -type f -printf '%s %p\n' | sort -n | head -n "$SEEDS" | cut -d' ' -f2- |
+            xargs -r cp -t "seeds/$t"/
     fi
-    rm -rf "$tmp"
 done
 echo
 echo "target           executions    time   coverage               crashes"

@@ -63,6 +63,8 @@ pub struct Model {
     /// A call the phone dialed, waiting to be answered before the session is requested
     /// ([`StartWhen::Answered`]): its reference and the number as dialed.
     awaiting_answer: Option<(String, String)>,
+    /// The number the FRITZ!Box was asked to dial (its call monitor reports it next).
+    fritz_dialed: Option<String>,
     /// What to do once the in-app server runs.
     after_host: Option<AfterHost>,
     /// A login waiting for the user to trust the server's certificate.
@@ -87,6 +89,7 @@ impl Model {
             camera_off_for: None,
             call_ended_early: None,
             awaiting_answer: None,
+            fritz_dialed: None,
             after_host: None,
             after_trust: None,
         }
@@ -235,6 +238,9 @@ pub enum Effect {
         source: Source,
         settings: Box<AppSettings>,
     },
+    /// Have the user's FRITZ!Box place the phone call (TR-064); failures come back as
+    /// [`Done::Notice`].
+    FritzDial(crate::calls::tr064::Tr064Config, String),
     TestRing {
         volume: f32,
     },
@@ -361,7 +367,13 @@ fn command(m: &mut Model, cmd: AppCommand, clock: Clock, fx: &mut Vec<Effect>) {
         }
         AppCommand::DetectIp { server } => fx.push(Effect::DetectIp(server)),
         AppCommand::Dial { target, offer } => dial(m, target, offer, None, false, fx),
-        AppCommand::Call { target, offer } => dial(m, target, offer, None, true, fx),
+        AppCommand::Call { target, offer } => {
+            if v.can_place_calls {
+                dial(m, target, offer, None, true, fx)
+            } else {
+                fritz_dial(m, target, fx)
+            }
+        }
         AppCommand::SetExtension(ext) => client_call(m, ClientCall::SetExtension(ext), fx),
         AppCommand::AcceptWithoutVideo(session_id) => {
             m.camera_off_for = Some(session_id.clone());
@@ -812,6 +824,22 @@ fn server_event(m: &mut Model, ev: Event, clock: Clock, fx: &mut Vec<Effect>) {
     }
 }
 
+/// The *Call* button without a PBX on the server: the user's FRITZ!Box places the call, and
+/// its call monitor's CONNECT for it requests the session.
+fn fritz_dial(m: &mut Model, target: String, fx: &mut Vec<Effect>) {
+    let Some(cfg) = m.view.settings.fritz.tr064() else { return };
+    let region = m.view.settings.region.clone();
+    let number = match crate::number::normalize(&target, Some(&region)) {
+        Ok(n) => n.to_string(),
+        Err(e) => {
+            m.view.notice = Some(e.to_string());
+            return;
+        }
+    };
+    m.fritz_dialed = Some(number.clone());
+    fx.push(Effect::FritzDial(cfg, number));
+}
+
 fn watcher_event(m: &mut Model, ev: WatcherEvent, fx: &mut Vec<Effect>) {
     let v = &mut m.view;
     match ev {
@@ -820,7 +848,17 @@ fn watcher_event(m: &mut Model, ev: WatcherEvent, fx: &mut Vec<Effect>) {
             None => v.watchers.push((src, st)),
         },
         WatcherEvent::Call(src, CallEvent::Outgoing { call_ref, number }) => {
-            if v.settings.start_when == StartWhen::Answered && src != Source::Tel {
+            let s = &v.settings;
+            let area = (!s.area_code.trim().is_empty()).then_some(s.area_code.as_str());
+            let ours = src == Source::Fritz
+                && m.fritz_dialed.as_ref().is_some_and(|d| {
+                    crate::number::normalize_dialed(&number, &s.region, area).is_ok_and(|n| n.as_str() == d)
+                });
+            if ours {
+                // The call the box placed for the Call button: the session once it connects.
+                m.fritz_dialed = None;
+                m.awaiting_answer = Some((call_ref, number));
+            } else if v.settings.start_when == StartWhen::Answered && src != Source::Tel {
                 // Wait for the other side to pick up the phone.
                 m.awaiting_answer = Some((call_ref, number));
             } else if src == Source::Tel && v.settings.tel_places_call && v.can_place_calls {

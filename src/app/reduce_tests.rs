@@ -616,3 +616,26 @@ fn a_tel_link_can_have_the_server_place_the_call() {
 fn dialed_req(fx: &[Effect]) -> Option<u64> {
     dialed(fx)
 }
+
+#[test]
+fn the_call_button_without_a_pbx_dials_from_the_fritz_box_and_the_session_follows_its_connect() {
+    let mut m = online();
+    m.view.settings.fritz = crate::app::FritzSettings {
+        enabled: true,
+        host: "fritz.box".into(),
+        dial: true,
+        username: "u".into(),
+        password: "p".into(),
+        handset: String::new(),
+    };
+    let fx = cmd(&mut m, AppCommand::Call { target: "0151 23456789".into(), offer: Offer::default() }, 0);
+    assert!(
+        matches!(fx.as_slice(), [Effect::FritzDial(cfg, n)] if n == "+4915123456789" && cfg.base == "http://fritz.box:49000"),
+        "{fx:?}"
+    );
+    // The box dials: its call monitor reports the call; no session yet.
+    let out = CallEvent::Outgoing { call_ref: "fritz:3".into(), number: "015123456789".into() };
+    assert!(dialed(&phone(&mut m, out)).is_none());
+    // The other side picks up: now the session is requested.
+    assert!(dialed(&phone(&mut m, CallEvent::Connected { call_ref: "fritz:3".into() })).is_some());
+}

@@ -293,6 +293,14 @@ impl Core {
                     }
                 });
             }
+            Effect::FritzDial(cfg, number) => self.spawn(async move {
+                match crate::calls::tr064::dial(&cfg, &number).await {
+                    Ok(()) => {
+                        Done::Notice(format!("Your FRITZ!Box rings your phone: pick it up to call {number}."))
+                    }
+                    Err(e) => Done::Notice(format!("The FRITZ!Box did not place the call: {e}")),
+                }
+            }),
             Effect::TestWatcher { source, settings } => {
                 self.spawn(async move { Done::Notice(watchers::test(source, &settings).await) })
             }

@@ -146,6 +146,30 @@ pub struct FritzSettings {
     pub enabled: bool,
     /// `fritz.box` or `192.168.178.1` (port 1012 unless given).
     pub host: String,
+    /// Place calls from the box (TR-064 dialing help) with the *Call* button.
+    pub dial: bool,
+    /// The box user for TR-064 (with the right "FRITZ!Box settings").
+    pub username: String,
+    pub password: String,
+    /// The handset the box rings first (its name on the box); empty: the dialing help's.
+    pub handset: String,
+}
+
+impl FritzSettings {
+    /// TR-064 on the box, when dialing from it is set up.
+    pub fn tr064(&self) -> Option<crate::calls::tr064::Tr064Config> {
+        let host = self.host.trim();
+        if !self.dial || host.is_empty() {
+            return None;
+        }
+        let host = host.split(':').next().unwrap_or(host);
+        Some(crate::calls::tr064::Tr064Config {
+            base: format!("http://{host}:49000"),
+            username: self.username.clone(),
+            password: self.password.clone(),
+            handset: Some(self.handset.trim().to_string()).filter(|h| !h.is_empty()),
+        })
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

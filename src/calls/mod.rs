@@ -6,6 +6,7 @@ pub mod action_url;
 pub mod ami;
 pub mod fritz;
 pub mod tel;
+pub mod tr064;
 
 use serde::{Deserialize, Serialize};
 use std::time::Duration;

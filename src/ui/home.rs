@@ -168,8 +168,9 @@ impl HomeView {
             if ui.add_enabled(can, egui::Button::new("Start session")).clicked() {
                 start = true;
             }
-            if state.can_place_calls {
-                let can_call = can && state.extension.is_some();
+            let fritz = state.settings.fritz.tr064().is_some();
+            if state.can_place_calls || fritz {
+                let can_call = can && (state.extension.is_some() || (!state.can_place_calls && fritz));
                 let button = ui
                     .add_enabled(can_call, egui::Button::new("Call"))
                     .on_hover_text("Your phone rings first; the session starts once they answer")

@@ -199,6 +199,21 @@ fn phone_settings(ui: &mut egui::Ui, draft: &mut AppSettings, state: &AppState, 
         }
         ui.weak("Turn the call monitor on by dialing #96*5* once.");
     });
+    ui.checkbox(
+        &mut draft.fritz.dial,
+        "Place calls from the FRITZ!Box (Call button; its dialing help must be on)",
+    );
+    if draft.fritz.dial {
+        labelled(
+            ui,
+            "FRITZ!Box user",
+            &mut draft.fritz.username,
+            "a box user with \"FRITZ!Box settings\"",
+            false,
+        );
+        labelled(ui, "FRITZ!Box password", &mut draft.fritz.password, "", true);
+        labelled(ui, "Handset", &mut draft.fritz.handset, "its name on the box, e.g. FRITZ!Fon C6", false);
+    }
     status_line(ui, state, Source::Fritz);
     ui.separator();
     ui.checkbox(&mut draft.ami.enabled, "Asterisk (AMI)");

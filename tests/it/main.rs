@@ -5,6 +5,7 @@ mod browser;
 mod calls;
 mod cli;
 mod fixture;
+mod fritz_dial;
 mod handshake;
 mod hardening;
 mod heartbeat;
