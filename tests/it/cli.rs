@@ -12,7 +12,7 @@ const APP: &str = env!("CARGO_BIN_EXE_sidecall");
 
 pub(crate) struct Proc {
     child: Child,
-    lines: mpsc::Receiver<String>,
+    pub(crate) lines: mpsc::Receiver<String>,
 }
 
 impl Proc {
@@ -81,7 +81,7 @@ impl Drop for Proc {
     }
 }
 
-fn app(config: &Path, profile: &str, args: &[&str]) -> Command {
+pub(crate) fn app(config: &Path, profile: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new(APP);
     cmd.env("SIDECALL_CONFIG_DIR", config)
         .env("SIDECALL_PASSWORD", "correct horse battery")

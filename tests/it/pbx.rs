@@ -701,3 +701,55 @@ async fn freeswitch_places_the_call_and_rings_the_session_after_the_answer() {
     .await;
     assert!(refused.is_ok(), "a wrong password shows on /healthz");
 }
+
+/// `sidecall call` as a user runs it, against `sidecall-server --pbx ami://…`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_places_the_call_and_prints_its_stages() {
+    use crate::cli::{Proc, app};
+    use std::process::Command;
+    let sim = Sim::start("s3cret", Script::Answer).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (root, pbx) = (dir.path().to_path_buf(), sim.url("s3cret"));
+    let answer = sim.answer.clone();
+    tokio::task::spawn_blocking(move || {
+        let server = Proc::spawn(
+            Command::new(env!("CARGO_BIN_EXE_sidecall-server"))
+                .args(["--listen", "127.0.0.1:0", "--no-relay", "--log", "warn", "--pbx", &pbx, "--data-dir"])
+                .arg(root.join("server")),
+        );
+        let line = server.wait_line("listening on");
+        let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("url").to_string();
+        let cfg = root.join("config");
+        let run = |p: &str, args: &[&str]| {
+            let out = app(&cfg, p, args).output().expect("run sidecall");
+            assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        run("a", &["account", "register", "--server", &url, "--number", ALICE, "--name", "Alice"]);
+        run("b", &["account", "register", "--server", &url, "--number", BOB, "--name", "Bob"]);
+        assert!(run("a", &["settings", "--extension", "201"]).contains("extension: 201"));
+        let listener = Proc::spawn(&mut app(&cfg, "b", &["listen", "--accept", "all", "--once", "--json"]));
+        listener.wait_line(r#""event":"online""#);
+        let mut call = Proc::spawn(
+            app(&cfg, "a", &["call", "0151 23456789", "--hangup-after", "0.5"])
+                .env("SIDECALL_RTC_LOOPBACK", "1"),
+        );
+        call.wait_line("calling your phone");
+        call.wait_line("dialing");
+        // The target's phone rings: Bob's desktop does not, yet.
+        std::thread::sleep(Duration::from_millis(300));
+        let early: Vec<String> = std::iter::from_fn(|| listener.lines.try_recv().ok()).collect();
+        assert!(
+            !early.iter().any(|l| l.contains(r#""event":"incoming""#)),
+            "rung before the answer: {early:?}"
+        );
+        answer.notify_one();
+        call.wait_line("answered");
+        call.wait_line("accepted");
+        assert_eq!(call.wait_exit(), 0);
+        let rest = listener.rest(15);
+        assert!(rest.iter().any(|l| l.contains(r#""event":"incoming""#)), "{rest:#?}");
+    })
+    .await
+    .expect("the CLI run");
+}
