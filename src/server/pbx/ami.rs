@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,15 +52,10 @@ async fn session(
     calls: &mut HashMap<String, Tracked>,
     attempt: &mut u32,
 ) -> End {
-    *health.lock() = PbxHealth::Connecting;
-    let stream =
-        match tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(&cfg.addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return End::Lost(format!("cannot reach the PBX at {}: {e}", cfg.addr)),
-            Err(_) => return End::Lost(format!("no answer from the PBX at {} in 5 s", cfg.addr)),
-        };
-    let (read, mut write) = stream.into_split();
-    let mut reader = BufReader::new(read);
+    let (mut reader, mut write) = match super::connect(&cfg.addr, "the PBX", health).await {
+        Ok(link) => link,
+        Err(end) => return end,
+    };
     let mut buf = Vec::new();
     match tokio::time::timeout(Duration::from_secs(5), read_line(&mut reader, &mut buf)).await {
         Ok(Ok(Some(banner))) if banner.starts_with("Asterisk Call Manager") => {}

@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncBufRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -141,15 +141,10 @@ async fn session(
     calls: &mut HashMap<String, Tracked>,
     attempt: &mut u32,
 ) -> End {
-    *health.lock() = PbxHealth::Connecting;
-    let stream =
-        match tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(&cfg.addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return End::Lost(format!("cannot reach FreeSWITCH at {}: {e}", cfg.addr)),
-            Err(_) => return End::Lost(format!("no answer from FreeSWITCH at {} in 5 s", cfg.addr)),
-        };
-    let (read, mut write) = stream.into_split();
-    let mut reader = BufReader::new(read);
+    let (mut reader, mut write) = match super::connect(&cfg.addr, "FreeSWITCH", health).await {
+        Ok(link) => link,
+        Err(end) => return end,
+    };
     let mut buf = Vec::new();
     match tokio::time::timeout(Duration::from_secs(5), read_frame(&mut reader, &mut buf)).await {
         Ok(Ok(Some(f))) if f.get("Content-Type") == Some("auth/request") => {}
@@ -287,6 +282,7 @@ fn follow(ev: &Frame, calls: &mut HashMap<String, Tracked>, jobs: &mut HashMap<S
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::BufReader;
 
     #[tokio::test]
     async fn frames_and_plain_events() {

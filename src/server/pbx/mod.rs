@@ -95,6 +95,22 @@ enum End {
 
 type Session<'a> = Pin<Box<dyn Future<Output = End> + Send + 'a>>;
 
+/// A connection to a PBX: reads buffered, writes straight.
+type Link = (tokio::io::BufReader<tokio::net::tcp::OwnedReadHalf>, tokio::net::tcp::OwnedWriteHalf);
+
+/// Connects to `what` (for messages) at `addr`, within 5 s.
+async fn connect(addr: &str, what: &str, health: &Mutex<PbxHealth>) -> Result<Link, End> {
+    *health.lock() = PbxHealth::Connecting;
+    match tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => {
+            let (read, write) = s.into_split();
+            Ok((tokio::io::BufReader::new(read), write))
+        }
+        Ok(Err(e)) => Err(End::Lost(format!("cannot reach {what} at {addr}: {e}"))),
+        Err(_) => Err(End::Lost(format!("no answer from {what} at {addr} in 5 s"))),
+    }
+}
+
 /// Runs a connector's connections one after another: reconnects with backoff (a refused login
 /// every minute), keeps its health for `/healthz`, fails calls it can no longer follow, and
 /// refuses new ones at once while disconnected.
