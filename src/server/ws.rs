@@ -432,6 +432,20 @@ async fn handle(
                 let msg = "an extension is 1 to 32 digits, letters or *#+_- (e.g. 201)".to_string();
                 return refuse(hub, socket, ErrorCode::InvalidField, msg).await;
             }
+            // The PBX is asked where it can tell; no answer in 3 s: taken as given.
+            let check = match (&extension, hub.pbx.read().clone()) {
+                (Some(e), Some(pbx)) => Some(pbx.check_extension(e)),
+                _ => None,
+            };
+            if let Some(check) = check
+                && let Ok(Ok(false)) = tokio::time::timeout(Duration::from_secs(3), check).await
+            {
+                let msg = format!(
+                    "the PBX has no phone with extension {}: check the number on your desk phone",
+                    extension.as_deref().unwrap_or("")
+                );
+                return refuse(hub, socket, ErrorCode::InvalidField, msg).await;
+            }
             match hub.store.set_extension(login.user_id, extension.as_deref()).await {
                 Ok(()) => {
                     hub.extension_changed(login.user_id, extension);

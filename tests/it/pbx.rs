@@ -135,6 +135,38 @@ async fn serve(
                 ]))
                 .await;
             }
+            "PJSIPShowEndpoint" if msg.get("Endpoint") == Some("201") => {
+                send(ev(&[
+                    ("Response", "Success"),
+                    ("ActionID", &id),
+                    ("EventList", "start"),
+                    ("Message", "Following are Events for each object associated with the Endpoint"),
+                ]))
+                .await;
+                send(ev(&[
+                    ("Event", "EndpointDetail"),
+                    ("ActionID", &id),
+                    ("ObjectType", "endpoint"),
+                    ("ObjectName", "201"),
+                ]))
+                .await;
+                send(ev(&[
+                    ("Event", "EndpointDetailComplete"),
+                    ("ActionID", &id),
+                    ("EventList", "Complete"),
+                    ("ListItems", "1"),
+                ]))
+                .await;
+            }
+            "PJSIPShowEndpoint" => {
+                let which = msg.get("Endpoint").unwrap_or("").to_string();
+                send(ev(&[
+                    ("Response", "Error"),
+                    ("ActionID", &id),
+                    ("Message", &format!("Unable to retrieve endpoint {which}")),
+                ]))
+                .await;
+            }
             "Hangup" => {
                 send(ev(&[("Response", "Success"), ("ActionID", &id), ("Message", "Channel Hungup")])).await;
                 let ch = msg.get("Channel").unwrap_or("").to_string();
@@ -244,6 +276,14 @@ async fn play<F, Fut>(
         ("DialString", "trunk/999"),
     ]))
     .await;
+    // An answer to a keepalive Ping arrives between the call's events.
+    send(ev(&[
+        ("Response", "Success"),
+        ("ActionID", "sidecall-ping-0"),
+        ("Ping", "Pong"),
+        ("Timestamp", "1700000000.000000"),
+    ]))
+    .await;
     send(ev(&[
         ("Event", "DialState"),
         ("Channel", ch),
@@ -349,6 +389,11 @@ async fn the_data_session_rings_only_once_the_phone_call_is_answered() {
     let server = server_with_pbx(&sim, "s3cret").await;
     let mut alice = server.user(ALICE, "Alice").await;
     let mut bob = server.user(BOB, "Bob").await;
+    // The PBX is asked: it has no phone 999.
+    alice.handle.set_extension(Some("999".into()));
+    let (code, message) = alice.error().await;
+    assert_eq!(code, sidecall::protocol::ErrorCode::InvalidField);
+    assert!(message.contains("no phone with extension 999"), "{message}");
     with_extension(&mut alice, "201").await;
 
     let req = alice.handle.call("0151 23456789", Offer { files: true, video: false }, None);

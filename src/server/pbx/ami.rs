@@ -80,6 +80,9 @@ async fn session(
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
     let mut pong_due: Option<tokio::time::Instant> = None;
     let mut next_ping = 0u64;
+    // Extension lookups waiting for their answer, by ActionID.
+    let mut checks: HashMap<String, tokio::sync::oneshot::Sender<bool>> = HashMap::new();
+    let mut next_check = 0u64;
     loop {
         tokio::select! {
             read = read_message(&mut reader, &mut buf) => {
@@ -108,6 +111,18 @@ async fn session(
                     pong_due = None;
                     continue;
                 }
+                if let Some(reply) = checks.remove(action_id)
+                    && msg.get("Event").is_none()
+                {
+                    // Found; or "Unable to retrieve endpoint": not there. Any other error (no
+                    // PJSIP, no permission) tells nothing: the answer is dropped.
+                    if msg.get("Response").is_some_and(|r| r.eq_ignore_ascii_case("Success")) {
+                        let _ = reply.send(true);
+                    } else if msg.get("Message").is_some_and(|m| m.starts_with("Unable to retrieve endpoint")) {
+                        let _ = reply.send(false);
+                    }
+                    continue;
+                }
                 if let Some(text) = follow(&msg, calls)
                     && let Err(e) = write.write_all(text.as_bytes()).await
                 {
@@ -134,6 +149,16 @@ async fn session(
                         updates.send(CallUpdate::Stage(CallStage::CallingYou)).ok();
                         calls.insert(id, Tracked { updates: Some(updates), ..Default::default() });
                         text
+                    }
+                    Cmd::Check { ext, reply } => {
+                        // Only a PJSIP endpoint can be looked up by name.
+                        if !cfg.channel.starts_with("PJSIP/") {
+                            continue;
+                        }
+                        next_check += 1;
+                        let id = format!("sidecall-check-{next_check}");
+                        checks.insert(id.clone(), reply);
+                        action("PJSIPShowEndpoint", &[("ActionID", &id), ("Endpoint", &ext)])
                     }
                     Cmd::Hangup { id } => {
                         let Some(t) = calls.get_mut(&id) else { continue };

@@ -204,6 +204,8 @@ async fn session(
                         );
                         format!("{}\nJob-UUID: {job}\n\n", line.replace(['\r', '\n'], ""))
                     }
+                    // Not asked of FreeSWITCH (a user's directory domain is not known here).
+                    Cmd::Check { .. } => continue,
                     Cmd::Hangup { id } => {
                         let Some(t) = calls.remove(&id) else { continue };
                         t.send(if t.answered { CallUpdate::HungUp } else { CallUpdate::Failed(CallFailure::Cancelled) });

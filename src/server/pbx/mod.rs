@@ -49,6 +49,9 @@ pub trait Pbx: Send + Sync {
     /// Hangs a placed call up (cancel before the answer, or end it).
     fn hangup(&self, call_id: &str);
     fn health(&self) -> PbxHealth;
+    /// Asks the PBX whether it has a phone with this extension; the answer comes on the
+    /// returned channel (dropped unanswered: it cannot tell).
+    fn check_extension(&self, extension: &str) -> tokio::sync::oneshot::Receiver<bool>;
 }
 
 /// What the server asks of a connector's connection task.
@@ -62,6 +65,11 @@ enum Cmd {
     },
     Hangup {
         id: String,
+    },
+    /// Does the PBX know this extension?
+    Check {
+        ext: String,
+        reply: tokio::sync::oneshot::Sender<bool>,
     },
 }
 
@@ -163,7 +171,7 @@ async fn supervise<F>(
                     Some(Cmd::Originate { updates, .. }) => {
                         let _ = updates.send(CallUpdate::Failed(CallFailure::PbxUnavailable));
                     }
-                    Some(Cmd::Hangup { .. }) => {}
+                    Some(Cmd::Hangup { .. } | Cmd::Check { .. }) => {}
                 },
             }
         }
@@ -196,6 +204,14 @@ impl Pbx for Connector {
 
     fn hangup(&self, call_id: &str) {
         let _ = self.tx.send(Cmd::Hangup { id: call_id.to_string() });
+    }
+
+    fn check_extension(&self, extension: &str) -> tokio::sync::oneshot::Receiver<bool> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        if *self.health.lock() == PbxHealth::Ready {
+            let _ = self.tx.send(Cmd::Check { ext: extension.to_string(), reply });
+        }
+        rx
     }
 
     fn health(&self) -> PbxHealth {
