@@ -24,6 +24,15 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 /// How many recently closed sessions are remembered to answer late messages clearly.
+mod placed;
+mod relay;
+mod resume;
+mod users;
+
+pub use relay::HubGate;
+
+use resume::{Away, Claim};
+
 const CLOSED_MEMORY: usize = 10_000;
 
 #[derive(Clone, Debug)]
@@ -146,21 +155,6 @@ struct Inner {
     /// Sessions a device asked to resume that this server does not know (it restarted):
     /// waiting for the other side to claim the same id.
     claims: HashMap<SessionId, Claim>,
-}
-
-struct Away {
-    sessions: Vec<SessionId>,
-    timer: AbortHandle,
-}
-
-struct Claim {
-    device: i64,
-    user: i64,
-    /// The claimant's own number, and the number it says the other side has.
-    number: String,
-    peer: String,
-    role: Role,
-    timer: AbortHandle,
 }
 
 /// An access request as the caller sent it.
@@ -337,54 +331,6 @@ impl Hub {
         })
     }
 
-    /// The ICE servers for a device that reached this server by `host`: the configured ones
-    /// and the relay with a credential of its own.
-    pub fn ice_servers_for(&self, device_id: i64, host: Option<&str>) -> Vec<IceServer> {
-        let mut servers = self.cfg.ice_servers.clone();
-        if let (Some(relay), Some(host)) = (self.relay.read().as_ref(), host) {
-            servers.push(relay.ice_server(device_id, host));
-        }
-        servers
-    }
-
-    /// How long relay credentials minted now stay valid, if there is a relay.
-    pub fn relay_credential_ttl(&self) -> Option<Duration> {
-        self.relay.read().as_ref().map(|r| r.credential_ttl())
-    }
-
-    /// In a relayed session: refuses a signal naming anything but candidates on the relay.
-    fn relay_only(&self, data: &SignalData) -> Result<(), String> {
-        let relay = self.relay.read().clone();
-        match relay {
-            Some(r) => crate::server::relay::sdp::check(data, |ip| r.is_relay_ip(ip)),
-            None => crate::server::relay::sdp::check(data, |_| false),
-        }
-    }
-
-    /// The user of `device` and the other device of its running session, if any.
-    pub fn session_peer(&self, device: i64) -> Option<(i64, i64)> {
-        let inner = self.inner.lock();
-        // A device whose connection dropped keeps its sessions (and relay) for the grace time.
-        let (user, sessions) = match inner.devices.get(&device) {
-            Some(d) => (d.user_id, d.sessions.as_slice()),
-            None => {
-                let away = inner.away.get(&device)?;
-                let s = away.sessions.iter().find_map(|id| inner.sessions.get(id))?;
-                let user = if s.caller_device == device { s.caller_user } else { s.callee_user };
-                (user, away.sessions.as_slice())
-            }
-        };
-        sessions.iter().find_map(|id| match inner.sessions.get(id)?.state {
-            SessionState::Active { callee_device } if callee_device == device => {
-                Some((user, inner.sessions.get(id)?.caller_device))
-            }
-            SessionState::Active { callee_device } if inner.sessions.get(id)?.caller_device == device => {
-                Some((user, callee_device))
-            }
-            _ => None,
-        })
-    }
-
     /// Puts a logged-in device online. Returns the connection id and its outbound queue.
     /// An older connection of the same device is told it was replaced and dropped.
     pub fn connect(self: &Arc<Self>, login: &Login) -> Option<(u64, mpsc::Receiver<Outbound>)> {
@@ -498,132 +444,6 @@ impl Hub {
         }
         self.metrics.online_devices.set(inner.devices.len() as i64);
         self.metrics.online_users.set(inner.users.len() as i64);
-    }
-
-    /// A device did not come back in time: its sessions end for the other side.
-    fn grace_over(&self, device_id: i64) {
-        let mut inner = self.inner.lock();
-        let Some(away) = inner.away.remove(&device_id) else {
-            return;
-        };
-        for id in away.sessions {
-            let Some(session) = inner.sessions.get(&id) else {
-                continue;
-            };
-            let SessionState::Active { callee_device } = session.state else {
-                continue;
-            };
-            let other =
-                if session.caller_device == device_id { callee_device } else { session.caller_device };
-            inner.remove_session(&id, "a device of the session did not come back");
-            inner.send(
-                other,
-                &ServerMsg::SessionEnded { session_id: id.clone(), reason: EndReason::PeerDisconnected },
-            );
-        }
-    }
-
-    /// A device back online says it is still in session `id` (as `role`). Known here: it
-    /// already is (see [`Hub::connect`]). Unknown (this server restarted): the session is
-    /// restored when the other side claims it too — in the other role, each naming the
-    /// other's number — within the grace time; otherwise it ends for the claimant. Session
-    /// ids are random 128-bit secrets only the two devices were told.
-    pub fn resume(self: &Arc<Self>, device_id: i64, id: &SessionId, role: Role, peer: &str) {
-        let mut inner = self.inner.lock();
-        let Some(user_id) = inner.devices.get(&device_id).map(|d| d.user_id) else {
-            return;
-        };
-        let Some(number) = inner.users.get(&user_id).map(|u| u.number.clone()) else {
-            return;
-        };
-        if let Some(session) = inner.sessions.get(id) {
-            let mine = match session.state {
-                SessionState::Active { callee_device } => {
-                    callee_device == device_id || session.caller_device == device_id
-                }
-                SessionState::Ringing { .. } | SessionState::Placing { .. } => false,
-            };
-            if mine {
-                if let Some(dev) = inner.devices.get_mut(&device_id)
-                    && !dev.sessions.contains(id)
-                {
-                    dev.sessions.push(id.clone());
-                }
-            } else {
-                self.unknown_session(&mut inner, device_id, id);
-            }
-            return;
-        }
-        if inner.closed.contains_key(id) {
-            // It ended while the device was away.
-            let msg = ServerMsg::SessionEnded { session_id: id.clone(), reason: EndReason::PeerDisconnected };
-            inner.send(device_id, &msg);
-            return;
-        }
-        match inner.claims.remove(id) {
-            Some(other)
-                if other.user != user_id
-                    && other.role != role
-                    && other.peer == number
-                    && other.number == peer
-                    && inner.devices.contains_key(&other.device) =>
-            {
-                other.timer.abort();
-                let (caller, callee) = if role == Role::Caller {
-                    ((device_id, user_id), (other.device, other.user))
-                } else {
-                    ((other.device, other.user), (device_id, user_id))
-                };
-                inner.sessions.insert(
-                    id.clone(),
-                    Session {
-                        req_id: 0,
-                        offer: Offer::default(),
-                        caller_user: caller.1,
-                        caller_device: caller.0,
-                        callee_user: callee.1,
-                        state: SessionState::Active { callee_device: callee.0 },
-                        relayed: false,
-                        call: None,
-                    },
-                );
-                for d in [caller.0, callee.0] {
-                    if let Some(dev) = inner.devices.get_mut(&d) {
-                        dev.sessions.push(id.clone());
-                    }
-                }
-                tracing::info!(session = %id, "session restored: both devices came back");
-            }
-            Some(other) => {
-                // Not a matching pair: the first claim stands, this one is refused.
-                let timer = other.timer.clone();
-                inner.claims.insert(id.clone(), Claim { timer, ..other });
-                self.unknown_session(&mut inner, device_id, id);
-            }
-            None => {
-                let hub = Arc::clone(self);
-                let grace = self.cfg.reconnect_grace;
-                let claim_id = id.clone();
-                let timer = tokio::spawn(async move {
-                    tokio::time::sleep(grace).await;
-                    hub.claim_over(&claim_id);
-                })
-                .abort_handle();
-                let claim =
-                    Claim { device: device_id, user: user_id, number, peer: peer.to_string(), role, timer };
-                inner.claims.insert(id.clone(), claim);
-            }
-        }
-    }
-
-    /// Nobody else claimed a session after a restart: it is over for the claimant.
-    fn claim_over(&self, id: &SessionId) {
-        let mut inner = self.inner.lock();
-        if let Some(claim) = inner.claims.remove(id) {
-            inner.remember_closed(id.clone(), "the other device did not come back");
-            let msg = ServerMsg::SessionEnded { session_id: id.clone(), reason: EndReason::PeerDisconnected };
-            inner.send(claim.device, &msg);
-        }
     }
 
     fn device_gone_from_session(&self, inner: &mut Inner, device_id: i64, id: &SessionId) {
@@ -810,139 +630,6 @@ impl Hub {
         );
         inner.send(caller_device, &ServerMsg::AccessPending { req_id, session_id: id });
         self.metrics.dispatch_seconds.observe(received.elapsed().as_secs_f64());
-    }
-
-    /// Click-to-call: asks the PBX to ring the caller's phone and then dial `target`; the
-    /// data session rings only once the target answered (see [`Hub::call_update`]).
-    #[allow(clippy::too_many_arguments)]
-    fn place_call(
-        self: &Arc<Self>,
-        caller_device: i64,
-        caller_user: i64,
-        req_id: u64,
-        id: SessionId,
-        target: E164,
-        offer: Offer,
-        extension: Option<String>,
-    ) {
-        let fail = |hub: &Hub, why: CallFailure| {
-            let mut inner = hub.inner.lock();
-            hub.tell_outcome(&mut inner, caller_device, req_id, None, Outcome::CallFailed { reason: why });
-        };
-        let Some(pbx) = self.pbx.read().clone() else {
-            return fail(self, CallFailure::PbxUnavailable);
-        };
-        let Some(extension) = extension else {
-            return fail(self, CallFailure::NoExtension);
-        };
-        let caller_number =
-            self.inner.lock().users.get(&caller_user).map(|u| u.number.clone()).unwrap_or_default();
-        let mut placed = match pbx.originate(&extension, target.as_str(), &caller_number) {
-            Ok(p) => p,
-            Err(why) => return fail(self, why),
-        };
-        let call_id = placed.id.clone();
-        {
-            let mut inner = self.inner.lock();
-            inner.sessions.insert(
-                id.clone(),
-                Session {
-                    req_id,
-                    offer,
-                    caller_user,
-                    caller_device,
-                    callee_user: 0,
-                    state: SessionState::Placing { target: target.to_string() },
-                    relayed: false,
-                    call: Some(call_id.clone()),
-                },
-            );
-            if let Some(dev) = inner.devices.get_mut(&caller_device) {
-                dev.sessions.push(id.clone());
-            }
-        }
-        tracing::info!(session = %id, call = %call_id, %extension, "placing a call through the PBX");
-        let hub = Arc::clone(self);
-        tokio::spawn(async move {
-            while let Some(update) = placed.updates.recv().await {
-                let last = matches!(update, CallUpdate::Failed(_) | CallUpdate::HungUp);
-                hub.call_update(&id, update);
-                if last {
-                    break;
-                }
-            }
-        });
-    }
-
-    /// A placed call moved on.
-    fn call_update(self: &Arc<Self>, id: &SessionId, update: CallUpdate) {
-        let mut inner = self.inner.lock();
-        let Some(session) = inner.sessions.get(id) else {
-            return; // ended meanwhile (cancelled, or the callee was unavailable)
-        };
-        let (caller_device, req_id) = (session.caller_device, session.req_id);
-        match (&session.state, update) {
-            (SessionState::Placing { target }, CallUpdate::Stage(stage)) => {
-                let target = target.clone();
-                inner.send(caller_device, &ServerMsg::CallProgress { req_id, session_id: id.clone(), stage });
-                if stage == CallStage::Answered {
-                    // Only now does the data session ring on the callee's desktops.
-                    let session = inner.sessions.remove(id);
-                    let (caller_user, offer, call) = match session {
-                        Some(s) => (s.caller_user, s.offer, s.call),
-                        None => return,
-                    };
-                    let call_ref = call.as_ref().map(|c| format!("pbx:{c}"));
-                    let req = Routed { caller_device, caller_user, req_id, offer, call_ref, call };
-                    self.ring(&mut inner, id.clone(), &target, req, Instant::now());
-                    if !inner.sessions.contains_key(id) {
-                        // Not rung (no such user, unavailable): the phone call goes on alone.
-                        inner.detach(caller_device, id);
-                        inner.remember_closed(id.clone(), "the callee does not take data sessions");
-                    }
-                }
-            }
-            (SessionState::Placing { .. }, CallUpdate::Failed(why)) => {
-                inner.remove_session(id, "the phone call did not come about");
-                self.tell_outcome(
-                    &mut inner,
-                    caller_device,
-                    req_id,
-                    Some(id),
-                    Outcome::CallFailed { reason: why },
-                );
-            }
-            (SessionState::Placing { .. }, CallUpdate::HungUp) => {
-                inner.remove_session(id, "the phone call was hung up");
-                let reason = CallFailure::Cancelled;
-                self.tell_outcome(
-                    &mut inner,
-                    caller_device,
-                    req_id,
-                    Some(id),
-                    Outcome::CallFailed { reason },
-                );
-            }
-            (SessionState::Ringing { devices, .. }, CallUpdate::HungUp | CallUpdate::Failed(_)) => {
-                // The phone call ended before the data session was answered: it stops ringing.
-                let devices = devices.clone();
-                inner.remove_session(id, "the phone call ended");
-                inner.close_initiation(&devices, id, ClosedReason::Cancelled);
-                self.tell_outcome(&mut inner, caller_device, req_id, Some(id), Outcome::Cancelled);
-            }
-            (SessionState::Active { callee_device }, CallUpdate::HungUp | CallUpdate::Failed(_)) => {
-                // Hanging up the phone ends the data session.
-                let callee_device = *callee_device;
-                inner.remove_session(id, "the phone call ended");
-                for d in [caller_device, callee_device] {
-                    inner.send(
-                        d,
-                        &ServerMsg::SessionEnded { session_id: id.clone(), reason: EndReason::CallEnded },
-                    );
-                }
-            }
-            _ => {}
-        }
     }
 
     fn time_out(&self, id: &SessionId) {
@@ -1139,67 +826,6 @@ impl Hub {
         }
     }
 
-    /// New settings of a user: cached for routing and told to all their devices.
-    pub fn settings_changed(&self, user_id: i64, settings: Settings) {
-        let mut inner = self.inner.lock();
-        let devices = match inner.users.get_mut(&user_id) {
-            Some(u) => {
-                u.settings = settings;
-                u.devices.clone()
-            }
-            None => return,
-        };
-        for d in devices {
-            inner.send(d, &ServerMsg::Settings { settings });
-        }
-    }
-
-    /// A user's new extension: cached for placing calls and told to all their devices.
-    pub fn extension_changed(&self, user_id: i64, extension: Option<String>) {
-        let mut inner = self.inner.lock();
-        let devices = match inner.users.get_mut(&user_id) {
-            Some(u) => {
-                u.extension = extension.clone();
-                u.devices.clone()
-            }
-            None => return,
-        };
-        for d in devices {
-            inner.send(d, &ServerMsg::Extension { extension: extension.clone() });
-        }
-    }
-
-    /// Whether calls can be placed (a PBX is configured).
-    pub fn can_place_calls(&self) -> bool {
-        self.pbx.read().is_some()
-    }
-
-    /// A user's new block list: cached for routing and told to all their devices.
-    pub fn blocked_changed(&self, user_id: i64, numbers: Vec<String>) {
-        let mut inner = self.inner.lock();
-        let devices = match inner.users.get_mut(&user_id) {
-            Some(u) => {
-                u.blocked = numbers.iter().cloned().collect();
-                u.devices.clone()
-            }
-            None => return,
-        };
-        let msg = ServerMsg::Blocked { numbers };
-        for d in devices {
-            inner.send(d, &msg);
-        }
-    }
-
-    /// The region a user's national numbers are read in.
-    pub fn region_of_user(&self, user_id: i64) -> String {
-        self.inner
-            .lock()
-            .users
-            .get(&user_id)
-            .map(|u| u.region.clone())
-            .unwrap_or_else(|| self.cfg.default_region.clone())
-    }
-
     /// Closes the connection of a device (after logout).
     pub fn kick(&self, device_id: i64, reason: &'static str) {
         let inner = self.inner.lock();
@@ -1227,13 +853,4 @@ impl Hub {
 /// The region of an E.164 number, for reading the national numbers its owner dials.
 fn region_of(number: &str) -> Option<String> {
     number::normalize(number, None).ok().and_then(|n| n.region())
-}
-
-/// The relay asks the hub through a weak reference (the hub owns the relay).
-pub struct HubGate(pub std::sync::Weak<Hub>);
-
-impl crate::server::relay::SessionGate for HubGate {
-    fn session_peer(&self, device: i64) -> Option<(i64, i64)> {
-        self.0.upgrade()?.session_peer(device)
-    }
 }

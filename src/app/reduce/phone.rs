@@ -1,0 +1,114 @@
+//! What the phone does (the call watchers report it) and placing calls from the user's own
+//! FRITZ!Box: when to request the session, and ending it with the call.
+
+use super::*;
+
+/// The *Call* button without a PBX on the server: the user's FRITZ!Box places the call, and
+/// its call monitor's CONNECT for it requests the session.
+pub(super) fn fritz_dial(m: &mut Model, target: String, fx: &mut Vec<Effect>) {
+    let Some(cfg) = m.view.settings.fritz.tr064() else { return };
+    let region = m.view.settings.region.clone();
+    let number = match crate::number::normalize(&target, Some(&region)) {
+        Ok(n) => n.to_string(),
+        Err(e) => {
+            m.view.notice = Some(e.to_string());
+            return;
+        }
+    };
+    m.fritz_dialed = Some(number.clone());
+    fx.push(Effect::FritzDial(cfg, number));
+}
+
+pub(super) fn watcher_event(m: &mut Model, ev: WatcherEvent, fx: &mut Vec<Effect>) {
+    let v = &mut m.view;
+    match ev {
+        WatcherEvent::Status(src, st) => match v.watchers.iter_mut().find(|(s, _)| *s == src) {
+            Some(slot) => slot.1 = st,
+            None => v.watchers.push((src, st)),
+        },
+        WatcherEvent::Call(src, CallEvent::Outgoing { call_ref, number }) => {
+            let s = &v.settings;
+            let area = (!s.area_code.trim().is_empty()).then_some(s.area_code.as_str());
+            let ours = src == Source::Fritz
+                && m.fritz_dialed.as_ref().is_some_and(|d| {
+                    crate::number::normalize_dialed(&number, &s.region, area).is_ok_and(|n| n.as_str() == d)
+                });
+            if ours {
+                // The call the box placed for the Call button: the session once it connects.
+                m.fritz_dialed = None;
+                m.awaiting_answer = Some((call_ref, number));
+            } else if v.settings.start_when == StartWhen::Answered && src != Source::Tel {
+                // Wait for the other side to pick up the phone.
+                m.awaiting_answer = Some((call_ref, number));
+            } else if src == Source::Tel && v.settings.tel_places_call && v.can_place_calls {
+                // The server places the phone call; the session rings once it is answered.
+                dial(m, number, Offer { files: true, video: false }, None, true, fx);
+            } else {
+                phone_dialed(m, call_ref, &number, fx)
+            }
+        }
+        WatcherEvent::Call(_, CallEvent::Connected { call_ref }) => {
+            if let Some((r, number)) = m.awaiting_answer.take() {
+                if r == call_ref {
+                    phone_dialed(m, call_ref, &number, fx);
+                } else {
+                    m.awaiting_answer = Some((r, number));
+                }
+            }
+        }
+        WatcherEvent::Call(_, CallEvent::Ended { call_ref }) => {
+            if m.awaiting_answer.as_ref().is_some_and(|(r, _)| *r == call_ref) {
+                m.awaiting_answer = None; // never answered: no session
+            }
+            if v.call_prompt.as_ref().is_some_and(|(r, _)| *r == call_ref) {
+                v.call_prompt = None;
+            }
+            if !v.settings.end_with_call || !m.client {
+                return;
+            }
+            let ours = |r: &Option<String>| r.as_deref() == Some(call_ref.as_str());
+            if let Some(a) = v.active.as_ref().filter(|a| ours(&a.call_ref)) {
+                tracing::info!(%call_ref, "the phone call ended: ending the session");
+                fx.push(Effect::Client(ClientCall::End { session_id: a.session_id.clone() }));
+            } else if let Some(o) = v.outgoing.as_ref().filter(|o| {
+                ours(&o.call_ref)
+                    // Still ringing, or accepted with the start not yet seen here.
+                    && matches!(o.status, OutgoingStatus::Dialing | OutgoingStatus::Ringing | OutgoingStatus::Accepted)
+            }) {
+                match &o.session_id {
+                    Some(id) => fx.push(Effect::Client(ClientCall::End { session_id: id.clone() })),
+                    // The request is out but its session id has not arrived yet (events from
+                    // the phone and from the server race): end it when it does.
+                    None => m.call_ended_early = Some(call_ref),
+                }
+            }
+        }
+        WatcherEvent::Call(..) => {}
+    }
+}
+
+/// The phone placed a call to `raw` (as dialed).
+fn phone_dialed(m: &mut Model, call_ref: String, raw: &str, fx: &mut Vec<Effect>) {
+    let s = &m.view.settings;
+    let area = (!s.area_code.trim().is_empty()).then_some(s.area_code.as_str());
+    let number = match crate::number::normalize_dialed(raw, &s.region, area) {
+        Ok(n) => n.to_string(),
+        Err(e) => {
+            m.view.notice = Some(format!("The phone dialed {raw}, which Sidecall cannot use: {e}"));
+            return;
+        }
+    };
+    match s.on_call {
+        OnCall::Off => tracing::info!(%number, "the phone dialed; automatic sessions are off"),
+        OnCall::Ask => m.view.call_prompt = Some((call_ref, number)),
+        OnCall::Automatic if m.view.connection != Connection::Online => {
+            // Just started (a tel: link opened the app): dial once online.
+            m.pending_call = Some((call_ref, number));
+        }
+        OnCall::Automatic => {
+            if m.view.active.is_none() {
+                dial(m, number, Offer { files: true, video: false }, Some(call_ref), false, fx);
+            }
+        }
+    }
+}
