@@ -313,6 +313,7 @@ async fn run(o: Opts) {
             offer: Offer { files: true, video: false },
             region: None,
             call_ref: None,
+            place_call: false,
         };
         let text = serde_json::to_string(&req).unwrap_or_default();
         if senders[caller].try_send(text).is_err() {
