@@ -119,6 +119,9 @@ fn start_server(dir: &std::path::Path) -> (Child, String) {
             "warn",
             "--heartbeat",
             "30",
+            // Every simulated client connects from the same loopback address.
+            "--connections-per-address",
+            "100000",
             "--data-dir",
         ])
         .arg(dir)
