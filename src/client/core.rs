@@ -294,14 +294,7 @@ impl ClientHandle {
     /// session once the target answered. Progress comes as [`Event::CallProgress`].
     pub fn call(&self, target: &str, offer: Offer, region: Option<String>) -> u64 {
         let req_id = self.next_req.fetch_add(1, Ordering::Relaxed);
-        self.send(Command::Dial {
-            req_id,
-            target: target.to_string(),
-            offer,
-            region,
-            call_ref: None,
-            place_call: true,
-        });
+        self.dial_full(req_id, target, offer, region, None, true);
         req_id
     }
 

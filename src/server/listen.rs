@@ -113,16 +113,39 @@ pub struct IdleIo<S> {
     inner: S,
     idle: Duration,
     deadline: Pin<Box<tokio::time::Sleep>>,
+    /// When something last moved; the timer is moved on only when it fires (not on every
+    /// read and write: this is every byte of every connection).
+    last: tokio::time::Instant,
     _admitted: Admitted,
 }
 
 impl<S> IdleIo<S> {
     pub fn new(inner: S, idle: Duration, admitted: Admitted) -> Self {
-        IdleIo { inner, idle, deadline: Box::pin(tokio::time::sleep(idle)), _admitted: admitted }
+        let now = tokio::time::Instant::now();
+        IdleIo {
+            inner,
+            idle,
+            deadline: Box::pin(tokio::time::sleep_until(now + idle)),
+            last: now,
+            _admitted: admitted,
+        }
     }
 
     fn moved(&mut self) {
-        self.deadline.as_mut().reset(tokio::time::Instant::now() + self.idle);
+        self.last = tokio::time::Instant::now();
+    }
+
+    /// Whether the connection has been idle for `idle`: when the timer fires after activity,
+    /// it is set again from the last activity (and polled, so it wakes us then).
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> bool {
+        while self.deadline.as_mut().poll(cx).is_ready() {
+            let due = self.last + self.idle;
+            if due <= tokio::time::Instant::now() {
+                return true;
+            }
+            self.deadline.as_mut().reset(due);
+        }
+        false
     }
 }
 
@@ -138,12 +161,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for IdleIo<S> {
                 this.moved();
                 Poll::Ready(r)
             }
-            Poll::Pending => match this.deadline.as_mut().poll(cx) {
-                Poll::Ready(()) => {
-                    Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "idle connection")))
-                }
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Pending if this.poll_idle(cx) => {
+                Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "idle connection")))
+            }
+            Poll::Pending => Poll::Pending,
         }
     }
 }
@@ -279,5 +300,33 @@ where
             conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn a_connection_is_closed_only_once_idle() {
+        let admission = Admission::new(4, Vec::new(), Arc::new(Metrics::new()));
+        let admitted = admission.admit("127.0.0.1".parse().expect("ip")).expect("admitted");
+        let (near, mut far) = tokio::io::duplex(64);
+        let mut io = IdleIo::new(near, Duration::from_millis(150), admitted);
+        let t0 = tokio::time::Instant::now();
+        let mut buf = [0u8; 8];
+        // Traffic every 50 ms keeps it open well past the idle time ...
+        for _ in 0..8 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            far.write_all(b"x").await.expect("write");
+            assert_eq!(io.read(&mut buf).await.expect("open"), 1);
+        }
+        assert!(t0.elapsed() > Duration::from_millis(350));
+        // ... and silence closes it after the idle time.
+        let quiet = tokio::time::Instant::now();
+        let e = io.read(&mut buf).await.expect_err("idle");
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert!(quiet.elapsed() >= Duration::from_millis(100), "{:?}", quiet.elapsed());
     }
 }
