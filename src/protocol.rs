@@ -23,6 +23,8 @@ pub const MAX_HTTP_BODY_BYTES: usize = 16 * 1024;
 pub const WS_PATH: &str = "/api/v1/ws";
 /// Path of the registration endpoint.
 pub const REGISTER_PATH: &str = "/api/v1/accounts";
+/// Path of the endpoint that completes a registration with its code.
+pub const VERIFY_PATH: &str = "/api/v1/accounts/verify";
 /// Path of the login endpoint.
 pub const LOGIN_PATH: &str = "/api/v1/login";
 /// Path of the logout endpoint.
@@ -65,6 +67,10 @@ pub struct Party {
     /// E.164, e.g. `+4930123456`.
     pub number: String,
     pub display_name: String,
+    /// The server checked that this user owns the number (a code by call, SMS or voice, or
+    /// an administrator); `false`: anyone could have registered it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub verified: bool,
 }
 
 /// The other side of an accepted session, including where it can be reached.
@@ -375,11 +381,15 @@ pub enum ErrorCode {
     RelayRequired,
     /// Something failed on the server; try again later.
     Internal,
+    /// A verification code that is not the one sent; `message` says how many tries are left.
+    WrongCode,
+    /// The verification is over (expired, used, tries used up, or replaced): register again.
+    CodeExpired,
 }
 
 impl ErrorCode {
     /// Every code, in the order of PROTOCOL.md's table.
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 21] = [
         ErrorCode::BadMessage,
         ErrorCode::BinaryNotSupported,
         ErrorCode::NotAuthenticated,
@@ -399,6 +409,8 @@ impl ErrorCode {
         ErrorCode::TooLarge,
         ErrorCode::RelayRequired,
         ErrorCode::Internal,
+        ErrorCode::WrongCode,
+        ErrorCode::CodeExpired,
     ];
 
     /// The code as it appears on the wire.
@@ -423,6 +435,8 @@ impl ErrorCode {
             ErrorCode::TooLarge => "too_large",
             ErrorCode::RelayRequired => "relay_required",
             ErrorCode::Internal => "internal",
+            ErrorCode::WrongCode => "wrong_code",
+            ErrorCode::CodeExpired => "code_expired",
         }
     }
 }
@@ -560,6 +574,88 @@ pub struct RegisterResponse {
     pub display_name: String,
 }
 
+/// `202 Accepted` answer to registration on a server that verifies numbers: the same whether
+/// the number has an account or not.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerificationPending {
+    pub verification: Verification,
+    /// For people: what happens next.
+    pub message: String,
+}
+
+/// A registration waiting for proof that the registering person owns the number.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verification {
+    /// Handle for `POST /api/v1/accounts/verify` (a secret of the registering client).
+    pub id: String,
+    pub number: String,
+    pub method: VerifyMethod,
+    /// Seconds the code (or the wait for an administrator) lasts.
+    pub expires_in_s: u64,
+    /// Digits of the code (0 with `admin`).
+    pub digits: u8,
+    /// `call`: the number the server's call comes from, without the code's digits, which
+    /// are the caller ID's last digits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_prefix: Option<String>,
+}
+
+/// How a number is proven before an account is bound to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerifyMethod {
+    /// The server calls the number; the caller ID's last digits are the code.
+    Call,
+    /// The operator's gateway sends the code by SMS or voice.
+    Hook,
+    /// An administrator approves the registration.
+    Admin,
+}
+
+/// What registration answers: the account (no verification) or the code step.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RegisterAnswer {
+    Pending(VerificationPending),
+    Done(RegisterResponse),
+}
+
+/// `POST /api/v1/accounts/verify`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyRequest {
+    /// `verification.id` from the registration.
+    pub id: String,
+    /// The code; absent with `admin` (asks whether an administrator approved yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+}
+
+/// `201 Created` answer to a verification: the account is bound to the number.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifiedResponse {
+    pub number: String,
+    pub display_name: String,
+    /// The number had an account: it is now this registrant's, its other devices were
+    /// logged out and its block list cleared.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub claimed: bool,
+}
+
+/// `202 Accepted` answer to a verification with `admin` not yet approved.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyWaiting {
+    pub waiting: bool,
+    pub message: String,
+}
+
+/// What verification answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum VerifyAnswer {
+    Waiting(VerifyWaiting),
+    Done(VerifiedResponse),
+}
+
 /// `POST /api/v1/login`
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoginRequest {
@@ -609,6 +705,7 @@ pub enum FieldName {
     DisplayName,
     Password,
     DeviceName,
+    Code,
 }
 
 #[cfg(test)]

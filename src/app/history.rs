@@ -39,6 +39,12 @@ pub struct HistoryEntry {
     pub number: String,
     pub name: Option<String>,
     pub outcome: HistoryOutcome,
+    /// Incoming: whether the server had verified the caller's number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified: Option<bool>,
+    /// Incoming: what the phone line said about the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_match: Option<crate::calls::linked::CallMatch>,
 }
 
 /// Most history entries kept.
@@ -74,6 +80,8 @@ mod tests {
         HistoryEntry {
             at,
             direction: Direction::Incoming,
+            verified: None,
+            call_match: None,
             number: "+4915123456789".into(),
             name: None,
             outcome: HistoryOutcome::Missed,

@@ -23,8 +23,8 @@ pub use settings::{
     AmiSettings, AppPaths, AppSettings, FritzSettings, OnCall, PhoneSettings, StartWhen, VideoSettings,
 };
 pub use state::{
-    Active, AppState, Connection, Credentials, Field, FileRow, FileStatus, Hosting, LoginStatus, Outgoing,
-    OutgoingStatus, Ringing, VideoSending, VideoState,
+    Active, AppState, Connection, Credentials, Field, FileRow, FileStatus, Hosting, LoginStatus, Marks, Outgoing,
+    OutgoingStatus, Ringing, VerifyView, VideoSending, VideoState,
 };
 
 use crate::client::Waker;
@@ -64,6 +64,10 @@ pub enum AppCommand {
     },
     /// Do not trust it: the login stops.
     DistrustServer,
+    /// The code of a registration waiting for one (typed, or read from the caller ID).
+    SubmitCode(String),
+    /// Stop the registration waiting for its code.
+    CancelVerification,
     Logout,
     /// Work out this device's address as seen on the way to `server`.
     DetectIp {

@@ -9,8 +9,8 @@ use super::AppCommand;
 use super::history::{self, Direction, HistoryEntry, HistoryOutcome};
 use super::settings::{AppSettings, OnCall, StartWhen};
 use super::state::{
-    Active, AppState, Connection, Credentials, Field, FileRow, FileStatus, Hosting, LoginStatus, Outgoing,
-    OutgoingStatus, Ringing, VideoSending, VideoState,
+    Active, AppState, Connection, Credentials, Field, FileRow, FileStatus, Hosting, LoginStatus, Marks, Outgoing,
+    OutgoingStatus, Ringing, VerifyView, VideoSending, VideoState,
 };
 use crate::calls::{CallEvent, Source, WatcherEvent};
 use crate::client::config::Profile;
@@ -69,6 +69,12 @@ pub struct Model {
     after_host: Option<AfterHost>,
     /// A login waiting for the user to trust the server's certificate.
     after_trust: Option<(Credentials, bool)>,
+    /// A registration waiting for its code.
+    verifying: Option<account::PendingVerify>,
+    /// Incoming calls the watchers saw lately (does a request belong to one?).
+    recent_calls: crate::calls::linked::RecentCalls,
+    /// The marks of a request accepted automatically, until its session starts.
+    auto_marks: Option<(SessionId, Marks)>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -92,6 +98,9 @@ impl Model {
             fritz_dialed: None,
             after_host: None,
             after_trust: None,
+            verifying: None,
+            recent_calls: Default::default(),
+            auto_marks: None,
         }
     }
 }
@@ -122,6 +131,18 @@ pub enum Done {
     LoginFailed {
         field: Option<Field>,
         message: String,
+    },
+    /// Registered; the number waits for its proof.
+    VerificationPending {
+        creds: Box<Credentials>,
+        server_url: String,
+        verification: crate::protocol::Verification,
+        message: String,
+    },
+    /// The server's answer to a verification code (or to "approved yet?").
+    Verified {
+        id: String,
+        result: Result<crate::protocol::VerifyAnswer, (Option<crate::protocol::ErrorCode>, String)>,
     },
     /// The server's certificate is self-signed: the user decides.
     LoginUntrusted {
@@ -186,6 +207,15 @@ pub enum Effect {
         server_url: String,
         creds: Credentials,
         register: bool,
+    },
+    /// Send a registration's code (`None`: ask whether an administrator approved it) after
+    /// `delay_ms`; answers [`Done::Verified`].
+    Verify {
+        server_url: String,
+        pin: Option<String>,
+        id: String,
+        code: Option<String>,
+        delay_ms: u64,
     },
     /// Revoke the token on the server (in the background; failures are logged).
     ServerLogout {
@@ -253,6 +283,7 @@ use data::data_event;
 #[cfg(test)]
 use data::transfer_event;
 use phone::{fritz_dial, watcher_event};
+mod account;
 
 /// Applies one input; returns what to do, in order.
 pub fn reduce(m: &mut Model, input: Input, clock: Clock) -> Vec<Effect> {
@@ -262,7 +293,7 @@ pub fn reduce(m: &mut Model, input: Input, clock: Clock) -> Vec<Effect> {
         Input::Command(cmd) => command(m, cmd, clock, &mut fx),
         Input::Server(ev) => server_event(m, ev, clock, &mut fx),
         Input::Data(ev) => data_event(m, ev, clock),
-        Input::Watcher(ev) => watcher_event(m, ev, &mut fx),
+        Input::Watcher(ev) => watcher_event(m, ev, clock, &mut fx),
         Input::Done(done) => finished(m, done, &mut fx),
     }
     fx
@@ -337,6 +368,8 @@ fn command(m: &mut Model, cmd: AppCommand, clock: Clock, fx: &mut Vec<Effect>) {
     match cmd {
         AppCommand::Register(c) => login(m, c, true, fx),
         AppCommand::Login(c) => login(m, c, false, fx),
+        AppCommand::SubmitCode(code) => account::submit(m, code, fx),
+        AppCommand::CancelVerification => account::cancel(m),
         AppCommand::TrustServer { fingerprint } => match (m.after_trust.take(), &v.login) {
             (Some((mut creds, register)), LoginStatus::Untrusted { fingerprint: shown, .. })
                 if *shown == fingerprint =>
@@ -452,6 +485,7 @@ fn command(m: &mut Model, cmd: AppCommand, clock: Clock, fx: &mut Vec<Effect>) {
         AppCommand::TelLink(number) => watcher_event(
             m,
             WatcherEvent::Call(Source::Tel, CallEvent::Outgoing { call_ref: "tel:launch".into(), number }),
+            clock,
             fx,
         ),
         AppCommand::ShowInFolder(path) => fx.push(Effect::ShowInFolder(path)),
@@ -586,6 +620,10 @@ fn finished(m: &mut Model, done: Done, fx: &mut Vec<Effect>) {
         },
         Done::LoginProgress(step) => v.login = LoginStatus::Busy(step),
         Done::LoginFailed { field, message } => v.login = LoginStatus::Failed { field, message },
+        Done::VerificationPending { creds, server_url, verification, message } => {
+            account::pending(m, *creds, server_url, verification, message, fx)
+        }
+        Done::Verified { id, result } => account::answered(m, id, result, fx),
         Done::LoginUntrusted { creds, register, url, fingerprint } => {
             v.login = LoginStatus::Untrusted { url, fingerprint };
             m.after_trust = Some((*creds, register));
@@ -628,9 +666,11 @@ fn stop_ringing_for(
     outcome: Option<HistoryOutcome>,
     clock: Clock,
     fx: &mut Vec<Effect>,
-) {
+) -> Option<Marks> {
+    let mut marks = None;
     if let Some(pos) = m.view.incoming.iter().position(|r| r.session_id == *id) {
         let r = m.view.incoming.remove(pos);
+        marks = Some(r.marks);
         if let Some(outcome) = outcome {
             let entry = HistoryEntry {
                 at: clock.unix,
@@ -638,6 +678,8 @@ fn stop_ringing_for(
                 number: r.caller.number,
                 name: Some(r.caller.display_name),
                 outcome,
+                verified: Some(r.marks.verified),
+                call_match: r.marks.call_match,
             };
             record(m, entry, fx);
         }
@@ -645,6 +687,7 @@ fn stop_ringing_for(
     if m.view.incoming.is_empty() {
         fx.push(Effect::StopRing);
     }
+    marks
 }
 
 fn outgoing_done(
@@ -659,7 +702,15 @@ fn outgoing_done(
     let number = o.target.clone();
     if !matches!(outcome, HistoryOutcome::Completed { .. }) {
         let entry =
-            HistoryEntry { at: clock.unix, direction: Direction::Outgoing, number, name: None, outcome };
+            HistoryEntry {
+                at: clock.unix,
+                direction: Direction::Outgoing,
+                number,
+                name: None,
+                outcome,
+                verified: None,
+                call_match: None,
+            };
         record(m, entry, fx);
     }
 }
@@ -700,13 +751,26 @@ fn server_event(m: &mut Model, ev: Event, clock: Clock, fx: &mut Vec<Effect>) {
         Event::Settings { settings } => v.server_settings = settings,
         Event::Blocked { numbers } => v.blocked = numbers,
         Event::Incoming { session_id, caller, offer, expires_in_ms, .. } => {
-            if v.settings.auto_accept.contains(&caller.number) {
+            let watching = crate::calls::linked::sees_incoming(&v.watchers);
+            let call_match = watching.then(|| m.recent_calls.check(&caller.number, clock.now));
+            let marks = Marks { verified: caller.verified, call_match };
+            let auto = v.settings.auto_accept.contains(&caller.number);
+            // A request the phone line does not vouch for is never accepted unasked.
+            if auto && call_match != Some(crate::calls::linked::CallMatch::NotLinked) {
                 tracing::info!(caller = %caller.number, "auto-accepting");
+                m.auto_marks = Some((session_id.clone(), marks));
                 client_call(m, ClientCall::Answer { session_id, accept: true }, fx);
                 return;
             }
             let deadline = clock.now + Duration::from_millis(expires_in_ms);
-            v.incoming.push(Ringing { session_id, caller: caller.clone(), offer, deadline });
+            v.incoming.push(Ringing {
+                session_id,
+                caller: caller.clone(),
+                offer,
+                deadline,
+                marks,
+                accept_on_match: auto,
+            });
             if !v.settings.ring_muted {
                 fx.push(Effect::StartRing { volume: v.settings.ring_volume });
             }
@@ -760,7 +824,8 @@ fn server_event(m: &mut Model, ev: Event, clock: Clock, fx: &mut Vec<Effect>) {
             }
         }
         Event::SessionStarted { session_id, role, offer, peer, .. } => {
-            stop_ringing_for(m, &session_id, None, clock, fx);
+            let marks = stop_ringing_for(m, &session_id, None, clock, fx)
+                .or_else(|| m.auto_marks.take().filter(|(s, _)| *s == session_id).map(|(_, k)| k));
             let v = &mut m.view;
             v.last_ended = None;
             v.files.clear();
@@ -794,7 +859,8 @@ fn server_event(m: &mut Model, ev: Event, clock: Clock, fx: &mut Vec<Effect>) {
                 .as_ref()
                 .filter(|o| o.session_id.as_ref() == Some(&session_id))
                 .and_then(|o| o.call_ref.clone());
-            v.active = Some(Active { session_id, role, peer, offer, since: clock.now, call_ref });
+            let marks = marks.filter(|_| role == Role::Callee);
+            v.active = Some(Active { session_id, role, peer, offer, since: clock.now, call_ref, marks });
         }
         Event::SessionEnded { session_id, reason } => {
             if m.data.as_ref() == Some(&session_id) {
@@ -820,6 +886,8 @@ fn server_event(m: &mut Model, ev: Event, clock: Clock, fx: &mut Vec<Effect>) {
                     outcome: HistoryOutcome::Completed {
                         seconds: clock.now.saturating_duration_since(a.since).as_secs(),
                     },
+                    verified: a.marks.map(|k| k.verified),
+                    call_match: a.marks.and_then(|k| k.call_match),
                 };
                 record(m, entry, fx);
             }

@@ -18,7 +18,7 @@ fn sid(s: &str) -> SessionId {
 }
 
 fn party(number: &str) -> Party {
-    Party { number: number.into(), display_name: format!("name of {number}") }
+    Party { number: number.into(), display_name: format!("name of {number}"), verified: false }
 }
 
 fn peer(number: &str) -> PeerInfo {

@@ -185,6 +185,16 @@ impl Core {
                 };
                 self.spawn(log_in(server_url, creds, register, progress));
             }
+            Effect::Verify { server_url, pin, id, code, delay_ms } => {
+                let tx = self.internal_tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+                    let trust = crate::client::tls::Trust::from_pin(pin.as_deref());
+                    let req = crate::protocol::VerifyRequest { id: id.clone(), code };
+                    let result = api::verify(&server_url, &trust, &req).await.map_err(|e| (e.code(), e.to_string()));
+                    let _ = tx.send(Internal::Done(Done::Verified { id, result }));
+                });
+            }
             Effect::ServerLogout { server, token, pin } => {
                 tokio::spawn(async move {
                     let trust = crate::client::tls::Trust::from_pin(pin.as_deref());
@@ -394,8 +404,17 @@ async fn log_in(
     };
     if register {
         progress("Creating your account…");
-        if let Err(e) = login::register(&params, &creds.display_name).await {
-            return failed(e, creds);
+        match login::register(&params, &creds.display_name).await {
+            Ok(crate::protocol::RegisterAnswer::Done(_)) => {}
+            Ok(crate::protocol::RegisterAnswer::Pending(p)) => {
+                return Done::VerificationPending {
+                    creds: Box::new(creds),
+                    server_url: params.server,
+                    verification: p.verification,
+                    message: p.message,
+                };
+            }
+            Err(e) => return failed(e, creds),
         }
     }
     progress("Logging in…");

@@ -71,6 +71,33 @@ pub enum LoginStatus {
         url: String,
         fingerprint: String,
     },
+    /// Registered; the server wants proof that the number is the user's.
+    Verifying(VerifyView),
+}
+
+/// The code step of a registration, as shown.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VerifyView {
+    pub number: String,
+    pub method: crate::protocol::VerifyMethod,
+    /// Digits of the code (0: an administrator approves).
+    pub digits: u8,
+    /// What the server said happens next.
+    pub message: String,
+    /// A call watcher runs that can catch the verification call and fill the code in.
+    pub automatic: bool,
+    /// A code is being checked.
+    pub checking: bool,
+    /// The last try's problem (a wrong code: tries left).
+    pub error: Option<String>,
+}
+
+/// What is known of a request's caller: whether the server verified the number, and what
+/// this user's phone line says (`None`: no watcher that sees incoming calls runs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Marks {
+    pub verified: bool,
+    pub call_match: Option<crate::calls::linked::CallMatch>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -125,6 +152,10 @@ pub struct Ringing {
     pub caller: Party,
     pub offer: Offer,
     pub deadline: Instant,
+    pub marks: Marks,
+    /// The caller is accepted automatically, but no call on the phone vouched for the
+    /// request yet: accept once one does.
+    pub accept_on_match: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -135,6 +166,8 @@ pub struct Active {
     pub offer: Offer,
     pub since: Instant,
     pub call_ref: Option<String>,
+    /// An incoming request's marks (for the history).
+    pub marks: Option<Marks>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

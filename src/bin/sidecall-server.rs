@@ -25,6 +25,11 @@ enum Admin {
 enum UserCmd {
     /// Set the extension of NUMBER's phone on the PBX (click-to-call); "-" clears it.
     SetExtension { number: String, extension: String },
+    /// Approve the newest registration waiting for NUMBER (--verify admin; an existing
+    /// account of the number is claimed by it), or mark NUMBER's account as verified.
+    Verify { number: String },
+    /// List the registrations waiting for a code or for approval.
+    Pending,
 }
 
 #[derive(Parser, Debug)]
@@ -101,6 +106,20 @@ struct Args {
     /// ami://USER:SECRET@pbx.local:5038?context=from-internal&channel=PJSIP/{ext}
     #[arg(long, env = "SIDECALL_PBX")]
     pbx: Option<String>,
+    /// How a number is proven before an account is bound to it: call (the PBX calls it, the
+    /// caller ID's last digits are the code), hook (--verify-hook sends the code by SMS or
+    /// voice), admin (sidecall-server user verify NUMBER), none (anyone may register any free
+    /// number: a closed LAN only).
+    #[arg(long, env = "SIDECALL_VERIFY", default_value = "admin", value_parser = ["call", "hook", "admin", "none"])]
+    verify: String,
+    /// With --verify hook: a command (the number and code are $1 and $2, and
+    /// SIDECALL_NUMBER, SIDECALL_CODE, SIDECALL_TEXT) or an http(s) URL that gets them as JSON.
+    #[arg(long, env = "SIDECALL_VERIFY_HOOK")]
+    verify_hook: Option<String>,
+    /// With --verify call: the caller ID's start (E.164) your PBX may send; the code's four
+    /// digits are appended, e.g. +4930123456 → +49301234560042.
+    #[arg(long, env = "SIDECALL_VERIFY_CALLER_ID")]
+    verify_caller_id: Option<String>,
     #[command(subcommand)]
     admin: Option<Admin>,
     /// Log filter, e.g. info or sidecall=debug (RUST_LOG overrides).
@@ -135,6 +154,21 @@ fn main() -> std::process::ExitCode {
                 return std::process::ExitCode::FAILURE;
             }
         }
+    }
+    cfg.verify = match server::verify::VerifyConfig::parse(
+        &args.verify,
+        args.verify_hook.as_deref(),
+        args.verify_caller_id.as_deref(),
+    ) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("sidecall-server: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    if cfg.verify.mode == server::verify::VerifyMode::Call && cfg.pbx.is_none() {
+        eprintln!("sidecall-server: --verify call places its calls through the PBX: add --pbx");
+        return std::process::ExitCode::FAILURE;
     }
     cfg.database_url = args.database_url.clone();
     cfg.hub.default_region = args.default_region.to_ascii_uppercase();
@@ -199,6 +233,7 @@ fn main() -> std::process::ExitCode {
                 if let Some(f) = &running.fingerprint {
                     println!("TLS certificate fingerprint (SHA-256): {f}");
                 }
+                println!("{}", server::admin::describe_verification(&args.verify));
                 match &running.relay {
                     Some(r) => println!("relay (TURN/STUN) on UDP {}", r.local_addr()),
                     None if args.no_relay => println!("no relay (--no-relay)"),
@@ -216,7 +251,6 @@ fn main() -> std::process::ExitCode {
 }
 
 fn administer(admin: &Admin, args: &Args, data_dir: &std::path::Path) -> std::process::ExitCode {
-    let Admin::User(UserCmd::SetExtension { number, extension }) = admin;
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -224,54 +258,27 @@ fn administer(admin: &Admin, args: &Args, data_dir: &std::path::Path) -> std::pr
             return std::process::ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async move {
-        use sidecall::server::store::{SqlStore, Store};
-        let store = match &args.database_url {
-            Some(url) => SqlStore::connect(url).await,
-            None => SqlStore::open_sqlite_file(&data_dir.join("registry.sqlite3")).await,
-        };
-        let store = match store {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("sidecall-server: {e}");
-                return std::process::ExitCode::FAILURE;
+    let db = server::admin::Db { url: args.database_url.clone(), data_dir: data_dir.to_path_buf() };
+    let region = args.default_region.to_ascii_uppercase();
+    let result = runtime.block_on(async move {
+        match admin {
+            Admin::User(UserCmd::SetExtension { number, extension }) => {
+                server::admin::set_extension(&db, &region, number, extension).await
             }
-        };
-        let extension = Some(extension.trim()).filter(|e| *e != "-" && !e.is_empty());
-        if let Some(e) = extension
-            && !server::pbx::valid_extension(e)
-        {
-            eprintln!("sidecall-server: {e:?} is not an extension: use 1 to 32 digits, letters or *#+_-");
-            return std::process::ExitCode::FAILURE;
+            Admin::User(UserCmd::Verify { number }) => server::admin::verify(&db, &region, number).await,
+            Admin::User(UserCmd::Pending) => server::admin::pending(&db).await,
         }
-        let e164 = match sidecall::number::normalize(number, Some(&args.default_region)) {
-            Ok(n) => n,
-            Err(e) => {
-                eprintln!("sidecall-server: {e}");
-                return std::process::ExitCode::FAILURE;
-            }
-        };
-        let done = match store.user_by_number(e164.as_str()).await {
-            Ok(Some(user)) => store.set_extension(user.id, extension).await.map(|_| true),
-            Ok(None) => Ok(false),
-            Err(e) => Err(e),
-        };
-        store.close().await;
-        match done {
-            Ok(true) => {
-                println!("{e164}: extension {}", extension.unwrap_or("cleared"));
-                std::process::ExitCode::SUCCESS
-            }
-            Ok(false) => {
-                eprintln!("sidecall-server: no account for {e164}");
-                std::process::ExitCode::FAILURE
-            }
-            Err(e) => {
-                eprintln!("sidecall-server: {e}");
-                std::process::ExitCode::FAILURE
-            }
+    });
+    match result {
+        Ok(text) => {
+            println!("{text}");
+            std::process::ExitCode::SUCCESS
         }
-    })
+        Err(e) => {
+            eprintln!("sidecall-server: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 /// `49152-65535` → (49152, 65535).

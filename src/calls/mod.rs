@@ -5,6 +5,7 @@
 pub mod action_url;
 pub mod ami;
 pub mod fritz;
+pub mod linked;
 pub mod tel;
 pub mod tr064;
 

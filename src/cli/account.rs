@@ -4,7 +4,7 @@ use super::{AccountCmd, Cli, Exit, Failure, LoginArgs, fail, password, profile_p
 use crate::client::api;
 use crate::client::config::Profile;
 use crate::client::login::{self, LoginParams};
-use crate::protocol::ErrorCode;
+use crate::protocol::{ErrorCode, RegisterAnswer, VerifyAnswer, VerifyMethod};
 use std::io::IsTerminal;
 
 fn params(args: &LoginArgs, password: String) -> Result<LoginParams, Failure> {
@@ -65,17 +65,87 @@ async fn do_login(cli: &Cli, params: &mut LoginParams) -> Result<Exit, Failure> 
     Ok(Exit::Ok)
 }
 
+/// Sends the code of verification `id` (`None`: waits for an administrator's approval,
+/// asking every 5 s), then logs in.
+async fn finish(cli: &Cli, params: &mut LoginParams, id: &str, code: Option<&str>) -> Result<Exit, Failure> {
+    let mut said_waiting = false;
+    let done = loop {
+        let answer = login::verify(params, id, code).await.map_err(|e| match e.code() {
+            Some(ErrorCode::WrongCode) => fail(Exit::Error, e.to_string()),
+            Some(ErrorCode::CodeExpired) => fail(Exit::VerificationNeeded, e.to_string()),
+            _ => e.into(),
+        })?;
+        match answer {
+            VerifyAnswer::Done(done) => break done,
+            VerifyAnswer::Waiting(w) => {
+                if !said_waiting {
+                    eprintln!("{}… (Ctrl-C to stop)", w.message);
+                    said_waiting = true;
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            }
+        }
+    };
+    if done.claimed {
+        println!(
+            "verified {} ({}): the number's existing account is yours now; its other devices were logged out",
+            done.number, done.display_name
+        );
+    } else {
+        println!("verified {} ({})", done.number, done.display_name);
+    }
+    do_login(cli, params).await
+}
+
 pub(super) async fn account(cli: &Cli, cmd: &AccountCmd) -> Result<Exit, Failure> {
     match cmd {
         AccountCmd::Register(args) => {
             let mut params = params(&args.login, password(true)?)?;
-            let resp = match login::register(&params, &args.name).await {
+            let answer = match login::register(&params, &args.name).await {
                 Ok(r) => r,
                 Err(e) if ask_trust(&mut params, &e)? => login::register(&params, &args.name).await?,
                 Err(e) => return Err(e.into()),
             };
-            println!("registered {} ({})", resp.number, resp.display_name);
-            do_login(cli, &mut params).await
+            match answer {
+                RegisterAnswer::Done(resp) => {
+                    println!("registered {} ({})", resp.number, resp.display_name);
+                    do_login(cli, &mut params).await
+                }
+                RegisterAnswer::Pending(p) => {
+                    println!("{}", p.message);
+                    let v = p.verification;
+                    if v.method == VerifyMethod::Admin {
+                        println!("verification id: {}", v.id);
+                        return finish(cli, &mut params, &v.id, None).await;
+                    }
+                    if !std::io::stdin().is_terminal() {
+                        println!("verification id: {}", v.id);
+                        println!(
+                            "finish with: sidecall account verify --server {} --number {} --id {} CODE",
+                            params.server, v.number, v.id
+                        );
+                        return Ok(Exit::VerificationNeeded);
+                    }
+                    loop {
+                        eprint!("Code ({} digits): ", v.digits);
+                        let mut code = String::new();
+                        let read = std::io::stdin()
+                            .read_line(&mut code)
+                            .map_err(|e| fail(Exit::Error, format!("cannot read the code: {e}")))?;
+                        if read == 0 {
+                            return Err(fail(Exit::Cancelled, "no code given: the registration was not finished"));
+                        }
+                        match finish(cli, &mut params, &v.id, Some(code.trim())).await {
+                            Err(f) if f.message.starts_with("wrong code") => eprintln!("{}", f.message),
+                            other => return other,
+                        }
+                    }
+                }
+            }
+        }
+        AccountCmd::Verify(args) => {
+            let mut params = params(&args.login, password(false)?)?;
+            finish(cli, &mut params, &args.id, args.code.as_deref()).await
         }
         AccountCmd::Login(args) => do_login(cli, &mut params(args, password(false)?)?).await,
         AccountCmd::Logout => {

@@ -59,12 +59,26 @@ pub enum Command {
 pub enum AccountCmd {
     /// Create an account on a server, then log this device in. Password: $SIDECALL_PASSWORD or a prompt.
     Register(RegisterArgs),
+    /// Finish a registration with the code the server sent (the phone number calling you ends
+    /// in it, or it came by SMS), then log this device in. Password: as for register.
+    Verify(VerifyArgs),
     /// Log this device in. Password: $SIDECALL_PASSWORD or a prompt.
     Login(LoginArgs),
     /// Revoke this device's login on the server and forget it here.
     Logout,
     /// Show the saved login of this profile.
     Show,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub login: LoginArgs,
+    /// The registration's id, as `account register` printed it.
+    #[arg(long)]
+    pub id: String,
+    /// The code (without it: wait until an administrator approved the registration).
+    pub code: Option<String>,
 }
 
 #[derive(Args, Debug)]

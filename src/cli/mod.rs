@@ -38,6 +38,9 @@ pub enum Exit {
     LoginNeeded = 8,
     /// `sidecall call`: the phone call did not come about (the message says why).
     CallFailed = 9,
+    /// `sidecall account register`/`verify`: the number still waits for its code (or the
+    /// code expired: register again).
+    VerificationNeeded = 10,
 }
 
 /// A problem that ends the command, with its exit code.

@@ -107,9 +107,10 @@ pub(super) fn print_event(output: &Output, ev: &Event) {
         }
         Event::LoggedOut { reason } => eprintln!("logged out: {reason}"),
         Event::Incoming { session_id, caller, offer, expires_in_ms, .. } => println!(
-            "incoming {session_id} from {} ({}) offering {offer}, {} s to answer",
+            "incoming {session_id} from {} ({}, {}) offering {offer}, {} s to answer",
             caller.number,
             caller.display_name,
+            if caller.verified { "number verified" } else { "number not verified" },
             expires_in_ms / 1000
         ),
         Event::IncomingClosed { session_id, reason } => {

@@ -3,7 +3,7 @@
 use super::tls::{Trust, client_config};
 use crate::protocol::{
     ErrorCode, FieldName, HttpError, LOGIN_PATH, LOGOUT_PATH, LoginRequest, LoginResponse, REGISTER_PATH,
-    RegisterRequest, RegisterResponse,
+    RegisterAnswer, RegisterRequest, VERIFY_PATH, VerifyAnswer, VerifyRequest,
 };
 use std::time::Duration;
 
@@ -150,12 +150,16 @@ fn describe(e: &reqwest::Error) -> String {
     }
 }
 
-pub async fn register(
-    server: &str,
-    trust: &Trust,
-    req: &RegisterRequest,
-) -> Result<RegisterResponse, ApiError> {
+/// Registers: the account (a server that verifies nothing), or the code step.
+pub async fn register(server: &str, trust: &Trust, req: &RegisterRequest) -> Result<RegisterAnswer, ApiError> {
     post(server, trust, REGISTER_PATH, req, None)
+        .await?
+        .ok_or_else(|| ApiError::Unexpected { url: server.to_string(), status: 204 })
+}
+
+/// Completes a registration with its code (or asks whether an administrator approved it).
+pub async fn verify(server: &str, trust: &Trust, req: &VerifyRequest) -> Result<VerifyAnswer, ApiError> {
+    post(server, trust, VERIFY_PATH, req, None)
         .await?
         .ok_or_else(|| ApiError::Unexpected { url: server.to_string(), status: 204 })
 }

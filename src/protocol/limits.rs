@@ -230,7 +230,7 @@ mod tests {
         let made = [
             ServerMsg::Initiation {
                 session_id: id.clone(),
-                caller: Party { number: number.clone(), display_name: name.clone() },
+                caller: Party { number: number.clone(), display_name: name.clone(), verified: true },
                 offer: Offer { files: true, video: true },
                 call_ref: Some(call_ref),
                 expires_in_ms: u64::MAX,

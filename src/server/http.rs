@@ -38,6 +38,8 @@ pub struct AppState {
     pub admission: Arc<crate::server::listen::Admission>,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Arc<Vec<IpAddr>>,
+    /// How numbers are proven before registration binds them.
+    pub verifier: Arc<crate::server::verify::Verifier>,
 }
 
 impl AppState {
@@ -46,8 +48,10 @@ impl AppState {
         limits: &crate::server::Limits,
         admission: Arc<crate::server::listen::Admission>,
         trusted_proxies: Vec<IpAddr>,
+        verify: crate::server::verify::VerifyConfig,
     ) -> Self {
         AppState {
+            verifier: Arc::new(crate::server::verify::Verifier::new(verify)),
             admission,
             trusted_proxies: Arc::new(trusted_proxies),
             hub,
@@ -82,11 +86,11 @@ pub fn client_ip(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> I
     forwarded.into_iter().rev().find(|ip| !trusted.contains(ip)).unwrap_or(peer)
 }
 
-fn too_many(message: &str) -> ApiError {
+pub(crate) fn too_many(message: &str) -> ApiError {
     ApiError::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited, message)
 }
 
-fn busy(e: crate::server::hashing::Busy) -> ApiError {
+pub(crate) fn busy(e: crate::server::hashing::Busy) -> ApiError {
     ApiError::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited, e.to_string())
 }
 
@@ -98,16 +102,16 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError { status, code, message: message.into(), field: None }
     }
 
     /// The error is about this field of the request.
-    fn on(mut self, field: FieldName) -> Self {
+    pub(crate) fn on(mut self, field: FieldName) -> Self {
         self.field = Some(field);
         self
     }
-    fn internal(what: &str, e: impl std::fmt::Display) -> Self {
+    pub(crate) fn internal(what: &str, e: impl std::fmt::Display) -> Self {
         tracing::error!("{what}: {e}");
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -125,7 +129,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-type Body = Result<Bytes, BytesRejection>;
+pub(crate) type Body = Result<Bytes, BytesRejection>;
 
 /// API POSTs must say they are JSON: a web page can send a "simple" cross-site POST (form or
 /// text/plain) to a server on the LAN without the browser asking first, but not this.
@@ -143,7 +147,7 @@ fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-fn parse_body<T: DeserializeOwned>(headers: &HeaderMap, body: Body) -> Result<T, ApiError> {
+pub(crate) fn parse_body<T: DeserializeOwned>(headers: &HeaderMap, body: Body) -> Result<T, ApiError> {
     require_json(headers)?;
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -221,6 +225,9 @@ async fn register(
         app.register_limit.refund(&ip);
         app.hub.metrics.registrations.get_or_create(&vec![("result", "rate_limited")]).inc();
         return Err(too_many("the server takes many new accounts right now: try again in a few seconds"));
+    }
+    if app.verifier.enabled() {
+        return crate::server::verify::start(&app, number.to_string(), display_name, req.password, ip).await;
     }
     let password = req.password;
     let hash = app
@@ -428,6 +435,7 @@ async fn not_found() -> ApiError {
 pub fn router(state: AppState, body_timeout: std::time::Duration) -> Router {
     Router::new()
         .route(crate::protocol::REGISTER_PATH, post(register))
+        .route(crate::protocol::VERIFY_PATH, post(crate::server::verify::verify))
         .route(crate::protocol::LOGIN_PATH, post(login))
         .route(crate::protocol::LOGOUT_PATH, post(logout))
         .route(crate::protocol::WS_PATH, get(websocket))

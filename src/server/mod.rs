@@ -2,6 +2,7 @@
 //!
 //! [`start`] binds, opens the database and serves until [`RunningServer::shutdown`].
 
+pub mod admin;
 pub mod auth;
 pub mod hashing;
 pub mod http;
@@ -12,6 +13,7 @@ pub mod pbx;
 pub mod ratelimit;
 pub mod relay;
 pub mod store;
+pub mod verify;
 pub mod ws;
 
 use crate::protocol::IceServer;
@@ -46,6 +48,8 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// The PBX calls are placed through (click-to-call), if any.
     pub pbx: Option<pbx::PbxConfig>,
+    /// How a number is proven before an account is bound to it.
+    pub verify: verify::VerifyConfig,
 }
 
 /// Bounds on what clients may take from the server.
@@ -111,6 +115,7 @@ impl ServerConfig {
             tls: None,
             trusted_proxies: Vec::new(),
             pbx: None,
+            verify: verify::VerifyConfig::default(),
         }
     }
 
@@ -181,7 +186,13 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
         cfg.trusted_proxies.clone(),
         metrics.clone(),
     );
-    let state = http::AppState::new(hub.clone(), &cfg.limits, admission.clone(), cfg.trusted_proxies.clone());
+    let state = http::AppState::new(
+        hub.clone(),
+        &cfg.limits,
+        admission.clone(),
+        cfg.trusted_proxies.clone(),
+        cfg.verify.clone(),
+    );
     let serving = listen::Serving {
         router: http::router(state, cfg.limits.body_timeout),
         admission,
@@ -197,6 +208,7 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
         let _ = hub_stop.changed().await;
         serve_hub.shutdown();
     });
+    tokio::spawn(verify::watch_revocations(hub.clone(), stop_rx.clone()));
     let task = tokio::spawn(listen::serve(listener, serving, stop_rx));
     let scheme = if fingerprint.is_some() { "https" } else { "http" };
     tracing::info!(%addr, scheme, backend = ?store.backend(), "sidecall-server listening");

@@ -192,6 +192,11 @@ async fn await_hello(hub: &Hub, socket: &mut WebSocket, observed_ip: IpAddr) -> 
             close(socket, close_code::AUTH_FAILED, "log in again").await;
             return None;
         };
+        if let Some(why) = device.revoked {
+            refuse(hub, socket, ErrorCode::AuthFailed, why).await;
+            close(socket, close_code::AUTH_FAILED, crate::server::verify::CLAIMED).await;
+            return None;
+        }
         let reported_ip = device_ip.or(device.reported_ip);
         if let Err(e) = hub.store.device_seen(device.id, device_ip, observed_ip).await {
             tracing::warn!(device_id = device.id, "could not record device addresses: {e}");
@@ -208,6 +213,7 @@ async fn await_hello(hub: &Hub, socket: &mut WebSocket, observed_ip: IpAddr) -> 
             user_id: user.id,
             number: user.number,
             display_name: user.display_name,
+            verified: user.verified,
             settings: user.settings,
             extension: user.extension,
             blocked,
@@ -242,6 +248,7 @@ pub async fn connection(hub: Arc<Hub>, mut socket: WebSocket, observed_ip: IpAdd
         account: crate::protocol::Party {
             number: login.number.clone(),
             display_name: login.display_name.clone(),
+            verified: login.verified,
         },
         device_id,
         settings: login.settings,

@@ -4,6 +4,7 @@ use super::login::{ERROR, OK, preview};
 use super::settings::SettingsWindow;
 use super::video::VideoPanel;
 use super::{duration_text, tick};
+use crate::calls::linked::CallMatch;
 use crate::app::{
     AppCommand, AppHandle, AppState, Connection, Direction, FileStatus, HistoryEntry, HistoryOutcome,
     OutgoingStatus,
@@ -466,10 +467,39 @@ fn history(ui: &mut egui::Ui, entries: &[HistoryEntry]) {
                 HistoryOutcome::Cancelled => (WAITING, "cancelled".into()),
                 HistoryOutcome::Failed { reason } => (ERROR, format!("failed: {reason}")),
             };
-            ui.colored_label(color, text);
+            ui.horizontal(|ui| {
+                ui.colored_label(color, text);
+                if e.direction == Direction::Incoming {
+                    if let Some(m) = e.call_match {
+                        let c = if m == CallMatch::Matches { OK } else { WAITING };
+                        ui.colored_label(c, if m == CallMatch::Matches { "☎ matched the call" } else { "not linked" })
+                            .on_hover_text(m.describe());
+                    }
+                    if e.verified == Some(false) {
+                        ui.weak("unverified number");
+                    }
+                }
+            });
             ui.end_row();
         }
     });
+}
+
+/// What is known of a request: the phone line's word on it, and whether the server verified
+/// the caller's number.
+fn marks(ui: &mut egui::Ui, m: crate::app::Marks) {
+    match m.call_match {
+        Some(CallMatch::Matches) => {
+            ui.colored_label(OK, format!("☎ {}", CallMatch::Matches.describe()));
+        }
+        Some(CallMatch::NotLinked) => {
+            ui.colored_label(ERROR, format!("⚠ {}", CallMatch::NotLinked.describe()));
+        }
+        None => {}
+    }
+    if !m.verified {
+        ui.colored_label(WAITING, "Unverified number: the server did not check that it is theirs");
+    }
 }
 
 fn time_text(unix: u64) -> String {
@@ -510,6 +540,7 @@ pub fn incoming_modal(ctx: &egui::Context, state: &AppState, core: &AppHandle) {
         ui.add_space(6.0);
         ui.label(RichText::new(&r.caller.display_name).size(20.0).strong());
         ui.label(&r.caller.number);
+        marks(ui, r.marks);
         ui.label(format!("offers {}", r.offer));
         if r.offer.video && state.settings.video.camera_on_video_offer {
             ui.weak("Your video turns on when you accept (see Settings, Video).");

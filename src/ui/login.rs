@@ -24,6 +24,8 @@ pub struct LoginForm {
     detected_for: Option<String>,
     /// A problem the form found itself, shown until the next attempt.
     local_error: Option<(Field, String)>,
+    /// The verification code being typed.
+    pub code: String,
 }
 
 /// A labelled field in a two-column grid row (the label names it for screen readers and tests).
@@ -158,9 +160,13 @@ impl LoginForm {
                     ui.vertical(|ui| {
                         ui.set_max_width(width);
                         egui::Frame::group(ui.style()).inner_margin(16.0).show(ui, |ui| {
-                            ui.add_enabled_ui(!busy, |ui| self.form(ui, state, core));
-                            ui.add_space(8.0);
-                            self.messages(ui, state, core);
+                            if let LoginStatus::Verifying(v) = &state.login {
+                                self.verify_step(ui, v, core);
+                            } else {
+                                ui.add_enabled_ui(!busy, |ui| self.form(ui, state, core));
+                                ui.add_space(8.0);
+                                self.messages(ui, state, core);
+                            }
                         });
                     });
                 });
@@ -202,7 +208,7 @@ impl LoginForm {
                     }
                 });
             }
-            (LoginStatus::Idle, _) => {}
+            (LoginStatus::Idle | LoginStatus::Verifying(_), _) => {}
         }
         if let Some(n) = &state.notice {
             ui.colored_label(ERROR, n);
@@ -298,12 +304,69 @@ impl LoginForm {
                     core.send(AppCommand::Login(self.credentials()));
                 }
             }
-            if ui.button("Create account").clicked() {
+            let create = ui.button("Create account").on_hover_text(
+                "Also to move your number here when you lost the password or the number was someone \
+                 else's: once it is verified, the account is yours and its other devices are logged out.",
+            );
+            if create.clicked() {
                 self.local_error = self.check(true).err();
                 if self.local_error.is_none() {
                     core.send(AppCommand::Register(self.credentials()));
                 }
             }
         });
+    }
+
+    /// Registration's code step: type the code (or watch it fill in), or wait for approval.
+    fn verify_step(&mut self, ui: &mut egui::Ui, v: &crate::app::VerifyView, core: &AppHandle) {
+        use crate::protocol::VerifyMethod;
+        ui.heading(format!("Verify {}", v.number));
+        ui.add_space(4.0);
+        wrapped(ui, ui.visuals().text_color(), v.message.clone());
+        ui.add_space(8.0);
+        if v.method == VerifyMethod::Admin {
+            ui.horizontal(|ui| {
+                ui.spinner();
+                ui.label("Waiting for the administrator: you are logged in as soon as they approve.");
+            });
+        } else {
+            if v.automatic {
+                ui.horizontal(|ui| {
+                    ui.spinner();
+                    ui.label("Watching your phone line for the call: the code fills itself in.");
+                });
+            }
+            let mut send = false;
+            ui.add_enabled_ui(!v.checking, |ui| {
+                ui.horizontal(|ui| {
+                    let l = ui.label("Code");
+                    let r = ui
+                        .add(
+                            egui::TextEdit::singleline(&mut self.code)
+                                .hint_text(format!("{} digits", v.digits))
+                                .desired_width(120.0),
+                        )
+                        .labelled_by(l.id);
+                    send = r.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+                    send |= ui.button("Verify").clicked();
+                });
+            });
+            if send {
+                core.send(AppCommand::SubmitCode(std::mem::take(&mut self.code)));
+            }
+            if v.checking {
+                ui.horizontal(|ui| {
+                    ui.spinner();
+                    ui.label("Checking the code…");
+                });
+            }
+        }
+        if let Some(e) = &v.error {
+            wrapped(ui, ERROR, e.clone());
+        }
+        ui.add_space(8.0);
+        if ui.button("Cancel").clicked() {
+            core.send(AppCommand::CancelVerification);
+        }
     }
 }

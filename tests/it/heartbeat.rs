@@ -37,7 +37,7 @@ async fn client_reconnects_when_the_server_goes_silent() {
             let welcome = ServerMsg::Welcome {
                 protocol: 1,
                 server_version: "test".into(),
-                account: Party { number: ALICE.into(), display_name: "Alice".into() },
+                account: Party { number: ALICE.into(), display_name: "Alice".into(), verified: false },
                 device_id: 1,
                 settings: Settings::default(),
                 heartbeat_secs: 1,

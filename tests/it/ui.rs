@@ -81,7 +81,7 @@ fn type_into(h: &mut Harness<'_, SidecallApp>, label: &str, text: &str) {
 fn online(number: &str, name: &str) -> AppState {
     let mut s = AppState::new(AppSettings::default());
     s.connection = Connection::Online;
-    s.account = Some(Party { number: number.into(), display_name: name.into() });
+    s.account = Some(Party { number: number.into(), display_name: name.into(), verified: true });
     s
 }
 
@@ -243,9 +243,11 @@ fn ringing_state() -> AppState {
     let mut s = online(BOB, "Bob");
     s.incoming.push(Ringing {
         session_id: SessionId("s9".into()),
-        caller: Party { number: ALICE.into(), display_name: "Alice".into() },
+        caller: Party { number: ALICE.into(), display_name: "Alice".into(), verified: true },
         offer: Offer { files: true, video: true },
         deadline: Instant::now() + Duration::from_secs(30),
+        marks: sidecall::app::Marks { verified: true, call_match: None },
+        accept_on_match: false,
     });
     s
 }
@@ -309,6 +311,8 @@ fn history_lists_every_kind_of_entry() {
         number: ALICE.into(),
         name: Some("Alice".into()),
         outcome,
+        verified: None,
+        call_match: None,
     };
     s.history = vec![
         entry(Direction::Incoming, HistoryOutcome::Missed),
@@ -592,6 +596,7 @@ fn session_with_alice(id: &str, role: SessionRole, offer: Offer) -> Active {
         offer,
         since: Instant::now(),
         call_ref: None,
+        marks: None,
     }
 }
 

@@ -19,7 +19,12 @@ pub(super) fn fritz_dial(m: &mut Model, target: String, fx: &mut Vec<Effect>) {
     fx.push(Effect::FritzDial(cfg, number));
 }
 
-pub(super) fn watcher_event(m: &mut Model, ev: WatcherEvent, fx: &mut Vec<Effect>) {
+pub(super) fn watcher_event(m: &mut Model, ev: WatcherEvent, clock: Clock, fx: &mut Vec<Effect>) {
+    if let WatcherEvent::Call(_, call) = &ev {
+        let s = &m.view.settings;
+        let area = (!s.area_code.trim().is_empty()).then_some(s.area_code.as_str());
+        m.recent_calls.observe(call, clock.now, &s.region, area);
+    }
     let v = &mut m.view;
     match ev {
         WatcherEvent::Status(src, st) => match v.watchers.iter_mut().find(|(s, _)| *s == src) {
@@ -83,7 +88,31 @@ pub(super) fn watcher_event(m: &mut Model, ev: WatcherEvent, fx: &mut Vec<Effect
                 }
             }
         }
-        WatcherEvent::Call(..) => {}
+        WatcherEvent::Call(_, CallEvent::Incoming { caller, .. }) => {
+            if let Some(caller) = caller {
+                super::account::caller_seen(m, &caller, fx);
+            }
+            recheck_ringing(m, clock, fx);
+        }
+    }
+}
+
+/// A call came in on the phone: requests ringing here that it vouches for are marked, and
+/// accepted if their caller is accepted automatically.
+fn recheck_ringing(m: &mut Model, clock: Clock, fx: &mut Vec<Effect>) {
+    use crate::calls::linked::CallMatch;
+    let mut accept = Vec::new();
+    for r in m.view.incoming.iter_mut().filter(|r| r.marks.call_match == Some(CallMatch::NotLinked)) {
+        if m.recent_calls.check(&r.caller.number, clock.now) == CallMatch::Matches {
+            r.marks.call_match = Some(CallMatch::Matches);
+            if r.accept_on_match {
+                accept.push(r.session_id.clone());
+            }
+        }
+    }
+    for session_id in accept {
+        tracing::info!(%session_id, "the call rang on the phone: auto-accepting");
+        client_call(m, ClientCall::Answer { session_id, accept: true }, fx);
     }
 }
 

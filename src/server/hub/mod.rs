@@ -85,6 +85,7 @@ struct DeviceConn {
 struct OnlineUser {
     number: String,
     display_name: String,
+    verified: bool,
     /// Region national numbers dialed by this user are read in.
     region: String,
     settings: Settings,
@@ -176,6 +177,8 @@ pub struct Login {
     pub user_id: i64,
     pub number: String,
     pub display_name: String,
+    /// The number was proven to be this user's.
+    pub verified: bool,
     pub settings: Settings,
     /// The user's phone on the PBX (click-to-call).
     pub extension: Option<String>,
@@ -371,6 +374,7 @@ impl Hub {
         let user = inner.users.entry(login.user_id).or_insert_with(|| OnlineUser {
             number: login.number.clone(),
             display_name: login.display_name.clone(),
+            verified: login.verified,
             region: region_of(&login.number).unwrap_or(default_region),
             settings: login.settings,
             blocked: HashSet::new(),
@@ -379,6 +383,8 @@ impl Hub {
             extension: None,
         });
         user.extension = login.extension.clone();
+        user.display_name = login.display_name.clone();
+        user.verified = login.verified;
         user.settings = login.settings;
         user.blocked = login.blocked.iter().cloned().collect();
         user.devices.push(login.device_id);
@@ -563,7 +569,11 @@ impl Hub {
         let Some(caller) = inner.users.get(&caller_user) else {
             return;
         };
-        let caller_party = Party { number: caller.number.clone(), display_name: caller.display_name.clone() };
+        let caller_party = Party {
+            number: caller.number.clone(),
+            display_name: caller.display_name.clone(),
+            verified: caller.verified,
+        };
         // Unknown, offline, not accepting and do-not-disturb all look the same to the caller.
         let callee = inner.by_number.get(target).copied().and_then(|uid| {
             let u = inner.users.get(&uid)?;

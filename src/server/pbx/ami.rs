@@ -24,6 +24,9 @@ pub struct AmiConfig {
     pub context: String,
     /// The caller's phone as a channel, `{ext}` replaced by the extension, e.g. `PJSIP/{ext}`.
     pub channel: String,
+    /// Where an outside number is called (verification calls), `{number}` and `{context}`
+    /// replaced, e.g. `Local/{number}@{context}` or `PJSIP/{number}@provider`.
+    pub trunk: String,
 }
 
 /// How long the caller's phone rings before the PBX gives up (ms, Originate's `Timeout`).
@@ -149,6 +152,21 @@ async fn session(
                         updates.send(CallUpdate::Stage(CallStage::CallingYou)).ok();
                         calls.insert(id, Tracked { updates: Some(updates), ..Default::default() });
                         text
+                    }
+                    Cmd::Ring { id, number, caller_id } => {
+                        let channel = cfg.trunk.replace("{number}", &number).replace("{context}", &cfg.context);
+                        calls.insert(id.clone(), Tracked::default());
+                        // Answered, it waits two seconds and hangs up: the caller ID was the point.
+                        action("Originate", &[
+                            ("ActionID", &id),
+                            ("Channel", &channel),
+                            ("Application", "Wait"),
+                            ("Data", "2"),
+                            ("CallerID", &format!("\"Sidecall code\" <{caller_id}>")),
+                            ("ChannelId", &id),
+                            ("Timeout", &super::VERIFY_RING_MS.to_string()),
+                            ("Async", "true"),
+                        ])
                     }
                     Cmd::Check { ext, reply } => {
                         // Only a PJSIP endpoint can be looked up by name.

@@ -25,6 +25,9 @@ pub struct EslConfig {
     pub caller: String,
     /// The dial-plan context the target number is dialed in (`XML CONTEXT`).
     pub context: String,
+    /// Where an outside number is called (verification calls), `{number}` and `{context}`
+    /// replaced, e.g. `loopback/{number}/{context}` or `sofia/gateway/provider/{number}`.
+    pub trunk: String,
 }
 
 /// Largest body accepted from the event socket.
@@ -206,6 +209,19 @@ async fn session(
                     }
                     // Not asked of FreeSWITCH (a user's directory domain is not known here).
                     Cmd::Check { .. } => continue,
+                    Cmd::Ring { id, number, caller_id } => {
+                        let trunk = cfg
+                            .trunk
+                            .replace("{number}", &dialable(&number))
+                            .replace("{context}", &dialable(&cfg.context));
+                        let vars = format!(
+                            "{{origination_uuid={id},origination_caller_id_name=Sidecall,origination_caller_id_number={},originate_timeout={}}}",
+                            dialable(&caller_id),
+                            super::VERIFY_RING_MS / 1000
+                        );
+                        calls.insert(id, Tracked::default());
+                        command(&format!("bgapi originate {vars}{trunk} &sleep(2000)"))
+                    }
                     Cmd::Hangup { id } => {
                         let Some(t) = calls.remove(&id) else { continue };
                         t.send(if t.answered { CallUpdate::HungUp } else { CallUpdate::Failed(CallFailure::Cancelled) });

@@ -17,6 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
+/// How long a verification call rings before the PBX gives up (ms).
+pub const VERIFY_RING_MS: u64 = 30_000;
+
 /// What happens to a placed call, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CallUpdate {
@@ -46,6 +49,9 @@ pub trait Pbx: Send + Sync {
     /// Rings the phone on `extension`; once picked up, dials `number` (E.164 or as the dial
     /// plan wants it), showing `caller_id` to the target.
     fn originate(&self, extension: &str, number: &str, caller_id: &str) -> Result<PlacedCall, CallFailure>;
+    /// Rings `number` (E.164) from `caller_id` for a while and hangs up (a verification
+    /// call: the caller ID carries the code). The call's id, for [`Pbx::hangup`].
+    fn ring(&self, number: &str, caller_id: &str) -> Result<String, CallFailure>;
     /// Hangs a placed call up (cancel before the answer, or end it).
     fn hangup(&self, call_id: &str);
     fn health(&self) -> PbxHealth;
@@ -65,6 +71,12 @@ enum Cmd {
     },
     Hangup {
         id: String,
+    },
+    /// A verification call: ring `number` showing `caller_id`.
+    Ring {
+        id: String,
+        number: String,
+        caller_id: String,
     },
     /// Does the PBX know this extension?
     Check {
@@ -171,7 +183,7 @@ async fn supervise<F>(
                     Some(Cmd::Originate { updates, .. }) => {
                         let _ = updates.send(CallUpdate::Failed(CallFailure::PbxUnavailable));
                     }
-                    Some(Cmd::Hangup { .. } | Cmd::Check { .. }) => {}
+                    Some(Cmd::Hangup { .. } | Cmd::Check { .. } | Cmd::Ring { .. }) => {}
                 },
             }
         }
@@ -200,6 +212,16 @@ impl Pbx for Connector {
         };
         self.tx.send(cmd).map_err(|_| CallFailure::PbxUnavailable)?;
         Ok(PlacedCall { id, updates: rx })
+    }
+
+    fn ring(&self, number: &str, caller_id: &str) -> Result<String, CallFailure> {
+        if *self.health.lock() != PbxHealth::Ready {
+            return Err(CallFailure::PbxUnavailable);
+        }
+        let id = uuid_like();
+        let cmd = Cmd::Ring { id: id.clone(), number: number.to_string(), caller_id: caller_id.to_string() };
+        self.tx.send(cmd).map_err(|_| CallFailure::PbxUnavailable)?;
+        Ok(id)
     }
 
     fn hangup(&self, call_id: &str) {
@@ -265,7 +287,13 @@ impl PbxConfig {
                     .find(|(k, _)| k == "channel")
                     .map(|(_, v)| v.into_owned())
                     .unwrap_or_else(|| "PJSIP/{ext}".into());
+                let trunk = u
+                    .query_pairs()
+                    .find(|(k, _)| k == "trunk")
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or_else(|| "Local/{number}@{context}".into());
                 Ok(PbxConfig::Ami(ami::AmiConfig {
+                    trunk,
                     addr: format!("{host}:{}", u.port().unwrap_or(5038)),
                     username: decode(u.username()),
                     secret: decode(u.password().unwrap_or("")),
@@ -290,6 +318,7 @@ impl PbxConfig {
                     addr: format!("{host}:{}", u.port().unwrap_or(8021)),
                     password,
                     caller: query("caller", "user/{ext}"),
+                    trunk: query("trunk", "loopback/{number}/{context}"),
                     context: query("context", "default"),
                 }))
             }
