@@ -20,3 +20,4 @@ mod tls;
 mod transfer;
 mod ui;
 mod video;
+mod verify;

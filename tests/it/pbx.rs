@@ -20,7 +20,7 @@ use tokio::sync::{Mutex, Notify, mpsc};
 
 /// How the simulated PBX lets a placed call go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Script {
+pub(crate) enum Script {
     /// The caller picks up, the target rings, then answers when told; hangs up when told.
     Answer,
     Busy,
@@ -31,7 +31,7 @@ enum Script {
     Drop,
 }
 
-struct Sim {
+pub(crate) struct Sim {
     addr: std::net::SocketAddr,
     script: Arc<Mutex<Script>>,
     answer: Arc<Notify>,
@@ -47,7 +47,7 @@ fn ev(lines: &[(&str, &str)]) -> String {
 }
 
 impl Sim {
-    async fn start(secret: &'static str, script: Script) -> Sim {
+    pub(crate) async fn start(secret: &'static str, script: Script) -> Sim {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let script = Arc::new(Mutex::new(script));
@@ -69,7 +69,7 @@ impl Sim {
     }
 
     /// The next action of this name the PBX received.
-    async fn action(&mut self, name: &str) -> sidecall::ami::Message {
+    pub(crate) async fn action(&mut self, name: &str) -> sidecall::ami::Message {
         tokio::time::timeout(WAIT, async {
             loop {
                 let m = self.actions.recv().await.expect("simulator alive");
@@ -176,6 +176,27 @@ async fn serve(
                     ("Uniqueid", "cancelled"),
                     ("Linkedid", "cancelled"),
                     ("Cause", "16"),
+                ]))
+                .await;
+            }
+            "Originate" if msg.get("Application").is_some() => {
+                // A call to an outside number running an application (a verification
+                // call): its Local channel comes up and rings.
+                send(ev(&[
+                    ("Response", "Success"),
+                    ("ActionID", &id),
+                    ("Message", "Originate successfully queued"),
+                ]))
+                .await;
+                let call = msg.get("ChannelId").unwrap_or("").to_string();
+                let channel = format!("{}-00000001;1", msg.get("Channel").unwrap_or(""));
+                send(ev(&[
+                    ("Event", "Newchannel"),
+                    ("Channel", &channel),
+                    ("ChannelState", "4"),
+                    ("ChannelStateDesc", "Ring"),
+                    ("Uniqueid", &call),
+                    ("Linkedid", &call),
                 ]))
                 .await;
             }
@@ -349,9 +370,19 @@ async fn play<F, Fut>(
 }
 
 async fn server_with_pbx(sim: &Sim, secret: &str) -> TestServer {
+    server_with_pbx_and(sim, secret, |_| {}).await
+}
+
+/// A server placing calls through the simulator, configured further by `tweak`.
+pub(crate) async fn server_with_pbx_and(
+    sim: &Sim,
+    secret: &str,
+    tweak: impl FnOnce(&mut sidecall::server::ServerConfig),
+) -> TestServer {
     let url = sim.url(secret);
     let server = TestServer::start_with(move |cfg| {
         cfg.pbx = Some(sidecall::server::pbx::PbxConfig::parse(&url).expect("pbx url"));
+        tweak(cfg);
     })
     .await;
     // Logged in to the PBX before the test goes on.
