@@ -291,7 +291,7 @@ fn parsers_survive_random_input() {
 #[test]
 fn a_phone_call_on_the_fritzbox_starts_and_ends_the_session() {
     use crate::fixture::{BOB, TestServer};
-    use sidecall::app::{self, AppCommand, AppEvent, AppPaths, Credentials};
+    use sidecall::app::{self, AppCommand};
     use sidecall::client::StopReason;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
     let server = rt.block_on(TestServer::start());
@@ -299,38 +299,11 @@ fn a_phone_call_on_the_fritzbox_starts_and_ends_the_session() {
     let box_addr = box_.local_addr().expect("addr");
     let mut bob = rt.block_on(server.user(BOB, "Bob"));
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let paths = AppPaths {
-        config_dir: dir.path().join("config"),
-        data_dir: dir.path().join("data"),
-        profile: "alice".into(),
-    };
-    std::fs::create_dir_all(paths.config_dir.join("profiles")).expect("dir");
-    std::fs::write(
-        paths.config_dir.join("profiles/alice.settings.toml"),
-        format!("region = \"DE\"\narea_code = \"030\"\non_call = \"automatic\"\nend_with_call = true\n[fritz]\nenabled = true\nhost = \"{box_addr}\"\n"),
-    )
-    .expect("settings");
-    let (core, events) = app::start_with(paths, std::sync::Arc::new(|| {}), true);
-    let wait_state = |what: &str, pred: &dyn Fn(&app::AppState) -> bool| {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            match events.recv_timeout(Duration::from_millis(50)) {
-                Ok(AppEvent::State(s)) if pred(&s) => return *s,
-                _ => assert!(std::time::Instant::now() < deadline, "app never reached: {what}"),
-            }
-        }
-    };
-    core.send(AppCommand::Register(Credentials {
-        server: server.url.clone(),
-        number: "030 123456".into(),
-        display_name: "Alice".into(),
-        password: crate::fixture::PASSWORD.into(),
-        region: "DE".into(),
-        device_ip: None,
-        host_server: false,
-        pin: None,
-    }));
+    let app = crate::fixture::TestApp::start(&format!(
+        "region = \"DE\"\narea_code = \"030\"\non_call = \"automatic\"\nend_with_call = true\n[fritz]\nenabled = true\nhost = \"{box_addr}\"\n"
+    ));
+    let wait_state = |what: &str, pred: &dyn Fn(&app::AppState) -> bool| app.wait_state(what, pred);
+    app.register(&server.url, "030 123456");
     wait_state("online", &|s| s.connection == app::Connection::Online);
 
     rt.block_on(async {
@@ -350,6 +323,6 @@ fn a_phone_call_on_the_fritzbox_starts_and_ends_the_session() {
         s.watchers.iter().any(|(src, st)| *src == Source::Fritz && *st == WatcherStatus::Connected)
     });
     assert!(st.active.is_none());
-    core.send(AppCommand::Shutdown);
+    app.core.send(AppCommand::Shutdown);
     drop(rt);
 }

@@ -345,3 +345,56 @@ impl RawWs {
         }
     }
 }
+
+/// The app's core (no window) with its own config folder, settings file and profile.
+pub struct TestApp {
+    pub core: sidecall::app::AppHandle,
+    pub events: std::sync::mpsc::Receiver<sidecall::app::AppEvent>,
+    pub _dir: tempfile::TempDir,
+}
+
+impl TestApp {
+    /// Starts the core of profile `alice` with `settings` (TOML) as its settings file.
+    pub fn start(settings: &str) -> TestApp {
+        use sidecall::app::{self, AppPaths};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let paths = AppPaths {
+            config_dir: dir.path().join("config"),
+            data_dir: dir.path().join("data"),
+            profile: "alice".into(),
+        };
+        std::fs::create_dir_all(paths.config_dir.join("profiles")).expect("dir");
+        std::fs::write(paths.config_dir.join("profiles/alice.settings.toml"), settings).expect("settings");
+        let (core, events) = app::start_with(paths, std::sync::Arc::new(|| {}), true);
+        TestApp { core, events, _dir: dir }
+    }
+
+    /// Waits (20 s at most) for a state of the window that `pred` accepts.
+    pub fn wait_state(
+        &self,
+        what: &str,
+        pred: &dyn Fn(&sidecall::app::AppState) -> bool,
+    ) -> sidecall::app::AppState {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            match self.events.recv_timeout(Duration::from_millis(50)) {
+                Ok(sidecall::app::AppEvent::State(s)) if pred(&s) => return *s,
+                _ => assert!(std::time::Instant::now() < deadline, "app never reached: {what}"),
+            }
+        }
+    }
+
+    /// Registers `number` as Alice on `server`.
+    pub fn register(&self, server: &str, number: &str) {
+        self.core.send(sidecall::app::AppCommand::Register(sidecall::app::Credentials {
+            server: server.to_string(),
+            number: number.into(),
+            display_name: "Alice".into(),
+            password: PASSWORD.into(),
+            region: "DE".into(),
+            device_ip: None,
+            host_server: false,
+            pin: None,
+        }));
+    }
+}

@@ -4,6 +4,7 @@
 //! old devices out. And on the callee's side: is a request the call ringing on the phone?
 
 use crate::fixture::*;
+use crate::fixture::TestApp;
 use crate::pbx::{Script, Sim, server_with_pbx_and};
 use sidecall::client::api::{self, ApiError};
 use sidecall::client::Event;
@@ -259,4 +260,88 @@ async fn the_pbx_calls_the_number_with_the_code_in_its_caller_id() {
     assert!(hangup.get("Channel").is_some_and(|c| c.starts_with(&format!("Local/{BOB}@office"))), "{hangup:?}");
     let token = login(&server, BOB, PASSWORD).await.expect("login");
     let _bob = server.client(&token, None).await;
+}
+
+fn fritz_connected(s: &sidecall::app::AppState) -> bool {
+    use sidecall::calls::{Source, WatcherStatus};
+    s.watchers.iter().any(|(src, st)| *src == Source::Fritz && *st == WatcherStatus::Connected)
+}
+
+/// The app registers; the server's verification call rings on the FRITZ!Box; its call
+/// monitor reports the caller ID and the app sends the code by itself, then logs in.
+#[test]
+fn the_app_fills_the_code_in_when_the_verification_call_rings() {
+    use sidecall::app::{Connection, LoginStatus};
+    use tokio::io::AsyncWriteExt;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+    let (mut sim, server) = rt.block_on(async {
+        let sim = Sim::start("s3cret", Script::Answer).await;
+        let server = server_with_pbx_and(&sim, "s3cret", |cfg| {
+            cfg.verify.mode = VerifyMode::Call;
+            cfg.verify.caller_prefix = "+4930555".into();
+        })
+        .await;
+        (sim, server)
+    });
+    let box_ = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind");
+    let box_addr = box_.local_addr().expect("addr");
+    let app = TestApp::start(&format!(
+        "region = \"DE\"\narea_code = \"030\"\n[fritz]\nenabled = true\nhost = \"{box_addr}\"\n"
+    ));
+    let (mut monitor, _) = rt.block_on(box_.accept()).expect("the watcher connects to the box");
+    app.wait_state("watcher connected", &fritz_connected);
+    app.register(&server.url, "030 123456");
+    let st = app.wait_state("the code step", &|s| matches!(&s.login, LoginStatus::Verifying(_)));
+    let LoginStatus::Verifying(view) = &st.login else { unreachable!() };
+    assert!(view.automatic, "the watcher can catch the call: {view:?}");
+    let originate = rt.block_on(sim.action("Originate"));
+    let caller_id = originate.get("CallerID").expect("caller ID").to_string();
+    let code = caller_id.split("<+4930555").nth(1).and_then(|c| c.strip_suffix('>')).expect("code").to_string();
+    // The box shows the caller in the national form, as the phone's display does.
+    let line = format!("02.12.26 14:00:00;RING;0;030555{code};30123456;SIP0;\r\n");
+    rt.block_on(monitor.write_all(line.as_bytes())).expect("ring");
+    let st = app.wait_state("online", &|s| s.connection == Connection::Online);
+    let account = st.account.expect("account");
+    assert_eq!(account.number, ALICE);
+    assert!(account.verified, "the welcome says the number is verified");
+    app.core.send(sidecall::app::AppCommand::Shutdown);
+    drop(rt);
+}
+
+/// Bob asks Alice for a session while her phone is quiet: "not linked", and not accepted
+/// although she accepts Bob automatically. Her phone then rings with Bob's number: the
+/// request matches the call and is accepted.
+#[test]
+fn a_request_is_linked_to_the_ringing_call_and_auto_accepted_only_then() {
+    use sidecall::app::Connection;
+    use sidecall::calls::linked::CallMatch;
+    use tokio::io::AsyncWriteExt;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+    let server = rt.block_on(TestServer::start());
+    let mut bob = rt.block_on(server.user(BOB, "Bob"));
+    let box_ = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind");
+    let box_addr = box_.local_addr().expect("addr");
+    let app = TestApp::start(&format!(
+        "region = \"DE\"\narea_code = \"030\"\nauto_accept = [\"{BOB}\"]\n[fritz]\nenabled = true\nhost = \"{box_addr}\"\n"
+    ));
+    let (mut monitor, _) = rt.block_on(box_.accept()).expect("the watcher connects to the box");
+    app.register(&server.url, "030 123456");
+    app.wait_state("online, watching", &|s| s.connection == Connection::Online && fritz_connected(s));
+
+    bob.handle.dial(ALICE, sidecall::protocol::Offer::default());
+    let st = app.wait_state("ringing", &|s| !s.incoming.is_empty());
+    let marks = st.incoming[0].marks;
+    assert_eq!(marks.call_match, Some(CallMatch::NotLinked));
+    assert!(!marks.verified, "Bob's number was not verified (a server with --verify none)");
+    let early = rt.block_on(bob.drain(Duration::from_millis(700)));
+    assert!(!early.iter().any(|e| matches!(e, Event::SessionStarted { .. })), "accepted unlinked: {early:?}");
+
+    // Bob's call reaches Alice's phone (the mobile number as the box shows it).
+    rt.block_on(monitor.write_all(b"02.12.26 14:00:00;RING;1;015123456789;30123456;SIP0;\r\n")).expect("ring");
+    rt.block_on(bob.started());
+    let st = app.wait_state("in the session", &|s| s.active.is_some());
+    let active = st.active.expect("active");
+    assert_eq!(active.marks.and_then(|m| m.call_match), Some(CallMatch::Matches));
+    app.core.send(sidecall::app::AppCommand::Shutdown);
+    drop(rt);
 }
