@@ -115,6 +115,8 @@ fn start_server(dir: &std::path::Path) -> (Child, String) {
             "127.0.0.1:0",
             "--relay-listen",
             "127.0.0.1:0",
+            "--verify",
+            "none",
             "--log",
             "warn",
             "--heartbeat",

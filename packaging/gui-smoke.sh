@@ -64,7 +64,7 @@ kill "$app" 2>/dev/null || true
 wait "$app" 2>/dev/null || true
 server_bin="$(dirname "$bin")/sidecall-server"
 [ -x "$server_bin" ] || { echo "error: $server_bin is not built" >&2; exit 1; }
-"$server_bin" --listen 127.0.0.1:0 --relay-listen 127.0.0.1:0 --log warn --data-dir "$work/server" >"$work/server.log" 2>&1 &
+"$server_bin" --listen 127.0.0.1:0 --relay-listen 127.0.0.1:0 --verify none --log warn --data-dir "$work/server" >"$work/server.log" 2>&1 &
 server=$!
 trap 'kill "${app:-0}" "${server:-0}" "${xvfb:-0}" 2>/dev/null || true; rm -rf "$work"' EXIT
 url=""

@@ -107,7 +107,8 @@ fn binaries_register_listen_dial_and_shut_down_gracefully() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut server = Proc::spawn(
         Command::new(SERVER)
-            .args(["--listen", "127.0.0.1:0", "--relay-listen", "127.0.0.1:0", "--log", "warn", "--data-dir"])
+            .args(["--listen", "127.0.0.1:0", "--relay-listen", "127.0.0.1:0", "--verify", "none", "--log", "warn"])
+            .arg("--data-dir")
             .arg(dir.path().join("server")),
     );
     let line = server.wait_line("listening on");
@@ -241,6 +242,8 @@ fn pair_server(root: &Path, listen: &str) -> Proc {
                 "127.0.0.1:0",
                 "--reconnect-grace",
                 "3",
+                "--verify",
+                "none",
                 "--log",
                 "warn",
                 "--data-dir",
@@ -666,4 +669,79 @@ fn a_server_killed_mid_transfer_does_not_stop_the_transfer() {
     let received = inbox.join("one-gib.bin");
     assert!(same_bytes(&received, &big), "the file arrived byte-identical");
     let _ = std::fs::remove_file(&received);
+}
+
+/// `sidecall-server --verify hook` with a script that writes the code to a file, and
+/// `--verify admin` (its default) with `user pending` / `user verify`: the CLI registers,
+/// is told to finish with the code, finishes, and is logged in.
+#[test]
+fn the_cli_registers_with_a_code_from_the_hook_and_with_an_administrators_approval() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let codes = dir.path().join("codes");
+    let hook = format!("echo \"$SIDECALL_CODE\" > '{}'", codes.display());
+    let server = Proc::spawn(
+        Command::new(SERVER)
+            .args(["--listen", "127.0.0.1:0", "--no-relay", "--log", "warn", "--verify", "hook"])
+            .args(["--verify-hook", &hook, "--data-dir"])
+            .arg(dir.path().join("server")),
+    );
+    let url = server.wait_line("listening on");
+    let url = url.split_whitespace().find(|w| w.starts_with("http://")).expect("url").to_string();
+    let cfg = dir.path().join("config");
+    let (code, out, err) =
+        run(&cfg, "a", &["account", "register", "--server", &url, "--number", "030 123456", "--name", "Alice"]);
+    assert_eq!(code, 10, "waits for the code: {out}{err}");
+    let id = out.lines().find_map(|l| l.strip_prefix("verification id: ")).expect("the id printed").to_string();
+    assert!(out.contains("sidecall account verify"), "says how to go on: {out}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let sent = loop {
+        if let Ok(c) = std::fs::read_to_string(&codes) {
+            break c.trim().to_string();
+        }
+        assert!(std::time::Instant::now() < deadline, "the hook wrote no code");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let verify = |code: &str| {
+        run(&cfg, "a", &["account", "verify", "--server", &url, "--number", "030 123456", "--id", &id, code])
+    };
+    let wrong = if sent == "000000" { "000001" } else { "000000" };
+    let (code, out, err) = verify(wrong);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("wrong code"), "{err}");
+    let (code, out, err) = verify(&sent);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("verified +4930123456") && out.contains("logged in"), "{out}");
+    drop(server);
+
+    // The default: an administrator approves (the CLI waits until then).
+    let data = dir.path().join("server2");
+    let server = Proc::spawn(
+        Command::new(SERVER).args(["--listen", "127.0.0.1:0", "--no-relay", "--log", "warn", "--data-dir"]).arg(&data),
+    );
+    let url = server.wait_line("listening on");
+    let url = url.split_whitespace().find(|w| w.starts_with("http://")).expect("url").to_string();
+    let banner = server.wait_line("registration:");
+    assert!(banner.contains("administrator"), "{banner}");
+    let mut waiting = Proc::spawn(&mut app(
+        &cfg,
+        "b",
+        &["account", "register", "--server", &url, "--number", "+49 151 23456789", "--name", "Bob"],
+    ));
+    waiting.wait_line("verification id: ");
+    let admin = |args: &[&str]| {
+        let out = Command::new(SERVER)
+            .args(["--log", "warn", "--data-dir"])
+            .arg(&data)
+            .args(args)
+            .output()
+            .expect("run sidecall-server");
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (ok, listed) = admin(&["user", "pending"]);
+    assert!(ok && listed.contains("+4915123456789") && listed.contains("Bob"), "{listed}");
+    let (ok, said) = admin(&["user", "verify", "0151 23456789"]);
+    assert!(ok && said.contains("approved"), "{said}");
+    waiting.wait_line("verified +4915123456789");
+    waiting.wait_line("logged in");
+    assert_eq!(waiting.wait_exit(), 0);
 }

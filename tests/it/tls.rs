@@ -102,6 +102,8 @@ fn the_cli_logs_in_to_a_self_signed_server_only_with_its_fingerprint() {
                 "127.0.0.1:0",
                 "--no-relay",
                 "--tls-self-signed",
+                "--verify",
+                "none",
                 "--log",
                 "warn",
                 "--data-dir",
