@@ -42,6 +42,29 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// Makes ring the process's default TLS crypto, for libraries that build their own TLS
 /// configs (reqwest, tungstenite). Harmless when called again.
+/// The system's certificate authorities.
+pub fn system_roots() -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore::empty();
+    let found = rustls_native_certs::load_native_certs();
+    for e in &found.errors {
+        tracing::debug!("reading the system's certificates: {e}");
+    }
+    let (added, ignored) = roots.add_parsable_certificates(found.certs);
+    tracing::debug!(added, ignored, "system certificate authorities");
+    roots
+}
+
+/// TLS for the server's own outgoing requests (a verification hook's URL): the system's
+/// authorities vouch.
+pub fn system_client_config() -> Result<rustls::ClientConfig, rustls::Error> {
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(system_roots())
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
 pub fn install_default_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }

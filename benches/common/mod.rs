@@ -99,7 +99,16 @@ pub fn server_with_two_accounts(dir: &Path) -> (Proc, PathBuf) {
     let cfg = dir.join("config");
     let server = Proc::spawn(
         Command::new(SERVER)
-            .args(["--listen", "127.0.0.1:0", "--relay-listen", "127.0.0.1:0", "--verify", "none", "--log", "warn"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--relay-listen",
+                "127.0.0.1:0",
+                "--verify",
+                "none",
+                "--log",
+                "warn",
+            ])
             .arg("--data-dir")
             .arg(dir.join("server")),
     );

@@ -23,8 +23,8 @@ pub use settings::{
     AmiSettings, AppPaths, AppSettings, FritzSettings, OnCall, PhoneSettings, StartWhen, VideoSettings,
 };
 pub use state::{
-    Active, AppState, Connection, Credentials, Field, FileRow, FileStatus, Hosting, LoginStatus, Marks, Outgoing,
-    OutgoingStatus, Ringing, VerifyView, VideoSending, VideoState,
+    Active, AppState, Connection, Credentials, Field, FileRow, FileStatus, Hosting, LoginStatus, Marks,
+    Outgoing, OutgoingStatus, Ringing, VerifyView, VideoSending, VideoState,
 };
 
 use crate::client::Waker;

@@ -9,8 +9,8 @@ use super::AppCommand;
 use super::history::{self, Direction, HistoryEntry, HistoryOutcome};
 use super::settings::{AppSettings, OnCall, StartWhen};
 use super::state::{
-    Active, AppState, Connection, Credentials, Field, FileRow, FileStatus, Hosting, LoginStatus, Marks, Outgoing,
-    OutgoingStatus, Ringing, VerifyView, VideoSending, VideoState,
+    Active, AppState, Connection, Credentials, Field, FileRow, FileStatus, Hosting, LoginStatus, Marks,
+    Outgoing, OutgoingStatus, Ringing, VerifyView, VideoSending, VideoState,
 };
 use crate::calls::{CallEvent, Source, WatcherEvent};
 use crate::client::config::Profile;
@@ -701,16 +701,15 @@ fn outgoing_done(
     o.status = status;
     let number = o.target.clone();
     if !matches!(outcome, HistoryOutcome::Completed { .. }) {
-        let entry =
-            HistoryEntry {
-                at: clock.unix,
-                direction: Direction::Outgoing,
-                number,
-                name: None,
-                outcome,
-                verified: None,
-                call_match: None,
-            };
+        let entry = HistoryEntry {
+            at: clock.unix,
+            direction: Direction::Outgoing,
+            number,
+            name: None,
+            outcome,
+            verified: None,
+            call_match: None,
+        };
         record(m, entry, fx);
     }
 }

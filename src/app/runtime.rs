@@ -191,7 +191,8 @@ impl Core {
                     tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
                     let trust = crate::client::tls::Trust::from_pin(pin.as_deref());
                     let req = crate::protocol::VerifyRequest { id: id.clone(), code };
-                    let result = api::verify(&server_url, &trust, &req).await.map_err(|e| (e.code(), e.to_string()));
+                    let result =
+                        api::verify(&server_url, &trust, &req).await.map_err(|e| (e.code(), e.to_string()));
                     let _ = tx.send(Internal::Done(Done::Verified { id, result }));
                 });
             }

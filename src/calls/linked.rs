@@ -57,7 +57,13 @@ impl RecentCalls {
                     .and_then(|c| crate::number::normalize_dialed(c, region, area).ok())
                     .map(|n| n.to_string());
                 self.calls.retain(|c| c.call_ref != *call_ref);
-                self.calls.push(Seen { call_ref: call_ref.clone(), caller, began: now, answered: false, ended: None });
+                self.calls.push(Seen {
+                    call_ref: call_ref.clone(),
+                    caller,
+                    began: now,
+                    answered: false,
+                    ended: None,
+                });
                 if self.calls.len() > KEEP {
                     self.calls.remove(0);
                 }
@@ -68,7 +74,8 @@ impl RecentCalls {
                 }
             }
             CallEvent::Ended { call_ref } => {
-                if let Some(c) = self.calls.iter_mut().find(|c| c.call_ref == *call_ref && c.ended.is_none()) {
+                if let Some(c) = self.calls.iter_mut().find(|c| c.call_ref == *call_ref && c.ended.is_none())
+                {
                     c.ended = Some(now);
                 }
             }
@@ -116,7 +123,12 @@ mod tests {
         assert_eq!(calls.check(alice, t0), CallMatch::Matches, "ringing, read in the national form");
         assert_eq!(calls.check("+4940999999", t0), CallMatch::NotLinked, "another caller");
         calls.observe(&CallEvent::Connected { call_ref: "fritz:1".into() }, t0, "DE", None);
-        calls.observe(&CallEvent::Ended { call_ref: "fritz:1".into() }, t0 + Duration::from_secs(5), "DE", None);
+        calls.observe(
+            &CallEvent::Ended { call_ref: "fritz:1".into() },
+            t0 + Duration::from_secs(5),
+            "DE",
+            None,
+        );
         assert_eq!(calls.check(alice, t0 + Duration::from_secs(60)), CallMatch::Matches);
         assert_eq!(calls.check(alice, t0 + Duration::from_secs(70)), CallMatch::NotLinked, "a minute after");
         // Rang and was never answered: over once it stops ringing.

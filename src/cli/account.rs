@@ -133,7 +133,10 @@ pub(super) async fn account(cli: &Cli, cmd: &AccountCmd) -> Result<Exit, Failure
                             .read_line(&mut code)
                             .map_err(|e| fail(Exit::Error, format!("cannot read the code: {e}")))?;
                         if read == 0 {
-                            return Err(fail(Exit::Cancelled, "no code given: the registration was not finished"));
+                            return Err(fail(
+                                Exit::Cancelled,
+                                "no code given: the registration was not finished",
+                            ));
                         }
                         match finish(cli, &mut params, &v.id, Some(code.trim())).await {
                             Err(f) if f.message.starts_with("wrong code") => eprintln!("{}", f.message),

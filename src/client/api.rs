@@ -151,7 +151,11 @@ fn describe(e: &reqwest::Error) -> String {
 }
 
 /// Registers: the account (a server that verifies nothing), or the code step.
-pub async fn register(server: &str, trust: &Trust, req: &RegisterRequest) -> Result<RegisterAnswer, ApiError> {
+pub async fn register(
+    server: &str,
+    trust: &Trust,
+    req: &RegisterRequest,
+) -> Result<RegisterAnswer, ApiError> {
     post(server, trust, REGISTER_PATH, req, None)
         .await?
         .ok_or_else(|| ApiError::Unexpected { url: server.to_string(), status: 204 })

@@ -44,7 +44,10 @@ pub fn host_name() -> Option<String> {
 
 /// Creates the account `display_name` for the number and password in `p` — or, on a server
 /// that verifies numbers, starts that (finish with [`verify`]).
-pub async fn register(p: &LoginParams, display_name: &str) -> Result<crate::protocol::RegisterAnswer, ApiError> {
+pub async fn register(
+    p: &LoginParams,
+    display_name: &str,
+) -> Result<crate::protocol::RegisterAnswer, ApiError> {
     let server = api::normalize_server_url(&p.server)?;
     let req = RegisterRequest {
         number: p.number.clone(),
@@ -120,11 +123,14 @@ mod tests {
     #[test]
     fn the_code_is_read_from_every_form_of_caller_id() {
         let p = "+4930123456";
-        for shown in ["+49301234560042", "0049301234560042", "0301234560042", "49301234560042", "030 1234560042"]
+        for shown in
+            ["+49301234560042", "0049301234560042", "0301234560042", "49301234560042", "030 1234560042"]
         {
             assert_eq!(code_from_caller_id(shown, p, 4).as_deref(), Some("0042"), "{shown}");
         }
-        for other in ["+4930123456004", "+493012345600421", "+4940123456 0042", "0151234560042", "", "anonymous"] {
+        for other in
+            ["+4930123456004", "+493012345600421", "+4940123456 0042", "0151234560042", "", "anonymous"]
+        {
             assert_eq!(code_from_caller_id(other, p, 4), None, "{other}");
         }
     }

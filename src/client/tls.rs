@@ -33,17 +33,6 @@ pub fn normalize_fingerprint(input: &str) -> String {
     hex.as_bytes().chunks(2).map(|c| String::from_utf8_lossy(c).into_owned()).collect::<Vec<_>>().join(":")
 }
 
-fn system_roots() -> rustls::RootCertStore {
-    let mut roots = rustls::RootCertStore::empty();
-    let found = rustls_native_certs::load_native_certs();
-    for e in &found.errors {
-        tracing::debug!("reading the system's certificates: {e}");
-    }
-    let (added, ignored) = roots.add_parsable_certificates(found.certs);
-    tracing::debug!(added, ignored, "system certificate authorities");
-    roots
-}
-
 /// The handshake-signature part of a certificate verifier: the server must hold the key of
 /// the certificate it presented (whatever decided to accept that certificate).
 macro_rules! signature_checks {
@@ -126,7 +115,7 @@ pub fn client_config(trust: &Trust) -> Result<rustls::ClientConfig, rustls::Erro
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;
     let mut cfg = match trust {
-        Trust::System => builder.with_root_certificates(system_roots()).with_no_client_auth(),
+        Trust::System => builder.with_root_certificates(crate::tls::system_roots()).with_no_client_auth(),
         Trust::Pinned(fingerprint) => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(Pinned { fingerprint: fingerprint.clone(), provider }))
@@ -178,7 +167,7 @@ pub async fn probe(base: &str) -> Result<Presented, String> {
     let port = url.port_or_known_default().unwrap_or(443);
     let provider = crate::tls::provider();
     let system = rustls::client::WebPkiServerVerifier::builder_with_provider(
-        Arc::new(system_roots()),
+        Arc::new(crate::tls::system_roots()),
         provider.clone(),
     )
     .build()

@@ -110,7 +110,10 @@ pub async fn pending(db: &Db) -> Result<String, String> {
     for v in open {
         let age = (now - v.created_at).max(0) / 60_000;
         let name: String = v.display_name.chars().take(24).collect();
-        out.push_str(&format!("{:<18} {:<24} {:<7} {:<16} {:>6} m\n", v.number, name, v.method, v.from_ip, age));
+        out.push_str(&format!(
+            "{:<18} {:<24} {:<7} {:<16} {:>6} m\n",
+            v.number, name, v.method, v.from_ip, age
+        ));
     }
     out.push_str("approve one with: sidecall-server user verify NUMBER");
     Ok(out)

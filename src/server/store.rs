@@ -75,7 +75,11 @@ pub enum Attempt {
     Missing,
     /// Done already: by this registration (`approved`: 1 created, 2 claimed) or replaced by
     /// another one for the number (`approved` 0).
-    Used { approved: i64, number: String, display_name: String },
+    Used {
+        approved: i64,
+        number: String,
+        display_name: String,
+    },
     Expired,
     /// Every try was used.
     NoTries,
@@ -141,11 +145,7 @@ pub trait Store: Send + Sync + 'static {
     /// one claimed: new password and name, devices logged out with `reason`, block list
     /// cleared), marks the user verified and closes every other open verification of the
     /// number. `None`: it was used or had expired meanwhile.
-    async fn complete_verification(
-        &self,
-        id: &str,
-        reason: &str,
-    ) -> Result<Option<Completed>, StoreError>;
+    async fn complete_verification(&self, id: &str, reason: &str) -> Result<Option<Completed>, StoreError>;
     /// Open verifications (newest first), of one number or all.
     async fn open_verifications(&self, number: Option<&str>) -> Result<Vec<VerificationRecord>, StoreError>;
     /// Marks an existing user's number as proven.
@@ -400,11 +400,13 @@ impl Store for SqlStore {
     }
 
     async fn known_address(&self, user_id: i64, ip: IpAddr) -> Result<bool, StoreError> {
-        let row = sqlx::query("SELECT COUNT(*) FROM devices WHERE user_id = $1 AND observed_ip = $2 AND revoked IS NULL")
-            .bind(user_id)
-            .bind(ip.to_string())
-            .fetch_one(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT COUNT(*) FROM devices WHERE user_id = $1 AND observed_ip = $2 AND revoked IS NULL",
+        )
+        .bind(user_id)
+        .bind(ip.to_string())
+        .fetch_one(&self.pool)
+        .await?;
         Ok(row.try_get::<i64, _>(0)? > 0)
     }
 
@@ -493,7 +495,11 @@ impl Store for SqlStore {
         let Some(row) = row else { return Ok(Attempt::Missing) };
         let used: Option<i64> = row.try_get(0)?;
         Ok(if used.is_some() {
-            Attempt::Used { approved: row.try_get(1)?, number: row.try_get(2)?, display_name: row.try_get(3)? }
+            Attempt::Used {
+                approved: row.try_get(1)?,
+                number: row.try_get(2)?,
+                display_name: row.try_get(3)?,
+            }
         } else if row.try_get::<i64, _>(4)? <= now {
             Attempt::Expired
         } else {
@@ -501,11 +507,7 @@ impl Store for SqlStore {
         })
     }
 
-    async fn complete_verification(
-        &self,
-        id: &str,
-        reason: &str,
-    ) -> Result<Option<Completed>, StoreError> {
+    async fn complete_verification(&self, id: &str, reason: &str) -> Result<Option<Completed>, StoreError> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         // Claimed inside the transaction: a code used twice at once completes once.

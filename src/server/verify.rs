@@ -9,8 +9,8 @@
 //! used once, allow 5 tries; codes sent are limited per number and per address.
 
 use crate::protocol::{
-    ErrorCode, FieldName, Verification, VerificationPending, VerifiedResponse, VerifyAnswer,
-    VerifyMethod, VerifyRequest, VerifyWaiting,
+    ErrorCode, FieldName, Verification, VerificationPending, VerifiedResponse, VerifyAnswer, VerifyMethod,
+    VerifyRequest, VerifyWaiting,
 };
 use crate::server::auth;
 use crate::server::http::{ApiError, AppState, Body, busy, client_ip, parse_body, too_many};
@@ -83,15 +83,19 @@ impl Default for VerifyConfig {
 
 impl VerifyConfig {
     /// `--verify MODE [--verify-hook CMD|URL] [--verify-caller-id PREFIX]`.
-    pub fn parse(mode: &str, hook: Option<&str>, caller_prefix: Option<&str>) -> Result<VerifyConfig, String> {
+    pub fn parse(
+        mode: &str,
+        hook: Option<&str>,
+        caller_prefix: Option<&str>,
+    ) -> Result<VerifyConfig, String> {
         let mode = match mode {
             "none" => VerifyMode::None,
             "admin" => VerifyMode::Admin,
             "call" => {
                 let prefix = caller_prefix.unwrap_or("").trim();
-                let ok = prefix.strip_prefix('+').is_some_and(|d| {
-                    (4..=12).contains(&d.len()) && d.chars().all(|c| c.is_ascii_digit())
-                });
+                let ok = prefix
+                    .strip_prefix('+')
+                    .is_some_and(|d| (4..=12).contains(&d.len()) && d.chars().all(|c| c.is_ascii_digit()));
                 if !ok {
                     return Err("--verify call needs --verify-caller-id: the E.164 start of the numbers \
                                 your PBX may show as caller ID, e.g. +4930123456 (the code's four \
@@ -236,9 +240,12 @@ pub async fn start(
              of that number are your code. Sidecall fills it in by itself when it watches your phone line.",
             v.cfg.caller_prefix
         ),
-        VerifyMethod::Hook => format!("If this number can be registered, a {digits}-digit code is on its way to it."),
+        VerifyMethod::Hook => {
+            format!("If this number can be registered, a {digits}-digit code is on its way to it.")
+        }
         VerifyMethod::Admin => {
-            "If this number can be registered, the server's administrator approves it; you can log in then.".into()
+            "If this number can be registered, the server's administrator approves it; you can log in then."
+                .into()
         }
     };
     let body = VerificationPending {
@@ -268,7 +275,9 @@ fn deliver(app: &AppState, method: VerifyMethod, id: &str, number: &str, code: &
                     }
                     ringing.insert(id.to_string(), call);
                 }
-                Err(e) => tracing::warn!(%number, "the verification call could not be placed: {}", e.describe()),
+                Err(e) => {
+                    tracing::warn!(%number, "the verification call could not be placed: {}", e.describe())
+                }
             }
         }
         (VerifyMode::Hook(hook), _) => {
@@ -313,12 +322,18 @@ async fn run_hook(hook: &Hook, number: &str, code: &str, ttl: Duration) -> Resul
                 Ok(())
             } else {
                 let err = String::from_utf8_lossy(&out.stderr);
-                Err(format!("{cmd:?} exited with {}: {}", out.status, crate::protocol::limits::clip(err.trim().to_string())))
+                Err(format!(
+                    "{cmd:?} exited with {}: {}",
+                    out.status,
+                    crate::protocol::limits::clip(err.trim().to_string())
+                ))
             }
         }
         Hook::Url(url) => {
+            let tls = crate::tls::system_client_config().map_err(|e| e.to_string())?;
             let client = reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
+                .use_preconfigured_tls(tls)
                 .build()
                 .map_err(|e| e.to_string())?;
             let body = serde_json::json!({
@@ -346,8 +361,12 @@ pub async fn verify(
     let ip = client_ip(peer, &headers, &app.trusted_proxies);
     let code = req.code.as_deref().map(str::trim).filter(|c| !c.is_empty());
     if code.is_some_and(|c| c.len() > 16 || !c.chars().all(|ch| ch.is_ascii_digit())) {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidField, "the code is digits only")
-            .on(FieldName::Code));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidField,
+            "the code is digits only",
+        )
+        .on(FieldName::Code));
     }
     if req.id.len() > 128 {
         return Err(expired("no such registration: register again"));
@@ -376,7 +395,9 @@ pub async fn verify(
         Attempt::Used { .. } => {
             return Err(expired("the number was verified by another registration meanwhile: register again"));
         }
-        Attempt::Missing => return Err(expired("no such registration (or it ended long ago): register again")),
+        Attempt::Missing => {
+            return Err(expired("no such registration (or it ended long ago): register again"));
+        }
         Attempt::Expired => return Err(expired("the code expired: register again for a new one")),
         Attempt::NoTries => return Err(expired("too many wrong codes: register again for a new one")),
     };
@@ -408,7 +429,9 @@ pub async fn verify(
             } else {
                 format!("wrong code: {left} {} left", if left == 1 { "try" } else { "tries" })
             };
-            return Err(ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::WrongCode, message).on(FieldName::Code));
+            return Err(
+                ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::WrongCode, message).on(FieldName::Code)
+            );
         }
         Some(_) => {}
     }
@@ -454,7 +477,10 @@ fn expired(message: &str) -> ApiError {
 /// Closes the connections of devices another process logged out (an administrator's
 /// `user verify` claiming a number, another server node), every 2 s; prunes old
 /// verifications hourly.
-pub async fn watch_revocations(hub: Arc<crate::server::hub::Hub>, mut stop: tokio::sync::watch::Receiver<bool>) {
+pub async fn watch_revocations(
+    hub: Arc<crate::server::hub::Hub>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     let mut since = now_ms();
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     let mut pruned = std::time::Instant::now();
@@ -502,7 +528,10 @@ mod tests {
         assert_eq!(VerifyConfig::parse("none", None, None).map(|c| c.mode), Ok(VerifyMode::None));
         assert!(VerifyConfig::parse("call", None, None).is_err());
         assert!(VerifyConfig::parse("call", None, Some("4930")).is_err());
-        assert_eq!(VerifyConfig::parse("call", None, Some("+4930123456")).map(|c| c.mode), Ok(VerifyMode::Call));
+        assert_eq!(
+            VerifyConfig::parse("call", None, Some("+4930123456")).map(|c| c.mode),
+            Ok(VerifyMode::Call)
+        );
         assert!(VerifyConfig::parse("hook", None, None).is_err());
         assert_eq!(
             VerifyConfig::parse("hook", Some("https://sms.example/send"), None).map(|c| c.mode),

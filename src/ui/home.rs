@@ -4,11 +4,11 @@ use super::login::{ERROR, OK, preview};
 use super::settings::SettingsWindow;
 use super::video::VideoPanel;
 use super::{duration_text, tick};
-use crate::calls::linked::CallMatch;
 use crate::app::{
     AppCommand, AppHandle, AppState, Connection, Direction, FileStatus, HistoryEntry, HistoryOutcome,
     OutgoingStatus,
 };
+use crate::calls::linked::CallMatch;
 use crate::client::StopReason;
 use crate::client::transfer::Way;
 use crate::protocol::{Offer, Role};
@@ -472,8 +472,11 @@ fn history(ui: &mut egui::Ui, entries: &[HistoryEntry]) {
                 if e.direction == Direction::Incoming {
                     if let Some(m) = e.call_match {
                         let c = if m == CallMatch::Matches { OK } else { WAITING };
-                        ui.colored_label(c, if m == CallMatch::Matches { "☎ matched the call" } else { "not linked" })
-                            .on_hover_text(m.describe());
+                        ui.colored_label(
+                            c,
+                            if m == CallMatch::Matches { "matched the call" } else { "not linked" },
+                        )
+                        .on_hover_text(m.describe());
                     }
                     if e.verified == Some(false) {
                         ui.weak("unverified number");
@@ -490,10 +493,10 @@ fn history(ui: &mut egui::Ui, entries: &[HistoryEntry]) {
 fn marks(ui: &mut egui::Ui, m: crate::app::Marks) {
     match m.call_match {
         Some(CallMatch::Matches) => {
-            ui.colored_label(OK, format!("☎ {}", CallMatch::Matches.describe()));
+            ui.colored_label(OK, CallMatch::Matches.describe());
         }
         Some(CallMatch::NotLinked) => {
-            ui.colored_label(ERROR, format!("⚠ {}", CallMatch::NotLinked.describe()));
+            ui.colored_label(ERROR, CallMatch::NotLinked.describe());
         }
         None => {}
     }

@@ -107,7 +107,16 @@ fn binaries_register_listen_dial_and_shut_down_gracefully() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut server = Proc::spawn(
         Command::new(SERVER)
-            .args(["--listen", "127.0.0.1:0", "--relay-listen", "127.0.0.1:0", "--verify", "none", "--log", "warn"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--relay-listen",
+                "127.0.0.1:0",
+                "--verify",
+                "none",
+                "--log",
+                "warn",
+            ])
             .arg("--data-dir")
             .arg(dir.path().join("server")),
     );
@@ -688,10 +697,14 @@ fn the_cli_registers_with_a_code_from_the_hook_and_with_an_administrators_approv
     let url = server.wait_line("listening on");
     let url = url.split_whitespace().find(|w| w.starts_with("http://")).expect("url").to_string();
     let cfg = dir.path().join("config");
-    let (code, out, err) =
-        run(&cfg, "a", &["account", "register", "--server", &url, "--number", "030 123456", "--name", "Alice"]);
+    let (code, out, err) = run(
+        &cfg,
+        "a",
+        &["account", "register", "--server", &url, "--number", "030 123456", "--name", "Alice"],
+    );
     assert_eq!(code, 10, "waits for the code: {out}{err}");
-    let id = out.lines().find_map(|l| l.strip_prefix("verification id: ")).expect("the id printed").to_string();
+    let id =
+        out.lines().find_map(|l| l.strip_prefix("verification id: ")).expect("the id printed").to_string();
     assert!(out.contains("sidecall account verify"), "says how to go on: {out}");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let sent = loop {
@@ -716,7 +729,9 @@ fn the_cli_registers_with_a_code_from_the_hook_and_with_an_administrators_approv
     // The default: an administrator approves (the CLI waits until then).
     let data = dir.path().join("server2");
     let server = Proc::spawn(
-        Command::new(SERVER).args(["--listen", "127.0.0.1:0", "--no-relay", "--log", "warn", "--data-dir"]).arg(&data),
+        Command::new(SERVER)
+            .args(["--listen", "127.0.0.1:0", "--no-relay", "--log", "warn", "--data-dir"])
+            .arg(&data),
     );
     let url = server.wait_line("listening on");
     let url = url.split_whitespace().find(|w| w.starts_with("http://")).expect("url").to_string();

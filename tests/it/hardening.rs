@@ -278,7 +278,16 @@ fn server_with_file_limit(dir: &std::path::Path, nofile: u32) -> (Proc, String) 
         Command::new("prlimit")
             .arg(format!("--nofile={nofile}:{nofile}"))
             .arg(env!("CARGO_BIN_EXE_sidecall-server"))
-            .args(["--listen", "127.0.0.1:0", "--no-relay", "--verify", "none", "--log", "warn", "--data-dir"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--no-relay",
+                "--verify",
+                "none",
+                "--log",
+                "warn",
+                "--data-dir",
+            ])
             .arg(dir),
     );
     let line = server.wait_line("listening on");

@@ -19,5 +19,5 @@ mod store;
 mod tls;
 mod transfer;
 mod ui;
-mod video;
 mod verify;
+mod video;

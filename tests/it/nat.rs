@@ -119,8 +119,16 @@ impl Run<'_> {
     fn server(&self, extra: &[&str]) -> Proc {
         let data = self.root.join("server");
         let listen = format!("{SERVER_IP}:7480");
-        let mut args =
-            vec!["--listen", &listen, "--verify", "none", "--log", "warn", "--data-dir", data.to_str().expect("utf-8")];
+        let mut args = vec![
+            "--listen",
+            &listen,
+            "--verify",
+            "none",
+            "--log",
+            "warn",
+            "--data-dir",
+            data.to_str().expect("utf-8"),
+        ];
         args.extend(extra);
         let p = Proc::spawn(&mut self.cmd("wan", SERVER, &args));
         p.wait_line("listening on");

@@ -790,7 +790,17 @@ async fn the_cli_places_the_call_and_prints_its_stages() {
     tokio::task::spawn_blocking(move || {
         let server = Proc::spawn(
             Command::new(env!("CARGO_BIN_EXE_sidecall-server"))
-                .args(["--listen", "127.0.0.1:0", "--no-relay", "--verify", "none", "--log", "warn", "--pbx", &pbx])
+                .args([
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--no-relay",
+                    "--verify",
+                    "none",
+                    "--log",
+                    "warn",
+                    "--pbx",
+                    &pbx,
+                ])
                 .arg("--data-dir")
                 .arg(root.join("server")),
         );

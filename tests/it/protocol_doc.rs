@@ -8,7 +8,7 @@ use serde_json::Value;
 use sidecall::client::transfer::FileMsg;
 use sidecall::protocol::{
     ClientMsg, ErrorCode, HttpError, LoginRequest, LoginResponse, RegisterRequest, RegisterResponse,
-    ServerMsg,
+    ServerMsg, VerificationPending, VerifiedResponse, VerifyRequest, VerifyWaiting,
 };
 
 fn spec() -> String {
@@ -77,7 +77,7 @@ fn every_json_example_in_the_spec_reads_into_its_type() {
             reads_as::<ClientMsg>(v)
         } else if h2.contains("server → client") {
             reads_as::<ServerMsg>(v)
-        } else if h2.contains("Click-to-call") {
+        } else if h2.contains("Click-to-call") || h2.contains("Verification") {
             // Messages of both directions, by their `type`.
             reads_as::<ClientMsg>(v).or_else(|e| reads_as::<ServerMsg>(v).map_err(|e2| format!("{e}; {e2}")))
         } else if h2.contains("File transfer") {
@@ -90,6 +90,10 @@ fn every_json_example_in_the_spec_reads_into_its_type() {
                 reads_as::<LoginRequest>(v),
                 reads_as::<LoginResponse>(v),
                 reads_as::<HttpError>(v),
+                reads_as::<VerificationPending>(v),
+                reads_as::<VerifyRequest>(v),
+                reads_as::<VerifiedResponse>(v),
+                reads_as::<VerifyWaiting>(v),
             ];
             match tries.iter().find(|r| r.is_ok()) {
                 Some(_) => Ok(()),

@@ -731,3 +731,60 @@ fn privacy_setting_and_the_sessions_path() {
     w.set(s);
     assert!(w.shows("Direct"));
 }
+
+#[test]
+fn the_code_step_of_registration_sends_the_typed_code_and_cancels() {
+    use sidecall::protocol::VerifyMethod;
+    let mut s = AppState::new(AppSettings::default());
+    s.login = app::LoginStatus::Verifying(app::VerifyView {
+        number: ALICE.into(),
+        method: VerifyMethod::Hook,
+        digits: 6,
+        message: "If this number can be registered, a 6-digit code is on its way to it.".into(),
+        automatic: false,
+        checking: false,
+        error: Some("wrong code: 4 tries left".into()),
+    });
+    let mut w = Scripted::new(s.clone());
+    assert!(w.shows(&format!("Verify {ALICE}")));
+    assert!(w.shows("a 6-digit code is on its way"));
+    assert!(w.shows("wrong code: 4 tries left"));
+    assert!(!w.shows("Watching your phone line"), "no watcher: nothing fills itself in");
+    w.type_into("Code", "123456");
+    w.click("Verify");
+    assert!(w.sent().iter().any(|c| matches!(c, AppCommand::SubmitCode(code) if code == "123456")));
+    w.click("Cancel");
+    assert!(w.sent().iter().any(|c| matches!(c, AppCommand::CancelVerification)));
+
+    // Verification by call with a watcher running: the code fills itself in.
+    if let app::LoginStatus::Verifying(v) = &mut s.login {
+        v.method = VerifyMethod::Call;
+        v.automatic = true;
+        v.error = None;
+    }
+    w.set(s.clone());
+    assert!(w.shows("Watching your phone line"));
+    // An administrator approves: no code field, a wait.
+    if let app::LoginStatus::Verifying(v) = &mut s.login {
+        v.method = VerifyMethod::Admin;
+    }
+    w.set(s);
+    assert!(w.shows("Waiting for the administrator"));
+}
+
+#[test]
+fn the_prompt_says_whether_the_request_matches_the_call_on_the_phone() {
+    use sidecall::calls::linked::CallMatch;
+    let mut s = ringing_state();
+    s.incoming[0].marks = app::Marks { verified: true, call_match: Some(CallMatch::Matches) };
+    let mut w = Scripted::new(s.clone());
+    assert!(w.shows("Matches the call on your phone"));
+    assert!(!w.shows("Unverified number"));
+    s.incoming[0].marks = app::Marks { verified: false, call_match: Some(CallMatch::NotLinked) };
+    w.set(s.clone());
+    assert!(w.shows("Not linked to a call on your phone"));
+    assert!(w.shows("Unverified number"));
+    s.incoming[0].marks = app::Marks { verified: true, call_match: None };
+    w.set(s);
+    assert!(!w.shows("call on your phone"), "no watcher: nothing claimed");
+}

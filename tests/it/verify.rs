@@ -3,11 +3,11 @@
 //! wrong, expired, reused codes; the same answer whether a number exists; a claim logging the
 //! old devices out. And on the callee's side: is a request the call ringing on the phone?
 
-use crate::fixture::*;
 use crate::fixture::TestApp;
+use crate::fixture::*;
 use crate::pbx::{Script, Sim, server_with_pbx_and};
-use sidecall::client::api::{self, ApiError};
 use sidecall::client::Event;
+use sidecall::client::api::{self, ApiError};
 use sidecall::protocol::{
     ErrorCode, LoginRequest, RegisterAnswer, RegisterRequest, Verification, VerifyAnswer, VerifyMethod,
     VerifyRequest,
@@ -16,7 +16,12 @@ use sidecall::server::verify::{Hook, VerifyMode};
 use std::time::{Duration, Instant};
 
 fn register_req(number: &str, name: &str, password: &str) -> RegisterRequest {
-    RegisterRequest { number: number.into(), display_name: name.into(), password: password.into(), region: None }
+    RegisterRequest {
+        number: number.into(),
+        display_name: name.into(),
+        password: password.into(),
+        region: None,
+    }
 }
 
 async fn register(server: &TestServer, number: &str, name: &str, password: &str) -> (Verification, String) {
@@ -257,7 +262,10 @@ async fn the_pbx_calls_the_number_with_the_code_in_its_caller_id() {
     assert!(matches!(verify(&server, &v.id, Some(&code)).await, Ok(VerifyAnswer::Done(_))));
     // The phone stops ringing once the code is in.
     let hangup = sim.action("Hangup").await;
-    assert!(hangup.get("Channel").is_some_and(|c| c.starts_with(&format!("Local/{BOB}@office"))), "{hangup:?}");
+    assert!(
+        hangup.get("Channel").is_some_and(|c| c.starts_with(&format!("Local/{BOB}@office"))),
+        "{hangup:?}"
+    );
     let token = login(&server, BOB, PASSWORD).await.expect("login");
     let _bob = server.client(&token, None).await;
 }
@@ -296,7 +304,8 @@ fn the_app_fills_the_code_in_when_the_verification_call_rings() {
     assert!(view.automatic, "the watcher can catch the call: {view:?}");
     let originate = rt.block_on(sim.action("Originate"));
     let caller_id = originate.get("CallerID").expect("caller ID").to_string();
-    let code = caller_id.split("<+4930555").nth(1).and_then(|c| c.strip_suffix('>')).expect("code").to_string();
+    let code =
+        caller_id.split("<+4930555").nth(1).and_then(|c| c.strip_suffix('>')).expect("code").to_string();
     // The box shows the caller in the national form, as the phone's display does.
     let line = format!("02.12.26 14:00:00;RING;0;030555{code};30123456;SIP0;\r\n");
     rt.block_on(monitor.write_all(line.as_bytes())).expect("ring");
@@ -337,7 +346,8 @@ fn a_request_is_linked_to_the_ringing_call_and_auto_accepted_only_then() {
     assert!(!early.iter().any(|e| matches!(e, Event::SessionStarted { .. })), "accepted unlinked: {early:?}");
 
     // Bob's call reaches Alice's phone (the mobile number as the box shows it).
-    rt.block_on(monitor.write_all(b"02.12.26 14:00:00;RING;1;015123456789;30123456;SIP0;\r\n")).expect("ring");
+    rt.block_on(monitor.write_all(b"02.12.26 14:00:00;RING;1;015123456789;30123456;SIP0;\r\n"))
+        .expect("ring");
     rt.block_on(bob.started());
     let st = app.wait_state("in the session", &|s| s.active.is_some());
     let active = st.active.expect("active");

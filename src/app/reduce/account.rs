@@ -3,8 +3,8 @@
 //! an administrator approving, the app asks every few seconds until it is done.
 
 use super::*;
-use crate::protocol::{ErrorCode, Verification, VerifyAnswer, VerifyMethod};
 use crate::calls::linked::sees_incoming;
+use crate::protocol::{ErrorCode, Verification, VerifyAnswer, VerifyMethod};
 
 /// A registration waiting for its code.
 #[derive(Clone, Debug, PartialEq)]
