@@ -243,6 +243,14 @@ pub struct ListenArgs {
     /// Send these files to every caller once the session's channel is open.
     #[arg(long, num_args = 1.., value_name = "FILE")]
     pub send: Vec<PathBuf>,
+    /// Watch this FRITZ!Box's call monitor (HOST or HOST:PORT, port 1012): each request says
+    /// whether it matches the call ringing on your phone, and `--accept all` accepts only
+    /// those (the others once their call rings).
+    #[arg(long, value_name = "HOST")]
+    pub fritz: Option<String>,
+    /// Your area code, for callers the box reports without it (e.g. 030).
+    #[arg(long)]
+    pub area_code: Option<String>,
     #[command(flatten)]
     pub video: VideoArgs,
     #[command(flatten)]

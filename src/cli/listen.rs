@@ -1,9 +1,11 @@
 //! `sidecall listen`.
 
 use super::online::{connect, print_event};
+use super::phone::{PhoneLine, print_match};
 use super::progress::{ProgressPrinter, drain_data_events};
 use super::video::VideoWatch;
 use super::{AcceptPolicy, Cli, Exit, Failure, ListenArgs, sleep_opt};
+use crate::calls::linked::CallMatch;
 use crate::client::Event;
 use crate::client::session::{DataEvent, VideoDisplay};
 use crate::client::transfer::{self, ReceiveConfig, TransferEvent};
@@ -51,6 +53,11 @@ pub(super) async fn listen(cli: &Cli, args: &ListenArgs) -> Result<Exit, Failure
     let mut sessions = online.sessions(data_tx);
     let mut progress = ProgressPrinter::default();
     let mut video = VideoWatch::new(&args.video);
+    let region = crate::number::normalize(&online.number, None)
+        .ok()
+        .and_then(|n| n.region())
+        .unwrap_or_else(|| "DE".into());
+    let mut phone = PhoneLine::start(args.fritz.as_deref(), region, args.area_code.clone());
     let code = loop {
         let next_hangup = hangups.iter().map(|(t, _)| *t).min();
         tokio::select! {
@@ -59,18 +66,31 @@ pub(super) async fn listen(cli: &Cli, args: &ListenArgs) -> Result<Exit, Failure
                 print_event(&args.output, &ev);
                 let ended = sessions.observe(&ev);
                 match ev {
-                    Event::Incoming { session_id, .. } => match args.accept {
-                        AcceptPolicy::All => online.handle.answer(&session_id, true),
+                    Event::Incoming { session_id, caller, .. } => match args.accept {
+                        AcceptPolicy::All if phone.check(&caller.number) == Some(CallMatch::NotLinked) => {
+                            print_match(&args.output, &session_id, Some(CallMatch::NotLinked));
+                            if !args.output.json {
+                                eprintln!("not accepted yet: no call from {} on your phone", caller.number);
+                            }
+                            phone.wait_for_call(session_id, caller.number);
+                        }
+                        AcceptPolicy::All => {
+                            print_match(&args.output, &session_id, phone.check(&caller.number));
+                            online.handle.answer(&session_id, true)
+                        }
                         AcceptPolicy::None => {
+                            print_match(&args.output, &session_id, phone.check(&caller.number));
                             online.handle.answer(&session_id, false);
                             if args.once { break Exit::Ok; }
                         }
                         AcceptPolicy::Ask => {
+                            print_match(&args.output, &session_id, phone.check(&caller.number));
                             eprintln!("accept {session_id}? [y/N]");
                             asking.push(Ask::Session(session_id));
                         }
                     },
                     Event::IncomingClosed { session_id, .. } => {
+                        phone.forget(&session_id);
                         asking.retain(|a| !matches!(a, Ask::Session(s) if *s == session_id));
                         if args.once { break Exit::Ok; }
                     }
@@ -94,6 +114,11 @@ pub(super) async fn listen(cli: &Cli, args: &ListenArgs) -> Result<Exit, Failure
                     }
                     Event::LoggedOut { .. } => break Exit::LoginNeeded,
                     _ => {}
+                }
+            }
+            Some(ev) = phone.next() => {
+                for session_id in phone.observe(ev, &args.output) {
+                    online.handle.answer(&session_id, true);
                 }
             }
             Some(dev) = data_rx.recv() => {

@@ -8,6 +8,7 @@ mod cameras;
 mod dial;
 mod listen;
 mod online;
+mod phone;
 mod progress;
 mod settings;
 mod video;

@@ -182,6 +182,29 @@ fn binaries_register_listen_dial_and_shut_down_gracefully() {
     assert_eq!(code, 3, "declined: {out}");
     assert_eq!(decliner.wait_exit(), 0);
 
+    // A listener watching the FRITZ!Box: a request no call on the phone vouches for is not
+    // accepted automatically; once Alice's call rings there, it is.
+    let box_ = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let box_addr = box_.local_addr().expect("addr").to_string();
+    let mut watching = Proc::spawn(&mut app(
+        &cfg,
+        "b",
+        &["listen", "--accept", "all", "--once", "--json", "--fritz", &box_addr],
+    ));
+    let (mut monitor, _) = box_.accept().expect("the listener connects to the call monitor");
+    watching.wait_line(r#""event":"online""#);
+    let mut dial = Proc::spawn(&mut app(&cfg, "a", &["dial", "+4915123456789", "--hangup-after", "0.3"]));
+    let first = watching.wait_line(r#""event":"call_match""#);
+    assert!(first.contains(r#""call_match":"not_linked""#), "{first}");
+    std::thread::sleep(Duration::from_millis(300));
+    use std::io::Write;
+    monitor.write_all(b"02.12.26 14:00:00;RING;3;030123456;015123456789;SIP0;\r\n").expect("ring");
+    let then = watching.wait_line(r#""event":"call_match""#);
+    assert!(then.contains(r#""call_match":"matches""#), "{then}");
+    assert_eq!(dial.wait_exit(), 0, "accepted once the call rang");
+    watching.wait_line(r#""event":"session_ended""#);
+    assert_eq!(watching.wait_exit(), 0);
+
     // SIGTERM: the server says goodbye and exits cleanly.
     let pid = server.child.id().to_string();
     let status = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
