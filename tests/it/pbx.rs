@@ -840,3 +840,43 @@ async fn the_cli_places_the_call_and_prints_its_stages() {
     .await
     .expect("the CLI run");
 }
+
+/// Verification by call through FreeSWITCH: `bgapi originate` of the number with the code in
+/// `origination_caller_id_number`, killed once the code is in.
+#[tokio::test]
+async fn freeswitch_rings_the_number_to_verify_with_the_code_as_caller_id() {
+    sidecall::tls::install_default_provider();
+    let mut sim = EslSim::start("ClueCon", false).await;
+    let url = format!("esl://:ClueCon@{}?context=office", sim.addr);
+    let server = TestServer::start_with(move |cfg| {
+        cfg.pbx = Some(sidecall::server::pbx::PbxConfig::parse(&url).expect("pbx url"));
+        cfg.verify.mode = sidecall::server::verify::VerifyMode::Call;
+        cfg.verify.caller_prefix = "+4930555".into();
+    })
+    .await;
+    sim.command("event plain").await;
+    let req = sidecall::protocol::RegisterRequest {
+        number: BOB.into(),
+        display_name: "Bob".into(),
+        password: PASSWORD.into(),
+        region: None,
+    };
+    let Ok(sidecall::protocol::RegisterAnswer::Pending(p)) =
+        sidecall::client::api::register(&server.url, &server.trust(), &req).await
+    else {
+        panic!("a code step")
+    };
+    let line = sim.command("bgapi originate").await;
+    assert!(line.contains(&format!("loopback/{BOB}/office &sleep(2000)")), "{line}");
+    let code = line
+        .split("origination_caller_id_number=+4930555")
+        .nth(1)
+        .map(|r| r.chars().take_while(char::is_ascii_digit).collect::<String>())
+        .expect("the code in the caller ID");
+    assert_eq!(code.len(), 4, "{line}");
+    let verify = sidecall::protocol::VerifyRequest { id: p.verification.id, code: Some(code) };
+    let done = sidecall::client::api::verify(&server.url, &server.trust(), &verify).await;
+    assert!(matches!(done, Ok(sidecall::protocol::VerifyAnswer::Done(_))), "{done:?}");
+    let kill = sim.command("bgapi uuid_kill").await;
+    assert!(line.contains(kill.trim_start_matches("bgapi uuid_kill ")), "{kill} hangs up {line}");
+}

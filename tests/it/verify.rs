@@ -355,3 +355,40 @@ fn a_request_is_linked_to_the_ringing_call_and_auto_accepted_only_then() {
     app.core.send(sidecall::app::AppCommand::Shutdown);
     drop(rt);
 }
+
+/// `--verify-hook https://…` gets the number and code as JSON (here over plain HTTP on
+/// loopback, as an SMS gateway on the operator's LAN would).
+#[tokio::test]
+async fn a_hook_url_gets_the_number_and_code_as_json() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gateway = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/send", gateway.local_addr().expect("addr"));
+    let server = TestServer::start_with(move |cfg| cfg.verify.mode = VerifyMode::Hook(Hook::Url(url))).await;
+    let (v, _) = register(&server, CAROL, "Carol", PASSWORD).await;
+    let (mut conn, _) = tokio::time::timeout(WAIT, gateway.accept()).await.expect("the hook posts").expect("accept");
+    let mut req = Vec::new();
+    let body = loop {
+        let mut buf = [0u8; 4096];
+        let n = conn.read(&mut buf).await.expect("read");
+        assert!(n > 0, "request ended early: {}", String::from_utf8_lossy(&req));
+        req.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&req).to_string();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len = head
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(0);
+            if body.len() >= len {
+                assert!(head.starts_with("POST /send"), "{head}");
+                break body.to_string();
+            }
+        }
+    };
+    conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await.expect("answer");
+    let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(json["number"], CAROL);
+    let code = json["code"].as_str().expect("code").to_string();
+    assert!(json["text"].as_str().is_some_and(|t| t.contains(&code)), "{json}");
+    assert!(matches!(verify(&server, &v.id, Some(&code)).await, Ok(VerifyAnswer::Done(_))));
+}
