@@ -639,3 +639,92 @@ fn the_call_button_without_a_pbx_dials_from_the_fritz_box_and_the_session_follow
     // The other side picks up: now the session is requested.
     assert!(dialed(&phone(&mut m, CallEvent::Connected { call_ref: "fritz:3".into() })).is_some());
 }
+
+fn creds() -> Credentials {
+    Credentials {
+        server: "http://127.0.0.1:7480".into(),
+        number: "030 123456".into(),
+        display_name: "Alice".into(),
+        password: "correct horse".into(),
+        region: "DE".into(),
+        ..Default::default()
+    }
+}
+
+fn pending(method: crate::protocol::VerifyMethod, digits: u8) -> Done {
+    Done::VerificationPending {
+        creds: Box::new(creds()),
+        server_url: "http://127.0.0.1:7480".into(),
+        verification: crate::protocol::Verification {
+            id: "v1".into(),
+            number: "+4930123456".into(),
+            method,
+            expires_in_s: 600,
+            digits,
+            caller_prefix: (method == crate::protocol::VerifyMethod::Call).then(|| "+4930555".into()),
+        },
+        message: "a code is on its way".into(),
+    }
+}
+
+fn done(m: &mut Model, d: Done) -> Vec<Effect> {
+    reduce(m, Input::Done(d), clock(0))
+}
+
+#[test]
+fn the_verification_call_ringing_on_the_watched_phone_sends_its_code() {
+    use crate::protocol::{ErrorCode, VerifiedResponse, VerifyAnswer, VerifyMethod};
+    let mut m = Model::new(AppState::new(AppSettings::default()));
+    reduce(&mut m, Input::Watcher(WatcherEvent::Status(Source::Fritz, WatcherStatus::Connected)), clock(0));
+    done(&mut m, pending(VerifyMethod::Call, 4));
+    let LoginStatus::Verifying(v) = &m.view.login else { panic!("{:?}", m.view.login) };
+    assert!(v.automatic);
+    // Another caller first: nothing is sent.
+    assert!(
+        phone(&mut m, CallEvent::Incoming { call_ref: "f:1".into(), caller: Some("0301111".into()) })
+            .is_empty()
+    );
+    let fx = phone(&mut m, CallEvent::Incoming { call_ref: "f:2".into(), caller: Some("0305550042".into()) });
+    assert!(
+        fx.iter().any(|e| matches!(e, Effect::Verify { id, code: Some(c), .. } if id == "v1" && c == "0042")),
+        "{fx:?}"
+    );
+    // A wrong one (say the box showed another number): the message, and the field again.
+    done(
+        &mut m,
+        Done::Verified {
+            id: "v1".into(),
+            result: Err((Some(ErrorCode::WrongCode), "wrong code: 4 tries left".into())),
+        },
+    );
+    let LoginStatus::Verifying(v) = &m.view.login else { panic!() };
+    assert_eq!((v.checking, v.error.as_deref()), (false, Some("wrong code: 4 tries left")));
+    let fx = cmd(&mut m, AppCommand::SubmitCode(" 00 42 ".into()), 0);
+    assert!(fx.iter().any(|e| matches!(e, Effect::Verify { code: Some(c), .. } if c == "0042")));
+    let ok = VerifiedResponse { number: "+4930123456".into(), display_name: "Alice".into(), claimed: true };
+    let fx = done(&mut m, Done::Verified { id: "v1".into(), result: Ok(VerifyAnswer::Done(ok)) });
+    assert!(fx.iter().any(|e| matches!(e, Effect::Login { register: false, .. })), "logs in: {fx:?}");
+    assert!(m.view.notice.as_deref().is_some_and(|n| n.contains("logged out")), "a claim is said");
+}
+
+#[test]
+fn waiting_for_an_administrator_asks_again_until_cancelled_or_expired() {
+    use crate::protocol::{ErrorCode, VerifyAnswer, VerifyMethod, VerifyWaiting};
+    let mut m = Model::new(AppState::new(AppSettings::default()));
+    let fx = done(&mut m, pending(VerifyMethod::Admin, 0));
+    assert!(fx.iter().any(|e| matches!(e, Effect::Verify { code: None, delay_ms: 5000, .. })), "{fx:?}");
+    let waiting = VerifyAnswer::Waiting(VerifyWaiting { waiting: true, message: "w".into() });
+    let fx = done(&mut m, Done::Verified { id: "v1".into(), result: Ok(waiting.clone()) });
+    assert!(fx.iter().any(|e| matches!(e, Effect::Verify { code: None, .. })), "asks again");
+    cmd(&mut m, AppCommand::CancelVerification, 0);
+    assert_eq!(m.view.login, LoginStatus::Idle);
+    let fx = done(&mut m, Done::Verified { id: "v1".into(), result: Ok(waiting) });
+    assert!(fx.is_empty(), "a late answer after cancelling does nothing: {fx:?}");
+    // Expired: back to the form with the reason.
+    done(&mut m, pending(VerifyMethod::Admin, 0));
+    done(
+        &mut m,
+        Done::Verified { id: "v1".into(), result: Err((Some(ErrorCode::CodeExpired), "expired".into())) },
+    );
+    assert!(matches!(&m.view.login, LoginStatus::Failed { message, .. } if message.contains("expired")));
+}

@@ -365,7 +365,8 @@ async fn a_hook_url_gets_the_number_and_code_as_json() {
     let url = format!("http://{}/send", gateway.local_addr().expect("addr"));
     let server = TestServer::start_with(move |cfg| cfg.verify.mode = VerifyMode::Hook(Hook::Url(url))).await;
     let (v, _) = register(&server, CAROL, "Carol", PASSWORD).await;
-    let (mut conn, _) = tokio::time::timeout(WAIT, gateway.accept()).await.expect("the hook posts").expect("accept");
+    let (mut conn, _) =
+        tokio::time::timeout(WAIT, gateway.accept()).await.expect("the hook posts").expect("accept");
     let mut req = Vec::new();
     let body = loop {
         let mut buf = [0u8; 4096];
@@ -376,7 +377,9 @@ async fn a_hook_url_gets_the_number_and_code_as_json() {
         if let Some((head, body)) = text.split_once("\r\n\r\n") {
             let len = head
                 .lines()
-                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
+                .find_map(|l| {
+                    l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string())
+                })
                 .and_then(|v| v.parse::<usize>().ok())
                 .unwrap_or(0);
             if body.len() >= len {
