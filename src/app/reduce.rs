@@ -750,33 +750,7 @@ fn server_event(m: &mut Model, ev: Event, clock: Clock, fx: &mut Vec<Effect>) {
         Event::Settings { settings } => v.server_settings = settings,
         Event::Blocked { numbers } => v.blocked = numbers,
         Event::Incoming { session_id, caller, offer, expires_in_ms, .. } => {
-            let watching = crate::calls::linked::sees_incoming(&v.watchers);
-            let call_match = watching.then(|| m.recent_calls.check(&caller.number, clock.now));
-            let marks = Marks { verified: caller.verified, call_match };
-            let auto = v.settings.auto_accept.contains(&caller.number);
-            // A request the phone line does not vouch for is never accepted unasked.
-            if auto && call_match != Some(crate::calls::linked::CallMatch::NotLinked) {
-                tracing::info!(caller = %caller.number, "auto-accepting");
-                m.auto_marks = Some((session_id.clone(), marks));
-                client_call(m, ClientCall::Answer { session_id, accept: true }, fx);
-                return;
-            }
-            let deadline = clock.now + Duration::from_millis(expires_in_ms);
-            v.incoming.push(Ringing {
-                session_id,
-                caller: caller.clone(),
-                offer,
-                deadline,
-                marks,
-                accept_on_match: auto,
-            });
-            if !v.settings.ring_muted {
-                fx.push(Effect::StartRing { volume: v.settings.ring_volume });
-            }
-            if !m.focused {
-                fx.push(Effect::Notify { caller: caller.clone(), offer });
-            }
-            fx.push(Effect::Attention { caller });
+            phone::incoming(m, session_id, caller, offer, expires_in_ms, clock, fx)
         }
         Event::IncomingClosed { session_id, reason } => {
             let outcome = match reason {

@@ -206,6 +206,15 @@ fn normalize(hub: &Hub, input: &str, region: Option<&str>) -> Result<number::E16
     })
 }
 
+/// A new password's hash, computed on the bounded pool (`429` when it is full).
+pub(crate) async fn hash_password(app: &AppState, password: String) -> Result<String, ApiError> {
+    app.hashing
+        .run(move || auth::hash_password(&password))
+        .await
+        .map_err(busy)?
+        .map_err(|e| ApiError::internal("password hashing failed", e))
+}
+
 async fn register(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -229,13 +238,7 @@ async fn register(
     if app.verifier.enabled() {
         return crate::server::verify::start(&app, number.to_string(), display_name, req.password, ip).await;
     }
-    let password = req.password;
-    let hash = app
-        .hashing
-        .run(move || auth::hash_password(&password))
-        .await
-        .map_err(busy)?
-        .map_err(|e| ApiError::internal("password hashing failed", e))?;
+    let hash = hash_password(&app, req.password).await?;
     match app.hub.store.create_user(number.as_str(), &display_name, &hash).await {
         Ok(user) => {
             tracing::info!(number = %user.number, "account registered");

@@ -13,7 +13,7 @@ use crate::protocol::{
     VerifyRequest, VerifyWaiting,
 };
 use crate::server::auth;
-use crate::server::http::{ApiError, AppState, Body, busy, client_ip, parse_body, too_many};
+use crate::server::http::{ApiError, AppState, Body, client_ip, parse_body, too_many};
 use crate::server::ratelimit::KeyedLimiter;
 use crate::server::store::{Attempt, VerificationRecord, now_ms};
 use axum::extract::{ConnectInfo, State};
@@ -197,12 +197,7 @@ pub async fn start(
     if method == VerifyMethod::Call && app.hub.pbx.read().is_none() {
         return Err(ApiError::internal("the verification call", "no PBX is configured (--pbx)"));
     }
-    let hash = app
-        .hashing
-        .run(move || auth::hash_password(&password))
-        .await
-        .map_err(busy)?
-        .map_err(|e| ApiError::internal("password hashing failed", e))?;
+    let hash = crate::server::http::hash_password(app, password).await?;
     let id = auth::new_token();
     let (digits, ttl) = match method {
         VerifyMethod::Call => (v.cfg.call_digits, v.cfg.code_ttl),

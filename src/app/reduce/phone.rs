@@ -97,6 +97,48 @@ pub(super) fn watcher_event(m: &mut Model, ev: WatcherEvent, clock: Clock, fx: &
     }
 }
 
+/// A request rings here, marked with what is known of it: whether the server verified the
+/// caller's number, and whether the phone line vouches for it. Auto-accepted callers are
+/// accepted at once, unless a watcher runs and saw no call of theirs.
+pub(super) fn incoming(
+    m: &mut Model,
+    session_id: SessionId,
+    caller: Party,
+    offer: Offer,
+    expires_in_ms: u64,
+    clock: Clock,
+    fx: &mut Vec<Effect>,
+) {
+    use crate::calls::linked::{CallMatch, sees_incoming};
+    let v = &mut m.view;
+    let call_match = sees_incoming(&v.watchers).then(|| m.recent_calls.check(&caller.number, clock.now));
+    let marks = Marks { verified: caller.verified, call_match };
+    let auto = v.settings.auto_accept.contains(&caller.number);
+    // A request the phone line does not vouch for is never accepted unasked.
+    if auto && call_match != Some(CallMatch::NotLinked) {
+        tracing::info!(caller = %caller.number, "auto-accepting");
+        m.auto_marks = Some((session_id.clone(), marks));
+        client_call(m, ClientCall::Answer { session_id, accept: true }, fx);
+        return;
+    }
+    let deadline = clock.now + Duration::from_millis(expires_in_ms);
+    v.incoming.push(Ringing {
+        session_id,
+        caller: caller.clone(),
+        offer,
+        deadline,
+        marks,
+        accept_on_match: auto,
+    });
+    if !v.settings.ring_muted {
+        fx.push(Effect::StartRing { volume: v.settings.ring_volume });
+    }
+    if !m.focused {
+        fx.push(Effect::Notify { caller: caller.clone(), offer });
+    }
+    fx.push(Effect::Attention { caller });
+}
+
 /// A call came in on the phone: requests ringing here that it vouches for are marked, and
 /// accepted if their caller is accepted automatically.
 fn recheck_ringing(m: &mut Model, clock: Clock, fx: &mut Vec<Effect>) {
