@@ -124,6 +124,78 @@ pub fn normalize_dialed(input: &str, region: &str, area_code: Option<&str>) -> R
     }
 }
 
+/// A number as a phone system reports it (dialed, or calling), once read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Dialed {
+    /// A number outside.
+    Number(E164),
+    /// Not a call to or from a number outside — an internal number of the phone system or a
+    /// service code: never a data-session request. Says what it was, for the user.
+    Internal(String),
+}
+
+/// Reads what a phone or call monitor reports: internal numbers (`**610`, an extension such
+/// as `21`) and service codes (`*21#`, `#31#` alone, `*#06#`) are [`Dialed::Internal`]; a
+/// caller-ID prefix (`#31#`, `*31#`) and a suffix after the number (`#`, and anything after
+/// it) are dropped; a carrier-selection ("call by call") prefix in front of a national number
+/// is removed (Germany `010xy`/`0100yy`, Austria `10xx`, Switzerland `10xx`/`107xx`); the rest
+/// is read as by [`normalize_dialed`].
+pub fn read_dialed(input: &str, region: &str, area_code: Option<&str>) -> Result<Dialed, NumberError> {
+    let compact: String = input
+        .trim()
+        .trim_start_matches("tel:")
+        .chars()
+        .filter(|c| !c.is_whitespace() && !"-/().".contains(*c))
+        .collect();
+    if compact.len() > 64 {
+        return Err(NumberError::TooLong(compact.chars().take(24).collect::<String>() + "…"));
+    }
+    // Show (*31#) or hide (#31#) the caller ID for this call, then the number.
+    let s = ["#31#", "*31#"]
+        .iter()
+        .find_map(|p| compact.strip_prefix(p).filter(|rest| !rest.is_empty()))
+        .unwrap_or(&compact);
+    if s.starts_with("**") {
+        return Ok(Dialed::Internal(format!("internal number {s}")));
+    }
+    if s.starts_with('*') || s.starts_with('#') {
+        return Ok(Dialed::Internal(format!("service code {s}")));
+    }
+    // A suffix: `#` dials at once; anything from the first `#` or `*` on is not the number.
+    let s = match s.find(['#', '*']) {
+        Some(i) => &s[..i],
+        None => s,
+    };
+    if s.is_empty() {
+        return Err(NumberError::Empty);
+    }
+    if s.chars().all(|c| c.is_ascii_digit()) && s.len() <= 4 && !s.starts_with('0') {
+        return Ok(Dialed::Internal(format!("internal number {s}")));
+    }
+    let s = without_carrier_selection(s, region);
+    normalize_dialed(s, region, area_code).map(Dialed::Number)
+}
+
+/// `s` without a carrier-selection prefix of `region`, when one stands before a national
+/// (or international) number.
+fn without_carrier_selection<'a>(s: &'a str, region: &str) -> &'a str {
+    let rest = match region.trim().to_ascii_uppercase().as_str() {
+        // 0100yy (six digits) or 010xy (five), then the number with its leading 0.
+        "DE" => match s.strip_prefix("0100") {
+            Some(r) => r.get(2..),
+            None => s.strip_prefix("010").and_then(|r| r.get(2..)),
+        },
+        "AT" => s.strip_prefix("10").and_then(|r| r.get(2..)),
+        // 107xx (five digits) or 10xx (four).
+        "CH" => s.strip_prefix("10").and_then(|r| if r.starts_with('7') { r.get(3..) } else { r.get(2..) }),
+        _ => None,
+    };
+    match rest {
+        Some(r) if r.starts_with('0') && r.len() > 4 => r,
+        _ => s,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,6 +234,58 @@ mod tests {
         assert_eq!(n("004930123456"), Ok("+4930123456".into()), "international");
         assert_eq!(n("015123456789"), Ok("+4915123456789".into()), "mobile");
         assert_eq!(normalize_dialed("123456", "DE", Some("30")).map(|e| e.0), Ok("+4930123456".into()));
+    }
+
+    fn read(s: &str, region: &str) -> Result<Dialed, NumberError> {
+        read_dialed(s, region, Some(if region == "DE" { "030" } else { "01" }))
+    }
+
+    fn number(s: &str) -> Dialed {
+        Dialed::Number(E164(s.into()))
+    }
+
+    #[test]
+    fn internal_numbers_and_service_codes_are_never_numbers_outside() {
+        for internal in
+            ["**610", "**1", "** 9", "21", "620", "1", "*21#", "#21#", "*#06#", "*21*030123456#", "#31#"]
+        {
+            assert!(
+                matches!(read(internal, "DE"), Ok(Dialed::Internal(_))),
+                "{internal}: {:?}",
+                read(internal, "DE")
+            );
+        }
+        assert_eq!(read("**610", "DE"), Ok(Dialed::Internal("internal number **610".into())));
+        assert_eq!(read("*21#", "DE"), Ok(Dialed::Internal("service code *21#".into())));
+    }
+
+    #[test]
+    fn suffixes_are_dropped_in_every_form() {
+        let want = number("+4930123456");
+        for form in ["004930123456#", "+4930123456#", "030123456#", "123456#", "030123456#1", "030 123456 *5"]
+        {
+            assert_eq!(read(form, "DE"), Ok(want.clone()), "{form}");
+        }
+        // Hiding the caller ID for one call, then the number.
+        assert_eq!(read("#31#030123456", "DE"), Ok(want.clone()));
+        assert_eq!(read("*31#004930123456#", "DE"), Ok(want));
+    }
+
+    #[test]
+    fn carrier_selection_prefixes_are_removed() {
+        let berlin = number("+4930123456");
+        assert_eq!(read("01013030123456", "DE"), Ok(berlin.clone()), "010xy");
+        assert_eq!(read("010012030123456", "DE"), Ok(berlin.clone()), "0100yy");
+        assert_eq!(read("01013004930123456", "DE"), Ok(berlin.clone()), "then international");
+        assert_eq!(read("01013 0151 23456789#", "DE"), Ok(number("+4915123456789")));
+        // A German mobile number is not mistaken for one (015…, 017…).
+        assert_eq!(read("015123456789", "DE"), Ok(number("+4915123456789")));
+        // Austria (10xx) and Switzerland (10xx, 107xx).
+        assert_eq!(read("1012 01 5123456", "AT"), Ok(number("+4315123456")));
+        assert_eq!(read("1055 044 668 18 00", "CH"), Ok(number("+41446681800")));
+        assert_eq!(read("10767 044 668 18 00", "CH"), Ok(number("+41446681800")));
+        // Elsewhere nothing is taken for a prefix.
+        assert_ne!(read("1012 01 5123456", "DE"), Ok(number("+4315123456")));
     }
 
     #[test]

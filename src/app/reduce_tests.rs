@@ -728,3 +728,117 @@ fn waiting_for_an_administrator_asks_again_until_cancelled_or_expired() {
     );
     assert!(matches!(&m.view.login, LoginStatus::Failed { message, .. } if message.contains("expired")));
 }
+
+/// Plays a watcher's whole stream into the core; returns the numbers it requested sessions
+/// with and the notices it showed. Each request is answered `unavailable` at once.
+fn replay(source: Source, events: Vec<CallEvent>) -> (Vec<String>, Vec<String>) {
+    let mut m = online();
+    m.view.settings.area_code = "030".into();
+    let (mut targets, mut notices) = (Vec::new(), Vec::new());
+    for ev in events {
+        let fx = reduce(&mut m, Input::Watcher(WatcherEvent::Call(source, ev)), clock(0));
+        if let Some(req) = dialed(&fx) {
+            targets.push(m.view.outgoing.as_ref().map(|o| o.target.clone()).unwrap_or_default());
+            let result = Event::DialResult { req_id: req, session_id: None, outcome: Outcome::Unavailable };
+            server(&mut m, result, 0);
+        }
+        if let Some(n) = m.view.notice.take() {
+            notices.push(n);
+        }
+    }
+    (targets, notices)
+}
+
+const WANTED: [&str; 3] = ["+4915123456789", "+4930987654", "+4930555555"];
+
+fn internal_notices(notices: &[String]) {
+    for what in ["**610", "*21#", "21"] {
+        assert!(
+            notices.iter().any(|n| n.starts_with("Internal call") && n.contains(what)),
+            "{what} said to be internal: {notices:?}"
+        );
+    }
+}
+
+#[test]
+fn a_recorded_fritzbox_stream_requests_only_numbers_outside_read_right() {
+    let stream = "\
+02.12.26 10:00:00;CALL;1;11;4930123456;**610;SIP0;
+02.12.26 10:00:05;DISCONNECT;1;0;
+02.12.26 10:01:00;CALL;2;11;4930123456;*21#;SIP0;
+02.12.26 10:01:01;DISCONNECT;2;0;
+02.12.26 10:02:00;CALL;3;11;4930123456;01013015123456789#;SIP0;
+02.12.26 10:02:30;DISCONNECT;3;30;
+02.12.26 10:03:00;CALL;4;11;4930123456;004930987654#;SIP0;
+02.12.26 10:03:10;CONNECT;4;11;004930987654;
+02.12.26 10:04:00;DISCONNECT;4;50;
+02.12.26 10:05:00;RING;5;015123456789;4930123456;SIP0;
+02.12.26 10:05:20;DISCONNECT;5;0;
+02.12.26 10:06:00;CALL;6;11;4930123456;21;SIP0;
+02.12.26 10:07:00;CALL;7;11;4930123456;555555#;SIP0;
+";
+    let events: Vec<CallEvent> =
+        stream.lines().map(|l| crate::calls::fritz::parse_line(l).expect("a call monitor line")).collect();
+    let (targets, notices) = replay(Source::Fritz, events);
+    assert_eq!(targets, WANTED, "{notices:?}");
+    internal_notices(&notices);
+}
+
+#[test]
+fn a_recorded_asterisk_stream_requests_only_numbers_outside_read_right() {
+    let dial = |id: &str, dest_num: &str| {
+        format!(
+            "Event: DialBegin\nChannel: PJSIP/201-0000{id}\nUniqueid: {id}\nLinkedid: {id}\nDestChannel: PJSIP/trunk-0000{id}\nDestCallerIDNum: {dest_num}"
+        )
+    };
+    let hangup = |id: &str| {
+        format!("Event: Hangup\nChannel: PJSIP/201-0000{id}\nUniqueid: {id}\nLinkedid: {id}\nCause: 16")
+    };
+    let stream = [
+        dial("01", "**610"),
+        hangup("01"),
+        dial("02", "*21#"),
+        hangup("02"),
+        // Another extension's call is not ours.
+        "Event: DialBegin\nChannel: PJSIP/202-00000009\nUniqueid: 09\nLinkedid: 09\nDestCallerIDNum: 030111111".into(),
+        dial("03", "01013015123456789#"),
+        hangup("03"),
+        dial("04", "004930987654#"),
+        hangup("04"),
+        dial("05", "21"),
+        hangup("05"),
+        dial("06", "555555#"),
+        hangup("06"),
+    ];
+    let mut tracker = crate::calls::ami::Tracker::default();
+    let events: Vec<CallEvent> = stream
+        .iter()
+        .filter_map(|text| {
+            let lines: Vec<String> = text.lines().map(str::to_string).collect();
+            tracker.event(&crate::ami::parse_message(&lines), "201")
+        })
+        .collect();
+    let (targets, notices) = replay(Source::Ami, events);
+    assert_eq!(targets, WANTED, "{notices:?}");
+    internal_notices(&notices);
+}
+
+#[test]
+fn recorded_desk_phone_action_urls_request_only_numbers_outside_read_right() {
+    // What a desk phone puts into its outgoing-call action URL's $remote, call after call.
+    let remotes = ["**610", "*21#", "01013015123456789#", "004930987654#", "21", "555555#"];
+    let events = remotes
+        .iter()
+        .enumerate()
+        .flat_map(|(i, r)| {
+            let call_ref = format!("phone:{i}");
+            [
+                CallEvent::Outgoing { call_ref: call_ref.clone(), number: r.to_string() },
+                CallEvent::Ended { call_ref },
+            ]
+        })
+        .collect();
+    let (targets, notices) = replay(Source::Phone, events);
+    assert_eq!(targets, WANTED, "{notices:?}");
+    internal_notices(&notices);
+}

@@ -52,10 +52,11 @@ impl RecentCalls {
     pub fn observe(&mut self, ev: &CallEvent, now: Instant, region: &str, area: Option<&str>) {
         match ev {
             CallEvent::Incoming { call_ref, caller } => {
-                let caller = caller
-                    .as_deref()
-                    .and_then(|c| crate::number::normalize_dialed(c, region, area).ok())
-                    .map(|n| n.to_string());
+                let caller =
+                    caller.as_deref().and_then(|c| match crate::number::read_dialed(c, region, area) {
+                        Ok(crate::number::Dialed::Number(n)) => Some(n.to_string()),
+                        _ => None,
+                    });
                 self.calls.retain(|c| c.call_ref != *call_ref);
                 self.calls.push(Seen {
                     call_ref: call_ref.clone(),

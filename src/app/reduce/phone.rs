@@ -2,6 +2,7 @@
 //! FRITZ!Box: when to request the session, and ending it with the call.
 
 use super::*;
+use crate::number::Dialed;
 
 /// The *Call* button without a PBX on the server: the user's FRITZ!Box places the call, and
 /// its call monitor's CONNECT for it requests the session.
@@ -36,7 +37,7 @@ pub(super) fn watcher_event(m: &mut Model, ev: WatcherEvent, clock: Clock, fx: &
             let area = (!s.area_code.trim().is_empty()).then_some(s.area_code.as_str());
             let ours = src == Source::Fritz
                 && m.fritz_dialed.as_ref().is_some_and(|d| {
-                    crate::number::normalize_dialed(&number, &s.region, area).is_ok_and(|n| n.as_str() == d)
+                    matches!(crate::number::read_dialed(&number, &s.region, area), Ok(Dialed::Number(n)) if n.as_str() == d)
                 });
             if ours {
                 // The call the box placed for the Call button: the session once it connects.
@@ -162,8 +163,13 @@ fn recheck_ringing(m: &mut Model, clock: Clock, fx: &mut Vec<Effect>) {
 fn phone_dialed(m: &mut Model, call_ref: String, raw: &str, fx: &mut Vec<Effect>) {
     let s = &m.view.settings;
     let area = (!s.area_code.trim().is_empty()).then_some(s.area_code.as_str());
-    let number = match crate::number::normalize_dialed(raw, &s.region, area) {
-        Ok(n) => n.to_string(),
+    let number = match crate::number::read_dialed(raw, &s.region, area) {
+        Ok(Dialed::Number(n)) => n.to_string(),
+        Ok(Dialed::Internal(what)) => {
+            tracing::info!(%what, "the phone dialed inside the phone system: no session");
+            m.view.notice = Some(format!("Internal call ({what}): no session."));
+            return;
+        }
         Err(e) => {
             m.view.notice = Some(format!("The phone dialed {raw}, which Sidecall cannot use: {e}"));
             return;
