@@ -148,6 +148,11 @@ pub enum AppEvent {
     Ring {
         caller: Party,
     },
+    /// A call watcher reported a call (for `sidecall watch`; the window shows the state).
+    Call {
+        source: crate::calls::Source,
+        call: crate::calls::CallEvent,
+    },
 }
 
 /// The window's side of the channels.

@@ -125,7 +125,12 @@ impl Core {
                     }
                 },
                 Some(dev) = self.data_rx.recv() => Input::Data(dev),
-                Some(wev) = next(&mut self.watcher_rx) => Input::Watcher(wev),
+                Some(wev) = next(&mut self.watcher_rx) => {
+                    if let WatcherEvent::Call(source, call) = &wev {
+                        let _ = self.events.send(AppEvent::Call { source: *source, call: call.clone() });
+                    }
+                    Input::Watcher(wev)
+                }
                 Some(done) = self.internal_rx.recv() => match done {
                     Internal::Done(d) => Input::Done(d),
                     Internal::Hosted(r) => Input::Done(Done::Hosted(r.map(|(running, hosting)| {

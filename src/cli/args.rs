@@ -41,6 +41,10 @@ pub enum Command {
     Call(DialArgs),
     /// Stay online and answer incoming requests.
     Listen(ListenArgs),
+    /// The call watchers without a window (FRITZ!Box, Asterisk, desk-phone action URLs), as
+    /// the app sets them up (this profile's settings): each call and watcher status printed;
+    /// sessions requested by themselves when the settings say so, and ended with the call.
+    Watch(WatchArgs),
     /// List the cameras video can be sent from.
     Cameras {
         /// Print JSON instead of text.
@@ -68,6 +72,22 @@ pub enum AccountCmd {
     Logout,
     /// Show the saved login of this profile.
     Show,
+}
+
+#[derive(Args, Debug)]
+pub struct WatchArgs {
+    /// Watch this FRITZ!Box's call monitor (HOST or HOST:PORT), and save it in the settings.
+    #[arg(long, value_name = "HOST")]
+    pub fritz: Option<String>,
+    /// When the phone dials: request the session (automatic) or not (off); saved.
+    #[arg(long, value_name = "automatic|off")]
+    pub on_call: Option<String>,
+    /// Your area code, for numbers dialed without it (e.g. 030); saved.
+    #[arg(long)]
+    pub area_code: Option<String>,
+    /// Print JSON lines instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

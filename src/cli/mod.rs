@@ -12,6 +12,7 @@ mod phone;
 mod progress;
 mod settings;
 mod video;
+mod watch;
 
 pub use args::*;
 
@@ -80,6 +81,7 @@ pub async fn run(cli: Cli) -> Exit {
         Some(Command::Dial(args)) => dial::dial(&cli, args, false).await,
         Some(Command::Call(args)) => dial::dial(&cli, args, true).await,
         Some(Command::Listen(args)) => listen::listen(&cli, args).await,
+        Some(Command::Watch(args)) => watch::watch(&cli, args).await,
         Some(Command::Cameras { json }) => cameras::cameras(*json).await,
         Some(Command::SoundCheck { seconds }) => {
             let d = Duration::from_secs_f64(seconds.clamp(0.1, 30.0));

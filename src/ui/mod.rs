@@ -91,6 +91,7 @@ impl SidecallApp {
                         egui::UserAttentionType::Critical,
                     ));
                 }
+                AppEvent::Call { .. } => {}
             }
         }
     }

@@ -84,6 +84,7 @@ impl Drop for Proc {
 pub(crate) fn app(config: &Path, profile: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new(APP);
     cmd.env("SIDECALL_CONFIG_DIR", config)
+        .env("SIDECALL_DATA_DIR", config.join("data"))
         .env("SIDECALL_PASSWORD", "correct horse battery")
         .env_remove("RUST_LOG")
         .arg("--profile")
@@ -204,6 +205,33 @@ fn binaries_register_listen_dial_and_shut_down_gracefully() {
     assert_eq!(dial.wait_exit(), 0, "accepted once the call rang");
     watching.wait_line(r#""event":"session_ended""#);
     assert_eq!(watching.wait_exit(), 0);
+
+    // `sidecall watch`: the app's watchers without a window. Alice's FRITZ!Box reports an
+    // internal call (no session), then a call to Bob dialed with a carrier prefix and `#`:
+    // the session is requested with Bob's real number, and ends when the phone hangs up.
+    let box_ = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let box_addr = box_.local_addr().expect("addr").to_string();
+    let mut bob_listens =
+        Proc::spawn(&mut app(&cfg, "b", &["listen", "--accept", "all", "--once", "--json"]));
+    bob_listens.wait_line(r#""event":"online""#);
+    let watcher =
+        Proc::spawn(&mut app(&cfg, "a", &["watch", "--fritz", &box_addr, "--area-code", "030", "--json"]));
+    let (mut monitor, _) = box_.accept().expect("the watcher connects to the call monitor");
+    watcher.wait_line(r#""status":"connected""#);
+    watcher.wait_line(r#""event":"connection","state":"online""#);
+    monitor.write_all(b"02.12.26 15:00:00;CALL;8;11;4930123456;**610;SIP0;\r\n").expect("write");
+    let internal = watcher.wait_line(r#""event":"notice""#);
+    assert!(internal.contains("Internal call") && internal.contains("**610"), "{internal}");
+    monitor.write_all(b"02.12.26 15:00:05;DISCONNECT;8;0;\r\n").expect("write");
+    monitor.write_all(b"02.12.26 15:01:00;CALL;9;11;4930123456;01013015123456789#;SIP0;\r\n").expect("write");
+    let accepted = watcher.wait_line(r#""status":"accepted""#);
+    assert!(accepted.contains("+4915123456789"), "{accepted}");
+    bob_listens.wait_line(r#""event":"session_started""#);
+    monitor.write_all(b"02.12.26 15:01:30;DISCONNECT;9;25;\r\n").expect("write");
+    watcher.wait_line(r#""event":"session_ended""#);
+    bob_listens.wait_line(r#""event":"session_ended""#);
+    assert_eq!(bob_listens.wait_exit(), 0);
+    drop(watcher);
 
     // SIGTERM: the server says goodbye and exits cleanly.
     let pid = server.child.id().to_string();
