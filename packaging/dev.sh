@@ -20,7 +20,8 @@ DESKTOP_PACKAGES=(libasound2-dev nasm libclang-dev)
 RUN_PACKAGES=(libxkbcommon-x11-0 libgl1 libegl1 libgl1-mesa-dri)
 # The tests also talk to a real browser (Chromium, headless) to check WebRTC interoperability,
 # build NATs in network namespaces (iproute2, iptables) and relay through coturn.
-TEST_PACKAGES=(chromium iptables iproute2 coturn)
+# Notifications are tested on Debian's dunst, on a D-Bus session bus and Xvfb of the test's own.
+TEST_PACKAGES=(chromium iptables iproute2 coturn dunst xvfb dbus)
 
 say() { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }

@@ -246,11 +246,14 @@ pub enum Effect {
         volume: f32,
     },
     StopRing,
-    /// A desktop notification (the window is not focused).
+    /// A desktop notification with Accept and Decline (the window is not focused).
     Notify {
+        session_id: SessionId,
         caller: Party,
         offer: Offer,
     },
+    /// Withdraw the request's notification (it stopped ringing here).
+    Unnotify(SessionId),
     /// Tell the window a request rings (it asks for attention).
     Attention {
         caller: Party,
@@ -670,6 +673,7 @@ fn stop_ringing_for(
     let mut marks = None;
     if let Some(pos) = m.view.incoming.iter().position(|r| r.session_id == *id) {
         let r = m.view.incoming.remove(pos);
+        fx.push(Effect::Unnotify(id.clone()));
         marks = Some(r.marks);
         if let Some(outcome) = outcome {
             let entry = HistoryEntry {

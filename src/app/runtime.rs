@@ -21,6 +21,8 @@ use tokio::sync::mpsc;
 /// A finished task's result, with what only the runtime keeps (the hosted server).
 enum Internal {
     Done(Done),
+    /// As if the window had sent it (a notification's button).
+    Command(AppCommand),
     Hosted(Result<(RunningServer, Hosting), String>),
 }
 
@@ -36,6 +38,8 @@ pub(super) struct Core {
     sessions: Option<SessionController>,
     hosted: Option<RunningServer>,
     ringer: Ringer,
+    /// Requests shown as desktop notifications.
+    notifications: platform::Notifications,
     data_tx: mpsc::UnboundedSender<DataEvent>,
     data_rx: mpsc::UnboundedReceiver<DataEvent>,
     /// Use loopback only for WebRTC (tests, demos on one machine).
@@ -79,6 +83,7 @@ impl Core {
             sessions: None,
             hosted: None,
             ringer: Ringer::new(),
+            notifications: platform::Notifications::default(),
             data_tx,
             data_rx,
             loopback,
@@ -133,6 +138,7 @@ impl Core {
                 }
                 Some(done) = self.internal_rx.recv() => match done {
                     Internal::Done(d) => Input::Done(d),
+                    Internal::Command(c) => Input::Command(c),
                     Internal::Hosted(r) => Input::Done(Done::Hosted(r.map(|(running, hosting)| {
                         self.hosted = Some(running);
                         hosting
@@ -260,7 +266,14 @@ impl Core {
             }
             Effect::StartRing { volume } => self.ringer.start(volume),
             Effect::StopRing => self.ringer.stop(),
-            Effect::Notify { caller, offer } => platform::notify_incoming(&caller, offer),
+            Effect::Notify { session_id, caller, offer } => {
+                let tx = self.internal_tx.clone();
+                let id = session_id.clone();
+                self.notifications.show(session_id, &caller, offer, move |accept| {
+                    let _ = tx.send(Internal::Command(AppCommand::Answer { session_id: id, accept }));
+                });
+            }
+            Effect::Unnotify(session_id) => self.notifications.withdraw(&session_id),
             Effect::Attention { caller } => {
                 let _ = self.events.send(AppEvent::Ring { caller });
             }

@@ -43,6 +43,9 @@ pub(super) async fn watch(cli: &Cli, args: &WatchArgs) -> Result<Exit, Failure> 
         eprintln!("note: no call watcher is set up: give --fritz HOST, or set one up in the app's settings");
     }
     let (core, events) = crate::app::start(paths, std::sync::Arc::new(|| {}));
+    // No window to look at: requests ringing here are shown as desktop notifications (where
+    // the desktop has a notification service), whose Accept and Decline answer them.
+    core.send(AppCommand::WindowFocused(false));
     let json = args.json;
     let printer = tokio::task::spawn_blocking(move || print_until_logged_out(&events, json));
     tokio::select! {

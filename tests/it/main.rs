@@ -10,6 +10,7 @@ mod handshake;
 mod hardening;
 mod heartbeat;
 mod nat;
+mod notify;
 mod pbx;
 mod protocol_doc;
 mod relay;

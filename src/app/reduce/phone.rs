@@ -123,6 +123,7 @@ pub(super) fn incoming(
         return;
     }
     let deadline = clock.now + Duration::from_millis(expires_in_ms);
+    let id = session_id.clone();
     v.incoming.push(Ringing {
         session_id,
         caller: caller.clone(),
@@ -135,7 +136,7 @@ pub(super) fn incoming(
         fx.push(Effect::StartRing { volume: v.settings.ring_volume });
     }
     if !m.focused {
-        fx.push(Effect::Notify { caller: caller.clone(), offer });
+        fx.push(Effect::Notify { session_id: id, caller: caller.clone(), offer });
     }
     fx.push(Effect::Attention { caller });
 }
