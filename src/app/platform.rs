@@ -101,3 +101,43 @@ impl Notifications {
         tokio::spawn(async move { handle.close_async().await });
     }
 }
+
+/// Starts Sidecall (minimised to the tray) when the user logs in, or stops doing so: an XDG
+/// autostart entry on Linux and the BSDs. (Windows would use the Run registry key and macOS a
+/// login item; neither is built here.)
+pub fn set_autostart(on: bool, profile: &str) -> std::io::Result<()> {
+    #[cfg(all(unix, not(target_os = "macos")))]
+    {
+        let dir = std::env::var_os("XDG_CONFIG_HOME")
+            .map(std::path::PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".config")))
+            .ok_or_else(|| std::io::Error::other("no home folder"))?
+            .join("autostart");
+        let name = if profile == "default" {
+            "sidecall.desktop".to_string()
+        } else {
+            format!("sidecall-{profile}.desktop")
+        };
+        let file = dir.join(name);
+        if !on {
+            return match std::fs::remove_file(&file) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            };
+        }
+        let exe = std::env::current_exe()?;
+        let profile_arg = if profile == "default" { String::new() } else { format!(" --profile {profile}") };
+        let entry = format!(
+            "[Desktop Entry]\nType=Application\nName=Sidecall\nComment=Video and files beside your phone call\n\
+             Exec=\"{}\"{profile_arg} --minimized\nIcon=org.sidecall.Sidecall\nX-GNOME-Autostart-enabled=true\nNoDisplay=false\n",
+            exe.display()
+        );
+        std::fs::create_dir_all(&dir)?;
+        super::settings::write_atomic(&file, entry.as_bytes())
+    }
+    #[cfg(not(all(unix, not(target_os = "macos"))))]
+    {
+        let _ = (on, profile);
+        Err(std::io::Error::other("starting at login is not built for this platform yet"))
+    }
+}

@@ -281,6 +281,9 @@ impl Core {
                 if let Err(e) = settings.save(&self.paths.settings_file()) {
                     self.notice(format!("could not save the settings: {e}"));
                 }
+                if let Err(e) = platform::set_autostart(settings.autostart, &self.paths.profile) {
+                    self.notice(format!("could not change starting at login: {e}"));
+                }
             }
             Effect::SaveProfile(profile) => {
                 if let Err(e) = self.paths.profile_file().and_then(|p| profile.save(&p)) {

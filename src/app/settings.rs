@@ -67,6 +67,10 @@ pub struct AppSettings {
     pub tel_places_call: bool,
     /// Area code local numbers are read in (call monitors report numbers as dialed).
     pub area_code: String,
+    /// Closing the window keeps Sidecall running in the tray (where the desktop has one).
+    pub close_to_tray: bool,
+    /// Start Sidecall, minimised to the tray, when the user logs in to the desktop.
+    pub autostart: bool,
     pub fritz: FritzSettings,
     pub ami: AmiSettings,
     pub phone: PhoneSettings,
@@ -224,6 +228,8 @@ impl Default for AppSettings {
             start_when: StartWhen::Dialed,
             tel_places_call: false,
             area_code: String::new(),
+            close_to_tray: true,
+            autostart: false,
             fritz: FritzSettings::default(),
             ami: AmiSettings::default(),
             phone: PhoneSettings::default(),

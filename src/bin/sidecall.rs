@@ -34,7 +34,7 @@ fn main() -> std::process::ExitCode {
         pending_tel = Some(number);
     }
     if cli.command.is_none() {
-        return match sidecall::ui::run(&cli.profile, cli.config_dir.clone(), pending_tel) {
+        return match sidecall::ui::run(&cli.profile, cli.config_dir.clone(), pending_tel, cli.minimized) {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("sidecall: {e}");

@@ -20,6 +20,9 @@ pub struct Cli {
     /// Folder for profiles (default: the platform's config folder).
     #[arg(long, global = true, env = "SIDECALL_CONFIG_DIR")]
     pub config_dir: Option<PathBuf>,
+    /// Open the app hidden in the tray (as when it starts at login).
+    #[arg(long)]
+    pub minimized: bool,
     /// More log output on stderr (-v info, -vv debug).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,

@@ -5,6 +5,7 @@ mod home;
 mod login;
 mod regions;
 mod settings;
+pub mod tray;
 mod video;
 
 use crate::app::{self, AppCommand, AppEvent, AppHandle, AppPaths, AppState};
@@ -34,6 +35,15 @@ pub struct SidecallApp {
     home: home::HomeView,
     settings: settings::SettingsWindow,
     focused: Option<bool>,
+    /// The tray icon, where the desktop has a tray.
+    tray: Option<tray::Tray>,
+    /// What the tray asked of the window since the last frame.
+    tray_requests: std::sync::mpsc::Receiver<tray::TrayRequest>,
+    tray_tx: std::sync::mpsc::Sender<tray::TrayRequest>,
+    /// Quit was chosen: the window's close is not turned into hiding.
+    quitting: bool,
+    /// Start hidden in the tray (`--minimized`, autostart).
+    start_hidden: bool,
 }
 
 impl SidecallApp {
@@ -43,6 +53,7 @@ impl SidecallApp {
     }
 
     fn with_ctx_cell(core: AppHandle, events: std::sync::mpsc::Receiver<AppEvent>, ctx: CtxCell) -> Self {
+        let (tray_tx, tray_requests) = std::sync::mpsc::channel();
         SidecallApp {
             core,
             events,
@@ -52,7 +63,33 @@ impl SidecallApp {
             home: home::HomeView::default(),
             settings: settings::SettingsWindow::default(),
             focused: None,
+            tray: None,
+            tray_requests,
+            tray_tx,
+            quitting: false,
+            start_hidden: false,
         }
+    }
+
+    /// Puts the tray icon up (Open, Do not disturb, Quit). Without a tray on the desktop the
+    /// window works as before (closing it quits).
+    pub fn with_tray(mut self, start_hidden: bool) -> Self {
+        let tx = self.tray_tx.clone();
+        let cell = self.ctx.clone();
+        let window = Arc::new(move |r: tray::TrayRequest| {
+            let _ = tx.send(r);
+            if let Some(ctx) = cell.get() {
+                ctx.request_repaint();
+            }
+        });
+        match tray::Tray::spawn(self.core.clone(), window) {
+            Ok(t) => {
+                self.tray = Some(t);
+                self.start_hidden = start_hidden;
+            }
+            Err(e) => tracing::info!("no tray icon: {e}"),
+        }
+        self
     }
 
     /// Starts a core for `paths` and a window on it.
@@ -101,6 +138,7 @@ impl SidecallApp {
         let ctx = ui.ctx().clone();
         let _ = self.ctx.set(ctx.clone());
         self.drain(&ctx);
+        self.tray_and_close(&ctx);
         let focused = ctx.input(|i| i.focused);
         if self.focused != Some(focused) {
             self.focused = Some(focused);
@@ -120,6 +158,38 @@ impl SidecallApp {
             home::call_prompt(&ctx, state, &self.core);
         } else {
             self.login.show(ui, state, &self.core);
+        }
+    }
+}
+
+impl SidecallApp {
+    /// The tray's requests, and closing the window into the tray.
+    fn tray_and_close(&mut self, ctx: &egui::Context) {
+        let tray_up = self.tray.as_ref().is_some_and(|t| t.is_up());
+        if tray_up && std::mem::take(&mut self.start_hidden) {
+            ctx.send_viewport_cmd(egui::ViewportCommand::Visible(false));
+        }
+        while let Ok(r) = self.tray_requests.try_recv() {
+            match r {
+                tray::TrayRequest::Open => {
+                    ctx.send_viewport_cmd(egui::ViewportCommand::Visible(true));
+                    ctx.send_viewport_cmd(egui::ViewportCommand::Minimized(false));
+                    ctx.send_viewport_cmd(egui::ViewportCommand::Focus);
+                }
+                tray::TrayRequest::Quit => {
+                    self.quitting = true;
+                    ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+                }
+            }
+        }
+        let Some(tray) = self.tray.as_mut() else { return };
+        if let Some(s) = &self.state {
+            tray.show(tray::TrayState::of(s));
+        }
+        let keep = tray_up && self.state.as_ref().is_none_or(|s| s.settings.close_to_tray);
+        if ctx.input(|i| i.viewport().close_requested()) && keep && !self.quitting {
+            ctx.send_viewport_cmd(egui::ViewportCommand::CancelClose);
+            ctx.send_viewport_cmd(egui::ViewportCommand::Visible(false));
         }
     }
 }
@@ -160,7 +230,12 @@ fn init_file_logging(paths: &AppPaths) -> Option<tracing_appender::non_blocking:
 }
 
 /// Runs the desktop app until its window closes.
-pub fn run(profile: &str, config_dir: Option<std::path::PathBuf>, tel: Option<String>) -> Result<(), String> {
+pub fn run(
+    profile: &str,
+    config_dir: Option<std::path::PathBuf>,
+    tel: Option<String>,
+    minimized: bool,
+) -> Result<(), String> {
     let mut paths = AppPaths::for_profile(profile).map_err(|e| e.to_string())?;
     if let Some(dir) = config_dir {
         paths.config_dir = dir;
@@ -190,7 +265,7 @@ pub fn run(profile: &str, config_dir: Option<std::path::PathBuf>, tel: Option<St
         &title,
         options,
         Box::new(move |_cc| {
-            let app = SidecallApp::start(paths);
+            let app = SidecallApp::start(paths).with_tray(minimized);
             if let Some(number) = tel {
                 app.core.send(AppCommand::TelLink(number));
             }

@@ -70,6 +70,8 @@ impl SettingsWindow {
                     }
                 });
                 ui.checkbox(&mut draft.auto_accept_files, "Receive files during a session without asking");
+                ui.checkbox(&mut draft.close_to_tray, "Keep running in the tray when the window is closed");
+                ui.checkbox(&mut draft.autostart, "Start Sidecall when I log in (minimised)");
                 ui.horizontal(|ui| {
                     let l = ui.label("Save received files in");
                     let mut dir =

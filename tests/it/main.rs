@@ -19,6 +19,7 @@ mod rtc;
 mod store;
 mod tls;
 mod transfer;
+mod tray;
 mod ui;
 mod verify;
 mod video;
