@@ -4,6 +4,7 @@
 #   packaging/dev.sh run [ARGS…]     install what is missing, build, open the Sidecall app
 #   packaging/dev.sh test            install what is missing, run every test
 #   packaging/dev.sh server [ARGS…]  build and run the standalone server (server packages only)
+#   packaging/dev.sh deb             build the Debian package (release) into target/deb/
 #   packaging/dev.sh deps            only install the system packages
 #
 # System packages are installed with apt-get (through sudo when not root).
@@ -21,7 +22,8 @@ RUN_PACKAGES=(libxkbcommon-x11-0 libgl1 libegl1 libgl1-mesa-dri)
 # The tests also talk to a real browser (Chromium, headless) to check WebRTC interoperability,
 # build NATs in network namespaces (iproute2, iptables) and relay through coturn.
 # Notifications are tested on Debian's dunst, on a D-Bus session bus and Xvfb of the test's own.
-TEST_PACKAGES=(chromium iptables iproute2 coturn dunst xvfb dbus)
+# The package test installs the .deb into a debootstrap chroot of Debian 12.
+TEST_PACKAGES=(chromium iptables iproute2 coturn dunst xvfb dbus debootstrap)
 
 say() { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -106,10 +108,21 @@ case "$cmd" in
         cargo check --locked --no-default-features --bin sidecall-server || status=$?
         say "desktop app smoke test under Xvfb"
         ./packaging/gui-smoke.sh target/debug/sidecall target/gui-smoke.png || status=$?
+        say "the Debian package, installed on a clean Debian 12"
+        if deb=$(./packaging/linux/deb.sh --debug --no-build); then
+            ./packaging/linux/deb-test.sh "$deb" || status=$?
+        else
+            status=1
+        fi
         exit $status
         ;;
+    deb)
+        install_deps "${DESKTOP_PACKAGES[@]}"
+        say "building the Debian package (release; the first build takes several minutes)"
+        ./packaging/linux/deb.sh
+        ;;
     *)
-        sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
         exit 2
         ;;
 esac
