@@ -113,31 +113,57 @@ pub fn set_autostart(on: bool, profile: &str) -> std::io::Result<()> {
             .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".config")))
             .ok_or_else(|| std::io::Error::other("no home folder"))?
             .join("autostart");
-        let name = if profile == "default" {
-            "sidecall.desktop".to_string()
-        } else {
-            format!("sidecall-{profile}.desktop")
-        };
-        let file = dir.join(name);
-        if !on {
-            return match std::fs::remove_file(&file) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-                _ => Ok(()),
-            };
-        }
-        let exe = std::env::current_exe()?;
-        let profile_arg = if profile == "default" { String::new() } else { format!(" --profile {profile}") };
-        let entry = format!(
-            "[Desktop Entry]\nType=Application\nName=Sidecall\nComment=Video and files beside your phone call\n\
-             Exec=\"{}\"{profile_arg} --minimized\nIcon=org.sidecall.Sidecall\nX-GNOME-Autostart-enabled=true\nNoDisplay=false\n",
-            exe.display()
-        );
-        std::fs::create_dir_all(&dir)?;
-        super::settings::write_atomic(&file, entry.as_bytes())
+        autostart_entry(&dir, on, profile, &std::env::current_exe()?)
     }
     #[cfg(not(all(unix, not(target_os = "macos"))))]
     {
-        let _ = (on, profile);
-        Err(std::io::Error::other("starting at login is not built for this platform yet"))
+        if on {
+            return Err(std::io::Error::other("starting at login is not built for this platform yet"));
+        }
+        let _ = profile;
+        Ok(())
+    }
+}
+
+/// Writes (or removes) the autostart entry of `profile` in `dir`, starting `exe` minimised.
+#[cfg(all(unix, not(target_os = "macos")))]
+fn autostart_entry(dir: &Path, on: bool, profile: &str, exe: &Path) -> std::io::Result<()> {
+    let name = if profile == "default" {
+        "sidecall.desktop".to_string()
+    } else {
+        format!("sidecall-{profile}.desktop")
+    };
+    let file = dir.join(name);
+    if !on {
+        return match std::fs::remove_file(&file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        };
+    }
+    let profile_arg = if profile == "default" { String::new() } else { format!(" --profile {profile}") };
+    let entry = format!(
+        "[Desktop Entry]\nType=Application\nName=Sidecall\nComment=Video and files beside your phone call\n\
+         Exec=\"{}\"{profile_arg} --minimized\nIcon=org.sidecall.Sidecall\nX-GNOME-Autostart-enabled=true\n",
+        exe.display()
+    );
+    std::fs::create_dir_all(dir)?;
+    super::settings::write_atomic(&file, entry.as_bytes())
+}
+
+#[cfg(all(test, unix, not(target_os = "macos")))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_autostart_entry_starts_the_profile_minimised_and_goes_away() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let autostart = dir.path().join("autostart");
+        autostart_entry(&autostart, true, "work", Path::new("/usr/bin/sidecall")).expect("write");
+        let entry = std::fs::read_to_string(autostart.join("sidecall-work.desktop")).expect("entry");
+        assert!(entry.contains("Exec=\"/usr/bin/sidecall\" --profile work --minimized"), "{entry}");
+        autostart_entry(&autostart, false, "work", Path::new("/usr/bin/sidecall")).expect("remove");
+        assert!(!autostart.join("sidecall-work.desktop").exists());
+        autostart_entry(&autostart, false, "work", Path::new("/usr/bin/sidecall"))
+            .expect("removing twice is fine");
     }
 }

@@ -57,9 +57,54 @@ pub fn socket_path(profile: &str) -> PathBuf {
     dir.join(format!("sidecall-{profile}.sock"))
 }
 
+/// The local channel between launches: a Unix socket where there are Unix sockets;
+/// elsewhere (Windows) a loopback TCP port, written into the file at `path`.
+mod local {
+    use std::path::Path;
+
+    #[cfg(unix)]
+    pub type Stream = tokio::net::UnixStream;
+    #[cfg(unix)]
+    pub type Listener = tokio::net::UnixListener;
+    #[cfg(not(unix))]
+    pub type Stream = tokio::net::TcpStream;
+    #[cfg(not(unix))]
+    pub type Listener = tokio::net::TcpListener;
+
+    #[cfg(unix)]
+    pub async fn connect(path: &Path) -> std::io::Result<Stream> {
+        Stream::connect(path).await
+    }
+
+    #[cfg(not(unix))]
+    pub async fn connect(path: &Path) -> std::io::Result<Stream> {
+        let port: u16 = std::fs::read_to_string(path)?
+            .trim()
+            .parse()
+            .map_err(|_| std::io::Error::other("no port in the instance file"))?;
+        Stream::connect(("127.0.0.1", port)).await
+    }
+
+    #[cfg(unix)]
+    pub async fn bind(path: &Path) -> std::io::Result<Listener> {
+        Listener::bind(path)
+    }
+
+    #[cfg(not(unix))]
+    pub async fn bind(path: &Path) -> std::io::Result<Listener> {
+        let l = Listener::bind("127.0.0.1:0").await?;
+        std::fs::write(path, l.local_addr()?.port().to_string())?;
+        Ok(l)
+    }
+
+    pub async fn accept(l: &Listener) -> std::io::Result<Stream> {
+        l.accept().await.map(|(s, _)| s)
+    }
+}
+
 /// Hands `number` to the running instance. `Err`: none is running.
 pub async fn forward(path: &Path, number: &str) -> std::io::Result<()> {
-    let mut s = tokio::net::UnixStream::connect(path).await?;
+    let mut s = local::connect(path).await?;
     let line = format!("DIAL {}\n", number.replace(['\r', '\n'], ""));
     s.write_all(line.as_bytes()).await?;
     let mut reply = String::new();
@@ -77,10 +122,10 @@ pub async fn serve(path: PathBuf, out: Emitter) {
         let _ = std::fs::create_dir_all(dir);
     }
     // A socket file left by a crashed instance: nobody answers on it, so it can go.
-    if path.exists() && tokio::net::UnixStream::connect(&path).await.is_err() {
+    if path.exists() && local::connect(&path).await.is_err() {
         let _ = std::fs::remove_file(&path);
     }
-    let listener = match tokio::net::UnixListener::bind(&path) {
+    let listener = match local::bind(&path).await {
         Ok(l) => l,
         Err(e) => {
             out.status(WatcherStatus::Failed {
@@ -94,7 +139,7 @@ pub async fn serve(path: PathBuf, out: Emitter) {
     };
     out.status(WatcherStatus::Listening { at: path.display().to_string() });
     let counter = AtomicU64::new(0);
-    while let Ok((stream, _)) = listener.accept().await {
+    while let Ok(stream) = local::accept(&listener).await {
         let mut reader = BufReader::new(stream);
         let mut line = String::new();
         let read = tokio::time::timeout(std::time::Duration::from_secs(2), reader.read_line(&mut line)).await;

@@ -5,6 +5,10 @@ mod home;
 mod login;
 mod regions;
 mod settings;
+#[cfg(all(unix, not(target_os = "macos")))]
+pub mod tray;
+#[cfg(not(all(unix, not(target_os = "macos"))))]
+#[path = "tray_none.rs"]
 pub mod tray;
 mod video;
 
