@@ -237,10 +237,31 @@ async fn echo_baseline(samples: usize) -> Vec<u64> {
     out
 }
 
+/// Files the benchmark and the server keep open besides the clients' sockets.
+const FD_MARGIN: u64 = 200;
+
 fn main() {
-    let opts = parse_opts();
-    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
-        eprintln!("cannot raise the open-file limit: {e}");
+    let mut opts = parse_opts();
+    // Every client is a socket here and one in the server: each process must be allowed one
+    // file per client. Check first and say so, rather than retry "Too many open files".
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("cannot raise the open-file limit: {e}");
+            rlimit::getrlimit(rlimit::Resource::NOFILE).map(|(soft, _)| soft).unwrap_or(1024)
+        }
+    };
+    let most = limit.saturating_sub(FD_MARGIN) as usize;
+    if opts.clients > most {
+        println!(
+            "open-file limit {limit} per process: one process holds at most {most} clients here \
+             (asked for {}); running with {most}. Raise it (ulimit -Hn, /etc/security/limits.conf) \
+             or spread the clients over several server nodes.",
+            opts.clients
+        );
+        opts.clients = most.max(4);
+    } else {
+        eprintln!("open-file limit {limit}: room for {most} clients per process");
     }
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(run(opts));

@@ -353,8 +353,14 @@ fn on_call_ask_prompts_and_off_does_nothing() {
         None
     );
 
+    // A short number is an extension of the phone system: no session, and said so.
     let mut m = online();
     let fx = phone(&mut m, CallEvent::Outgoing { call_ref: "c".into(), number: "12".into() });
+    assert_eq!(dialed(&fx), None);
+    assert!(m.view.notice.as_deref().is_some_and(|n| n.contains("Internal call")), "{:?}", m.view.notice);
+    // A number that cannot be read is said so too.
+    let mut m = online();
+    let fx = phone(&mut m, CallEvent::Outgoing { call_ref: "c".into(), number: "0123".into() });
     assert_eq!(dialed(&fx), None);
     assert!(m.view.notice.as_deref().is_some_and(|n| n.contains("cannot use")), "{:?}", m.view.notice);
 }

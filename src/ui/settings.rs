@@ -70,8 +70,6 @@ impl SettingsWindow {
                     }
                 });
                 ui.checkbox(&mut draft.auto_accept_files, "Receive files during a session without asking");
-                ui.checkbox(&mut draft.close_to_tray, "Keep running in the tray when the window is closed");
-                ui.checkbox(&mut draft.autostart, "Start Sidecall when I log in (minimised)");
                 ui.horizontal(|ui| {
                     let l = ui.label("Save received files in");
                     let mut dir =
@@ -105,6 +103,10 @@ impl SettingsWindow {
                 });
                 ui.collapsing("Video", |ui| video_settings(ui, draft, state, core));
                 ui.collapsing("Phone calls", |ui| phone_settings(ui, draft, state, core));
+                ui.collapsing("In the background", |ui| {
+                    ui.checkbox(&mut draft.close_to_tray, "Keep running in the tray when the window is closed");
+                    ui.checkbox(&mut draft.autostart, "Start Sidecall when I log in (minimised)");
+                });
                 if state.can_place_calls {
                     ui.collapsing("Placing calls", |ui| {
                         ui.horizontal(|ui| {
