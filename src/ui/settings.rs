@@ -104,7 +104,10 @@ impl SettingsWindow {
                 ui.collapsing("Video", |ui| video_settings(ui, draft, state, core));
                 ui.collapsing("Phone calls", |ui| phone_settings(ui, draft, state, core));
                 ui.collapsing("In the background", |ui| {
-                    ui.checkbox(&mut draft.close_to_tray, "Keep running in the tray when the window is closed");
+                    ui.checkbox(
+                        &mut draft.close_to_tray,
+                        "Keep running in the tray when the window is closed",
+                    );
                     ui.checkbox(&mut draft.autostart, "Start Sidecall when I log in (minimised)");
                 });
                 if state.can_place_calls {
