@@ -48,6 +48,9 @@ pub struct SidecallApp {
     quitting: bool,
     /// Start hidden in the tray (`--minimized`, autostart).
     start_hidden: bool,
+    /// The window can hide itself: not on Wayland without X11 (winit ignores it there), where
+    /// closing the window keeps quitting and the tray only offers Open and Quit.
+    can_hide: bool,
 }
 
 impl SidecallApp {
@@ -72,6 +75,7 @@ impl SidecallApp {
             tray_tx,
             quitting: false,
             start_hidden: false,
+            can_hide: std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_none(),
         }
     }
 
@@ -169,7 +173,7 @@ impl SidecallApp {
 impl SidecallApp {
     /// The tray's requests, and closing the window into the tray.
     fn tray_and_close(&mut self, ctx: &egui::Context) {
-        let tray_up = self.tray.as_ref().is_some_and(|t| t.is_up());
+        let tray_up = self.can_hide && self.tray.as_ref().is_some_and(|t| t.is_up());
         if tray_up && std::mem::take(&mut self.start_hidden) {
             ctx.send_viewport_cmd(egui::ViewportCommand::Visible(false));
         }
