@@ -194,8 +194,21 @@ pub async fn start(
         app.hub.metrics.registrations.get_or_create(&vec![("result", "rate_limited")]).inc();
         return Err(too_many("codes were sent to this number several times: wait ten minutes and try again"));
     }
-    if method == VerifyMethod::Call && app.hub.pbx.read().is_none() {
-        return Err(ApiError::internal("the verification call", "no PBX is configured (--pbx)"));
+    if method == VerifyMethod::Call {
+        let health = app.hub.pbx.read().as_ref().map(|p| p.health());
+        match health {
+            Some(crate::server::pbx::PbxHealth::Ready) => {}
+            None => return Err(ApiError::internal("the verification call", "no PBX is configured (--pbx)")),
+            Some(_) => {
+                // Refused alike for every number: nothing about accounts shows.
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorCode::Internal,
+                    "the server cannot place the verification call right now (its phone system is not \
+                     connected): try again in a few minutes",
+                ));
+            }
+        }
     }
     let hash = crate::server::http::hash_password(app, password).await?;
     let id = auth::new_token();

@@ -395,3 +395,25 @@ async fn a_hook_url_gets_the_number_and_code_as_json() {
     assert!(json["text"].as_str().is_some_and(|t| t.contains(&code)), "{json}");
     assert!(matches!(verify(&server, &v.id, Some(&code)).await, Ok(VerifyAnswer::Done(_))));
 }
+
+/// With the PBX not connected (here: it refuses the server's login), registration says the
+/// verification call cannot be placed now — the same for every number — instead of promising
+/// a call that never comes.
+#[tokio::test]
+async fn no_verification_call_is_promised_while_the_pbx_is_down() {
+    let sim = Sim::start("s3cret", Script::Answer).await;
+    let server = server_with_pbx_and(&sim, "not the secret", |cfg| {
+        cfg.verify.mode = VerifyMode::Call;
+        cfg.verify.caller_prefix = "+4930555".into();
+    })
+    .await;
+    for number in [ALICE, BOB] {
+        let r = api::register(&server.url, &server.trust(), &register_req(number, "X", PASSWORD)).await;
+        match r {
+            Err(ApiError::Refused { status: 503, message, .. }) => {
+                assert!(message.contains("cannot place the verification call"), "{message}")
+            }
+            other => panic!("{number}: {other:?}"),
+        }
+    }
+}
