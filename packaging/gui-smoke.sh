@@ -56,6 +56,10 @@ ticks1=$(awk '{print $14+$15}' "/proc/$app/stat"); sleep 5; ticks2=$(awk '{print
 idle=$(awk -v a="$ticks1" -v b="$ticks2" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.1f", (b-a)/hz/5*100}')
 echo "gui smoke: window shown, screenshot $out ($colors colours), RSS ${rss} KiB, idle CPU ${idle}% over 5 s (start-up average ${cpu}%)"
 [ "$colors" -gt 8 ] || { echo "error: the screenshot is blank" >&2; exit 1; }
+# A thread that panicked (the window may carry on without it) is a failure too.
+if grep -q "panicked at" "$work/app.log"; then
+    echo "error: a thread of the app panicked:" >&2; grep -A3 "panicked at" "$work/app.log" >&2; exit 1
+fi
 
 # Second part: a video session shown in the real window. Bob runs the app (logged in through
 # the command line beforehand, accepting Alice without asking); Alice dials from the command
@@ -98,3 +102,6 @@ decoded=$(grep -o 'video (session) in: [^|]*' "$work/dial.log" | tail -n1)
 vivid=$(convert "$video_out" -colorspace HSL -channel G -separate +channel -threshold 50% -format '%[fx:mean]' info:)
 echo "gui smoke: video session shown, screenshot $video_out (${vivid} of it vivid colour), app CPU ${busy}% while showing video; Alice's side: ${decoded}"
 awk -v v="$vivid" 'BEGIN { exit !(v > 0.05) }' || { echo "error: the window shows no video" >&2; cat "$work/app-video.log" >&2; exit 1; }
+if grep -q "panicked at" "$work/app-video.log"; then
+    echo "error: a thread of the app panicked:" >&2; grep -A3 "panicked at" "$work/app-video.log" >&2; exit 1
+fi
