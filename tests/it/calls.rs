@@ -263,6 +263,9 @@ fn parsers_survive_random_input() {
         "25.11.26 18:02:11;CALL;0;11;4930123456;015123456789;SIP0;",
         "tel:+49-30-123456",
         "Event: DialBegin",
+        "#31#01013004930123456#",
+        "**610",
+        "0305550042",
     ];
     for i in 0..20_000 {
         let mut s: Vec<u8> = seeds[i % seeds.len()].as_bytes().to_vec();
@@ -283,6 +286,17 @@ fn parsers_survive_random_input() {
         let msg = calls::ami::parse_message(&text.lines().map(str::to_string).collect::<Vec<_>>());
         let _ = calls::ami::Tracker::default().event(&msg, "201");
         let _ = sidecall::number::normalize_dialed(&text, "DE", Some("30"));
+        for region in ["DE", "AT", "CH", "US"] {
+            let _ = sidecall::number::read_dialed(&text, region, Some("30"));
+        }
+        let _ = sidecall::client::login::code_from_caller_id(&text, "+4930555", 4);
+        let mut recent = calls::linked::RecentCalls::default();
+        recent.observe(
+            &calls::CallEvent::Incoming { call_ref: "x".into(), caller: Some(text.to_string()) },
+            std::time::Instant::now(),
+            "DE",
+            Some("30"),
+        );
     }
 }
 
