@@ -74,6 +74,7 @@ in_root sh -c '
     alive=0; kill -0 $app 2>/dev/null && alive=1
     kill $app $x 2>/dev/null || true
     [ "${found:-0}" = 1 ] && [ $alive = 1 ] || { echo "no Sidecall window:"; cat /tmp/app.log; exit 1; }
+    if grep -q "panicked at" /tmp/app.log; then echo "a thread of the installed app panicked:"; cat /tmp/app.log; exit 1; fi
 ' || fail "the installed app did not show its window"
 echo "window shown" >&2
 

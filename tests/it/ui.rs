@@ -320,8 +320,18 @@ fn history_lists_every_kind_of_entry() {
         entry(Direction::Outgoing, HistoryOutcome::Completed { seconds: 65 }),
         entry(Direction::Outgoing, HistoryOutcome::Unavailable),
     ];
-    let w = Scripted::new(s);
+    let mut w = Scripted::new(s.clone());
     for text in ["missed", "declined", "session, 1:05", "unavailable", "Alice (+4930123456)"] {
+        assert!(w.shows(text), "history shows {text:?}");
+    }
+    assert!(!w.shows("matched the call") && !w.shows("unverified number"), "no marks where none were known");
+    // Incoming requests keep what was known of them.
+    s.history[0].call_match = Some(sidecall::calls::linked::CallMatch::NotLinked);
+    s.history[0].verified = Some(false);
+    s.history[1].call_match = Some(sidecall::calls::linked::CallMatch::Matches);
+    s.history[1].verified = Some(true);
+    w.set(s);
+    for text in ["not linked", "matched the call", "unverified number"] {
         assert!(w.shows(text), "history shows {text:?}");
     }
 }
