@@ -66,17 +66,16 @@ async fn do_login(cli: &Cli, params: &mut LoginParams) -> Result<Exit, Failure> 
 }
 
 /// Sends the code of verification `id` (`None`: waits for an administrator's approval,
-/// asking every 5 s), then logs in.
-async fn finish(cli: &Cli, params: &mut LoginParams, id: &str, code: Option<&str>) -> Result<Exit, Failure> {
+/// asking every 5 s) until the number is bound.
+async fn verified(
+    params: &LoginParams,
+    id: &str,
+    code: Option<&str>,
+) -> Result<crate::protocol::VerifiedResponse, api::ApiError> {
     let mut said_waiting = false;
-    let done = loop {
-        let answer = login::verify(params, id, code).await.map_err(|e| match e.code() {
-            Some(ErrorCode::WrongCode) => fail(Exit::Error, e.to_string()),
-            Some(ErrorCode::CodeExpired) => fail(Exit::VerificationNeeded, e.to_string()),
-            _ => e.into(),
-        })?;
-        match answer {
-            VerifyAnswer::Done(done) => break done,
+    loop {
+        match login::verify(params, id, code).await? {
+            VerifyAnswer::Done(done) => return Ok(done),
             VerifyAnswer::Waiting(w) => {
                 if !said_waiting {
                     eprintln!("{}… (Ctrl-C to stop)", w.message);
@@ -85,7 +84,24 @@ async fn finish(cli: &Cli, params: &mut LoginParams, id: &str, code: Option<&str
                 tokio::time::sleep(std::time::Duration::from_secs(5)).await;
             }
         }
-    };
+    }
+}
+
+/// A refused verification as the command's failure: an expired one asks to register again.
+fn verify_failure(e: api::ApiError) -> Failure {
+    match e.code() {
+        Some(ErrorCode::WrongCode) => fail(Exit::Error, e.to_string()),
+        Some(ErrorCode::CodeExpired) => fail(Exit::VerificationNeeded, e.to_string()),
+        _ => e.into(),
+    }
+}
+
+/// The number is bound: says so, then logs in.
+async fn bound(
+    cli: &Cli,
+    params: &mut LoginParams,
+    done: crate::protocol::VerifiedResponse,
+) -> Result<Exit, Failure> {
     if done.claimed {
         println!(
             "verified {} ({}): the number's existing account is yours now; its other devices were logged out",
@@ -95,6 +111,12 @@ async fn finish(cli: &Cli, params: &mut LoginParams, id: &str, code: Option<&str
         println!("verified {} ({})", done.number, done.display_name);
     }
     do_login(cli, params).await
+}
+
+/// [`verified`], then logs in.
+async fn finish(cli: &Cli, params: &mut LoginParams, id: &str, code: Option<&str>) -> Result<Exit, Failure> {
+    let done = verified(params, id, code).await.map_err(verify_failure)?;
+    bound(cli, params, done).await
 }
 
 pub(super) async fn account(cli: &Cli, cmd: &AccountCmd) -> Result<Exit, Failure> {
@@ -138,9 +160,11 @@ pub(super) async fn account(cli: &Cli, cmd: &AccountCmd) -> Result<Exit, Failure
                                 "no code given: the registration was not finished",
                             ));
                         }
-                        match finish(cli, &mut params, &v.id, Some(code.trim())).await {
-                            Err(f) if f.message.starts_with("wrong code") => eprintln!("{}", f.message),
-                            other => return other,
+                        match verified(&params, &v.id, Some(code.trim())).await {
+                            Ok(done) => return bound(cli, &mut params, done).await,
+                            // Another try (the server counts them).
+                            Err(e) if e.code() == Some(ErrorCode::WrongCode) => eprintln!("{e}"),
+                            Err(e) => return Err(verify_failure(e)),
                         }
                     }
                 }

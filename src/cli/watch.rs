@@ -5,7 +5,6 @@
 use super::{Cli, Exit, Failure, WatchArgs, fail};
 use crate::app::{AppCommand, AppEvent, AppPaths, AppSettings, AppState, Connection, OnCall, OutgoingStatus};
 use crate::calls::{CallEvent, Source, WatcherStatus};
-use std::time::Duration;
 
 pub(super) async fn watch(cli: &Cli, args: &WatchArgs) -> Result<Exit, Failure> {
     let mut paths = AppPaths::for_profile(&cli.profile)?;
@@ -64,11 +63,8 @@ pub(super) async fn watch(cli: &Cli, args: &WatchArgs) -> Result<Exit, Failure> 
 fn print_until_logged_out(events: &std::sync::mpsc::Receiver<AppEvent>, json: bool) -> Exit {
     let mut last: Option<AppState> = None;
     loop {
-        let ev = match events.recv_timeout(Duration::from_secs(3600)) {
-            Ok(ev) => ev,
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Exit::Error,
-        };
+        // The core gone (it stopped): nothing more to watch.
+        let Ok(ev) = events.recv() else { return Exit::Error };
         match ev {
             AppEvent::Call { source, call } => print_call(source, &call, json),
             AppEvent::State(s) => {

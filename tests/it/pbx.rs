@@ -179,27 +179,6 @@ async fn serve(
                 ]))
                 .await;
             }
-            "Originate" if msg.get("Application").is_some() => {
-                // A call to an outside number running an application (a verification
-                // call): its Local channel comes up and rings.
-                send(ev(&[
-                    ("Response", "Success"),
-                    ("ActionID", &id),
-                    ("Message", "Originate successfully queued"),
-                ]))
-                .await;
-                let call = msg.get("ChannelId").unwrap_or("").to_string();
-                let channel = format!("{}-00000001;1", msg.get("Channel").unwrap_or(""));
-                send(ev(&[
-                    ("Event", "Newchannel"),
-                    ("Channel", &channel),
-                    ("ChannelState", "4"),
-                    ("ChannelStateDesc", "Ring"),
-                    ("Uniqueid", &call),
-                    ("Linkedid", &call),
-                ]))
-                .await;
-            }
             "Originate" => {
                 send(ev(&[
                     ("Response", "Success"),
@@ -208,6 +187,21 @@ async fn serve(
                 ]))
                 .await;
                 let call = msg.get("ChannelId").unwrap_or("").to_string();
+                if msg.get("Application").is_some() {
+                    // A call to an outside number running an application (a verification
+                    // call): its Local channel comes up and rings.
+                    let channel = format!("{}-00000001;1", msg.get("Channel").unwrap_or(""));
+                    send(ev(&[
+                        ("Event", "Newchannel"),
+                        ("Channel", &channel),
+                        ("ChannelState", "4"),
+                        ("ChannelStateDesc", "Ring"),
+                        ("Uniqueid", &call),
+                        ("Linkedid", &call),
+                    ]))
+                    .await;
+                    continue;
+                }
                 let exten = msg.get("Exten").unwrap_or("").to_string();
                 let script = *script.lock().await;
                 let (answer, hang_up, send) = (answer.clone(), hang_up.clone(), send.clone());
