@@ -321,6 +321,8 @@ pub enum ClosedReason {
     Cancelled,
     TimedOut,
     CallerGone,
+    /// The server node that handled the request stopped (multi-node servers).
+    NodeLost,
 }
 
 /// Why a session ended.
@@ -337,6 +339,8 @@ pub enum EndReason {
     ServerShutdown,
     /// The phone call the session was placed with ended (click-to-call).
     CallEnded,
+    /// A server node the session ran through stopped (multi-node servers); dial again.
+    NodeLost,
 }
 
 /// Machine-readable error codes, sent in `error` messages and HTTP error bodies.
@@ -385,11 +389,15 @@ pub enum ErrorCode {
     WrongCode,
     /// The verification is over (expired, used, tries used up, or replaced): register again.
     CodeExpired,
+    /// The server node that handled a pending request stopped (multi-node servers): dial again.
+    NodeLost,
+    /// The server cannot reach its database or its cluster right now: try again shortly.
+    Unavailable,
 }
 
 impl ErrorCode {
     /// Every code, in the order of PROTOCOL.md's table.
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 23] = [
         ErrorCode::BadMessage,
         ErrorCode::BinaryNotSupported,
         ErrorCode::NotAuthenticated,
@@ -411,6 +419,8 @@ impl ErrorCode {
         ErrorCode::Internal,
         ErrorCode::WrongCode,
         ErrorCode::CodeExpired,
+        ErrorCode::NodeLost,
+        ErrorCode::Unavailable,
     ];
 
     /// The code as it appears on the wire.
@@ -437,6 +447,8 @@ impl ErrorCode {
             ErrorCode::Internal => "internal",
             ErrorCode::WrongCode => "wrong_code",
             ErrorCode::CodeExpired => "code_expired",
+            ErrorCode::NodeLost => "node_lost",
+            ErrorCode::Unavailable => "unavailable",
         }
     }
 }
@@ -542,6 +554,8 @@ pub mod close_code {
     pub const TOO_BIG: u16 = 1009;
     /// The server is restarting; reconnect.
     pub const RESTART: u16 = 1012;
+    /// The server cannot serve right now (its database or cluster is unreachable); reconnect.
+    pub const TRY_AGAIN: u16 = 1013;
     /// The token was rejected; the client must log in again (do not reconnect).
     pub const AUTH_FAILED: u16 = 4001;
     /// Another connection of this device replaced this one.

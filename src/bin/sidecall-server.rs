@@ -44,6 +44,14 @@ struct Args {
     /// Use this database instead: sqlite://PATH or postgres://USER@HOST/DB.
     #[arg(long, env = "SIDECALL_DATABASE_URL")]
     database_url: Option<String>,
+    /// Run as one node of a cluster: nats://HOST:PORT (needs --database-url postgres://…).
+    /// Any number of nodes behind a TCP load balancer or DNS round robin.
+    #[arg(long, env = "SIDECALL_NATS", value_name = "URL")]
+    nats: Option<String>,
+    /// Name of the cluster on NATS (its subject prefix): clusters sharing one NATS need
+    /// different names.
+    #[arg(long, env = "SIDECALL_CLUSTER_NAME", default_value = "sidecall", value_parser = cluster_name)]
+    cluster_name: String,
     /// Region national numbers are read in when a user gives none (two-letter code).
     #[arg(long, env = "SIDECALL_REGION", default_value = "DE")]
     default_region: String,
@@ -171,6 +179,14 @@ fn main() -> std::process::ExitCode {
         return std::process::ExitCode::FAILURE;
     }
     cfg.database_url = args.database_url.clone();
+    if let Some(nats) = &args.nats {
+        if !args.database_url.as_deref().is_some_and(|u| u.starts_with("postgres")) {
+            eprintln!("sidecall-server: --nats runs a cluster node, which needs --database-url postgres://…");
+            return std::process::ExitCode::FAILURE;
+        }
+        cfg.cluster =
+            Some(server::cluster::ClusterConfig { nats_url: nats.clone(), name: args.cluster_name.clone() });
+    }
     cfg.hub.default_region = args.default_region.to_ascii_uppercase();
     cfg.hub.answer_timeout = Duration::from_secs(args.answer_timeout.max(1));
     cfg.hub.heartbeat = Duration::from_secs(args.heartbeat.max(1));
@@ -290,4 +306,12 @@ fn parse_ports(s: &str) -> Result<(u16, u16), String> {
         return Err(bad());
     }
     Ok((a, b))
+}
+
+/// A cluster name is a NATS subject token: letters, digits, `-` and `_`.
+fn cluster_name(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok { Ok(s.to_string()) } else { Err("use 1 to 64 letters, digits, '-' or '_'".into()) }
 }

@@ -65,6 +65,8 @@ pub enum StopReason {
     CallEnded,
     /// This client lost its connection to the server.
     ConnectionLost,
+    /// A server node the session ran through stopped.
+    NodeLost,
 }
 
 impl From<ClosedReason> for StopReason {
@@ -75,6 +77,7 @@ impl From<ClosedReason> for StopReason {
             ClosedReason::Cancelled => StopReason::Cancelled,
             ClosedReason::TimedOut => StopReason::TimedOut,
             ClosedReason::CallerGone => StopReason::CallerGone,
+            ClosedReason::NodeLost => StopReason::NodeLost,
         }
     }
 }
@@ -87,6 +90,7 @@ impl From<EndReason> for StopReason {
             EndReason::PeerDisconnected => StopReason::PeerDisconnected,
             EndReason::ServerShutdown => StopReason::ServerShutdown,
             EndReason::CallEnded => StopReason::CallEnded,
+            EndReason::NodeLost => StopReason::NodeLost,
         }
     }
 }

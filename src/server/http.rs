@@ -111,6 +111,18 @@ impl ApiError {
         self.field = Some(field);
         self
     }
+    /// This node of a cluster cannot reach NATS or PostgreSQL: it takes no new logins.
+    pub(crate) fn not_ready(hub: &Hub) -> Result<(), Self> {
+        match hub.cluster().map(|c| c.ready()) {
+            Some(Err(why)) => Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::Unavailable,
+                format!("{why}: try again in a few seconds (another server of the service may answer)"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     pub(crate) fn internal(what: &str, e: impl std::fmt::Display) -> Self {
         tracing::error!("{what}: {e}");
         ApiError::new(
@@ -262,6 +274,7 @@ async fn login(
     body: Body,
 ) -> Result<Response, ApiError> {
     let req: LoginRequest = parse_body(&headers, body)?;
+    ApiError::not_ready(&app.hub)?;
     let number = normalize(&app.hub, &req.number, req.region.as_deref())?;
     let device_name = check_device_name(req.device_name.as_deref())?;
     let observed_ip = client_ip(peer, &headers, &app.trusted_proxies);
@@ -376,6 +389,27 @@ async fn healthz(State(app): State<AppState>) -> Response {
         crate::server::pbx::PbxHealth::Connecting => "connecting".to_string(),
         crate::server::pbx::PbxHealth::Down(why) => why,
     });
+    let cluster = app.hub.cluster().map(|c| {
+        let ready = c.ready();
+        let mut peers = c.peers();
+        peers.sort();
+        let json = serde_json::json!({
+            "node": &*c.node,
+            "nodes": peers.len() + 1,
+            "peers": peers,
+            "ready": ready.is_ok(),
+            "problem": ready.err(),
+        });
+        (ready, json)
+    });
+    if let Some((Err(why), json)) = &cluster {
+        tracing::warn!("health check: {why}");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({"status": why, "cluster": json})),
+        )
+            .into_response();
+    }
     match app.hub.store.user_count().await {
         Ok(users) => axum::Json(serde_json::json!({
             "status": "ok",
@@ -383,6 +417,7 @@ async fn healthz(State(app): State<AppState>) -> Response {
             "users": users,
             "online_devices": app.hub.online_devices(),
             "pbx": pbx,
+            "cluster": cluster.map(|(_, json)| json),
         }))
         .into_response(),
         Err(e) => {
@@ -410,6 +445,9 @@ async fn websocket(
     headers: axum::http::HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    if let Err(e) = ApiError::not_ready(&app.hub) {
+        return e.into_response();
+    }
     if !app.admission.room_for_long_lived() {
         app.hub.metrics.connections_refused.get_or_create(&vec![("reason", "websocket_headroom")]).inc();
         return ApiError::new(

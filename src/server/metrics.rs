@@ -38,6 +38,16 @@ pub struct Metrics {
     pub relay_refusals: Family<Labels, Counter>,
     /// Relayed packets dropped, by reason.
     pub relay_dropped: Family<Labels, Counter>,
+    /// Cluster (`--nats`): nodes alive, counting this one (1 on a single node).
+    pub cluster_nodes: Gauge,
+    /// Cluster: 1 while NATS is connected.
+    pub cluster_nats_up: Gauge,
+    /// Cluster: 1 while PostgreSQL renews this node's lease.
+    pub cluster_db_up: Gauge,
+    /// Cluster: messages to other nodes dropped because the queue was full.
+    pub cluster_dropped: Counter,
+    /// Cluster: sessions ended because a node they ran through was lost.
+    pub cluster_sessions_lost: Counter,
 }
 
 impl Metrics {
@@ -93,6 +103,31 @@ impl Metrics {
         registry.register("relay_bytes", "Bytes relayed by the TURN relay, by way", relay_bytes.clone());
         registry.register("relay_refusals", "TURN requests refused, by reason", relay_refusals.clone());
         registry.register("relay_dropped", "Relayed packets dropped, by reason", relay_dropped.clone());
+        let (cluster_nodes, cluster_nats_up, cluster_db_up) =
+            (Gauge::default(), Gauge::default(), Gauge::default());
+        let (cluster_dropped, cluster_sessions_lost) = (Counter::default(), Counter::default());
+        cluster_nodes.set(1);
+        registry.register("cluster_nodes", "Server nodes alive, counting this one", cluster_nodes.clone());
+        registry.register(
+            "cluster_nats_up",
+            "1 while NATS is connected (cluster only)",
+            cluster_nats_up.clone(),
+        );
+        registry.register(
+            "cluster_db_up",
+            "1 while PostgreSQL renews this node's lease (cluster only)",
+            cluster_db_up.clone(),
+        );
+        registry.register(
+            "cluster_dropped",
+            "Messages to other nodes dropped because the queue was full",
+            cluster_dropped.clone(),
+        );
+        registry.register(
+            "cluster_sessions_lost",
+            "Sessions ended because a node they ran through was lost",
+            cluster_sessions_lost.clone(),
+        );
         Metrics {
             registry,
             online_devices,
@@ -112,6 +147,11 @@ impl Metrics {
             relay_bytes,
             relay_refusals,
             relay_dropped,
+            cluster_nodes,
+            cluster_nats_up,
+            cluster_db_up,
+            cluster_dropped,
+            cluster_sessions_lost,
         }
     }
 

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod cluster;
 pub mod hashing;
 pub mod http;
 pub mod hub;
@@ -50,6 +51,8 @@ pub struct ServerConfig {
     pub pbx: Option<pbx::PbxConfig>,
     /// How a number is proven before an account is bound to it.
     pub verify: verify::VerifyConfig,
+    /// Run as one node of a cluster (PostgreSQL + NATS) instead of alone.
+    pub cluster: Option<cluster::ClusterConfig>,
 }
 
 /// Bounds on what clients may take from the server.
@@ -116,6 +119,7 @@ impl ServerConfig {
             trusted_proxies: Vec::new(),
             pbx: None,
             verify: verify::VerifyConfig::default(),
+            cluster: None,
         }
     }
 
@@ -139,6 +143,8 @@ pub enum ServerError {
     Relay(#[from] relay::RelayError),
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Cluster(#[from] cluster::ClusterError),
 }
 
 /// A server that is running; dropping it does not stop it, [`RunningServer::shutdown`] does.
@@ -176,6 +182,16 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
     let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: cfg.listen, source })?;
     let metrics = Arc::new(Metrics::new());
     let hub = Hub::new(Arc::new(store.clone()) as Arc<dyn Store>, cfg.hub.clone(), metrics.clone());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let cluster = match &cfg.cluster {
+        Some(cc) => {
+            let url = cfg.database_url.as_deref().ok_or(cluster::ClusterError::NeedsPostgres)?;
+            let c = cluster::Cluster::start(cc, url, &hub, stop_rx.clone()).await?;
+            hub.join_cluster(c.clone());
+            Some(c)
+        }
+        None => None,
+    };
     let own_relay = start_relay(&cfg, &hub, metrics.clone()).await?;
     if let Some(p) = &cfg.pbx {
         *hub.pbx.write() = Some(p.start());
@@ -201,7 +217,6 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
         idle_timeout: cfg.limits.idle_timeout,
         metrics,
     };
-    let (stop_tx, stop_rx) = watch::channel(false);
     let serve_hub = hub.clone();
     let mut hub_stop = stop_rx.clone();
     tokio::spawn(async move {
@@ -211,7 +226,8 @@ pub async fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
     tokio::spawn(verify::watch_revocations(hub.clone(), stop_rx.clone()));
     let task = tokio::spawn(listen::serve(listener, serving, stop_rx));
     let scheme = if fingerprint.is_some() { "https" } else { "http" };
-    tracing::info!(%addr, scheme, backend = ?store.backend(), "sidecall-server listening");
+    let node = cluster.as_ref().map(|c| c.node.to_string());
+    tracing::info!(%addr, scheme, backend = ?store.backend(), node, "sidecall-server listening");
     if let Some(f) = &fingerprint {
         tracing::info!("TLS certificate fingerprint (SHA-256): {f}");
     }
@@ -269,6 +285,9 @@ impl RunningServer {
         }
         if let Some(r) = &self.relay {
             r.shutdown();
+        }
+        if let Some(c) = self.hub.cluster() {
+            c.leave().await;
         }
         self.store.close().await;
         tracing::info!("sidecall-server stopped");

@@ -241,6 +241,19 @@ pub async fn connection(hub: Arc<Hub>, mut socket: WebSocket, observed_ip: IpAdd
         return;
     };
     let device_id = login.device_id;
+    let cluster = hub.cluster();
+    if let Some(c) = &cluster
+        && !present(c, &login, conn_id).await
+    {
+        hub.disconnect(device_id, conn_id);
+        let msg = error_msg(
+            ErrorCode::Unavailable,
+            "the server cannot reach its database right now: reconnecting shortly",
+        );
+        send_msg(&mut socket, &msg).await;
+        close(&mut socket, close_code::TRY_AGAIN, "database unavailable").await;
+        return;
+    }
     tracing::debug!(device_id, number = %login.number, %observed_ip, "device online");
     let welcome = ServerMsg::Welcome {
         protocol: PROTOCOL_VERSION,
@@ -264,7 +277,41 @@ pub async fn connection(hub: Arc<Hub>, mut socket: WebSocket, observed_ip: IpAdd
         serve(&hub, &mut socket, &login, &mut outbound, host.as_deref()).await;
     }
     hub.disconnect(device_id, conn_id);
+    if let Some(c) = &cluster {
+        c.unregister(device_id, conn_id).await;
+    }
     tracing::debug!(device_id, "device offline");
+}
+
+/// Cluster: records that this node holds the device now, and has the node that held it
+/// before close its older connection. `false`: the presence table cannot be written.
+async fn present(c: &crate::server::cluster::Cluster, login: &Login, conn_id: u64) -> bool {
+    let row = crate::server::cluster::wire::PresenceRow {
+        device: login.device_id,
+        user: login.user_id,
+        node: c.node.to_string(),
+        reported_ip: login.reported_ip,
+        observed_ip: login.observed_ip,
+    };
+    match c.register(&row, &login.number, conn_id).await {
+        Ok(Some(old)) if *old != *c.node => {
+            let kick = crate::server::cluster::wire::NodeMsg::Kick {
+                device: login.device_id,
+                code: close_code::REPLACED,
+                reason: crate::server::hub::REPLACED.into(),
+            };
+            c.send(&old, &kick);
+            true
+        }
+        Ok(_) => true,
+        Err(e) => {
+            tracing::error!(
+                device_id = login.device_id,
+                "cannot record the device in the presence table: {e}"
+            );
+            false
+        }
+    }
 }
 
 async fn serve(
@@ -292,7 +339,7 @@ async fn serve(
                     if socket.send(Message::Text(text)).await.is_err() { return; }
                 }
                 Some(Outbound::Close(code, reason)) => {
-                    close(socket, code, reason).await;
+                    close(socket, code, &reason).await;
                     return;
                 }
                 None => {

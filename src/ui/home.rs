@@ -240,6 +240,7 @@ fn ended_text(reason: StopReason) -> &'static str {
         StopReason::PeerDisconnected => "the other side lost its connection",
         StopReason::ServerShutdown => "the server restarted",
         StopReason::ConnectionLost => "the connection to the server was lost",
+        StopReason::NodeLost => "the server node it ran through stopped; dial again",
         _ => "it is over",
     }
 }

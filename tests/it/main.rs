@@ -4,6 +4,7 @@ mod bad_input;
 mod browser;
 mod calls;
 mod cli;
+mod cluster;
 mod fixture;
 mod fritz_dial;
 mod handshake;

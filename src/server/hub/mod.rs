@@ -26,14 +26,20 @@ use tokio::task::AbortHandle;
 /// How many recently closed sessions are remembered to answer late messages clearly.
 mod placed;
 mod relay;
+mod remote;
 mod resume;
 mod users;
 
 pub use relay::HubGate;
 
+use crate::server::cluster::wire::DeviceOp as remote_op;
+
 use resume::{Away, Claim};
 
 const CLOSED_MEMORY: usize = 10_000;
+
+/// Close reason of a connection replaced by a newer one of the same device.
+pub const REPLACED: &str = "replaced by a newer connection of this device";
 
 #[derive(Clone, Debug)]
 pub struct HubConfig {
@@ -69,13 +75,19 @@ impl Default for HubConfig {
 #[derive(Debug)]
 pub enum Outbound {
     Text(Utf8Bytes),
-    Close(u16, &'static str),
+    Close(u16, std::borrow::Cow<'static, str>),
+}
+
+/// Where a device's messages go: its connection here, or the node holding it (cluster).
+enum Link {
+    Local(mpsc::Sender<Outbound>),
+    Remote(Arc<str>),
 }
 
 struct DeviceConn {
     conn_id: u64,
     user_id: i64,
-    tx: mpsc::Sender<Outbound>,
+    link: Link,
     reported_ip: Option<IpAddr>,
     observed_ip: IpAddr,
     /// Sessions this device takes part in (as caller, ringing callee or active callee).
@@ -156,6 +168,14 @@ struct Inner {
     /// Sessions a device asked to resume that this server does not know (it restarted):
     /// waiting for the other side to claim the same id.
     claims: HashMap<SessionId, Claim>,
+    /// This node's part in a cluster, if it is one.
+    cluster: Option<Arc<crate::server::cluster::Cluster>>,
+    /// Cluster: users of devices on other nodes that take part in sessions held here.
+    remote_users: HashMap<i64, remote::RemoteUser>,
+    /// Cluster: sessions held by other nodes that devices connected here take part in.
+    remote_sessions: HashMap<(SessionId, i64), remote::RemotePart>,
+    /// Devices connected to this node.
+    local_devices: usize,
 }
 
 /// An access request as the caller sent it.
@@ -221,10 +241,28 @@ impl Inner {
     /// Queues a message for a device. A full queue means the device stopped reading: it is
     /// dropped (its connection task then closes the socket).
     fn send(&mut self, device_id: i64, msg: &ServerMsg) -> bool {
+        self.send_text(device_id, encode(msg))
+    }
+
+    /// Queues an encoded message for a device, here or on the node holding it.
+    fn send_text(&mut self, device_id: i64, text: Utf8Bytes) -> bool {
         let Some(dev) = self.devices.get(&device_id) else {
             return false;
         };
-        match dev.tx.try_send(Outbound::Text(encode(msg))) {
+        let tx = match &dev.link {
+            Link::Local(tx) => tx,
+            Link::Remote(node) => {
+                let msg = crate::server::cluster::wire::NodeMsg::Deliver {
+                    device: device_id,
+                    text: text.as_str().to_owned(),
+                };
+                if let Some(c) = &self.cluster {
+                    c.send(node, &msg);
+                }
+                return true;
+            }
+        };
+        match tx.try_send(Outbound::Text(text)) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Closed(_)) => false,
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -232,7 +270,7 @@ impl Inner {
                 // The connection task sees its queue closed and ends; cleanup runs there.
                 if let Some(dev) = self.devices.get_mut(&device_id) {
                     let (dead_tx, _) = mpsc::channel(1);
-                    dev.tx = dead_tx;
+                    dev.link = Link::Local(dead_tx);
                 }
                 false
             }
@@ -250,8 +288,15 @@ impl Inner {
     }
 
     fn detach(&mut self, device_id: i64, id: &SessionId) {
-        if let Some(dev) = self.devices.get_mut(&device_id) {
-            dev.sessions.retain(|s| s != id);
+        let Some(dev) = self.devices.get_mut(&device_id) else {
+            return;
+        };
+        dev.sessions.retain(|s| s != id);
+        if let (Link::Remote(node), Some(c)) = (&dev.link, &self.cluster) {
+            c.send(
+                node,
+                &crate::server::cluster::wire::NodeMsg::Detach { device: device_id, session: id.clone() },
+            );
         }
     }
 
@@ -285,11 +330,11 @@ impl Inner {
 
     /// What a device is told of the other side; no address when the session is relayed.
     fn peer_info(&self, user_id: i64, device_id: i64, relayed: bool) -> Option<PeerInfo> {
-        let user = self.users.get(&user_id)?;
+        let user = self.party(user_id)?;
         let dev = self.devices.get(&device_id)?;
         Some(PeerInfo {
-            number: user.number.clone(),
-            display_name: user.display_name.clone(),
+            number: user.number,
+            display_name: user.display_name,
             device_ip: dev.reported_ip.filter(|_| !relayed),
             observed_ip: Some(dev.observed_ip).filter(|_| !relayed),
         })
@@ -317,7 +362,22 @@ impl Inner {
     }
 
     fn hides(&self, user_id: i64) -> bool {
-        self.users.get(&user_id).is_some_and(|u| u.settings.hide_address)
+        match self.users.get(&user_id) {
+            Some(u) => u.settings.hide_address,
+            None => self.remote_users.get(&user_id).is_some_and(|u| u.hides_address),
+        }
+    }
+
+    /// Who a user (here or, in a cluster, of a remote device) is.
+    fn party(&self, user_id: i64) -> Option<Party> {
+        match self.users.get(&user_id) {
+            Some(u) => Some(Party {
+                number: u.number.clone(),
+                display_name: u.display_name.clone(),
+                verified: u.verified,
+            }),
+            None => self.remote_users.get(&user_id).map(|u| u.party.clone()),
+        }
     }
 }
 
@@ -344,10 +404,9 @@ impl Hub {
             return None;
         }
         if let Some(old) = inner.devices.get(&login.device_id) {
-            let _ = old.tx.try_send(Outbound::Close(
-                close_code::REPLACED,
-                "replaced by a newer connection of this device",
-            ));
+            if let Link::Local(tx) = &old.link {
+                let _ = tx.try_send(Outbound::Close(close_code::REPLACED, REPLACED.into()));
+            }
             let old_conn = old.conn_id;
             self.disconnect_locked(&mut inner, login.device_id, old_conn);
         }
@@ -364,7 +423,7 @@ impl Hub {
             DeviceConn {
                 conn_id,
                 user_id: login.user_id,
-                tx,
+                link: Link::Local(tx),
                 reported_ip: login.reported_ip,
                 observed_ip: login.observed_ip,
                 sessions: resumed,
@@ -389,7 +448,8 @@ impl Hub {
         user.blocked = login.blocked.iter().cloned().collect();
         user.devices.push(login.device_id);
         inner.by_number.insert(login.number.clone(), login.user_id);
-        self.metrics.online_devices.set(inner.devices.len() as i64);
+        inner.local_devices += 1;
+        self.metrics.online_devices.set(inner.local_devices as i64);
         self.metrics.online_users.set(inner.users.len() as i64);
         Some((conn_id, rx))
     }
@@ -407,6 +467,7 @@ impl Hub {
             _ => return,
         }
         let sessions = inner.devices.get(&device_id).map(|d| d.sessions.clone()).unwrap_or_default();
+        self.leave_remote_sessions(inner, device_id, &sessions);
         let mut kept = Vec::new();
         for id in sessions {
             let active =
@@ -419,7 +480,7 @@ impl Hub {
                 // The peers' own connection may well be fine: wait for the device to come back.
                 kept.push(id);
             } else {
-                self.device_gone_from_session(inner, device_id, &id);
+                self.device_gone_from_session(inner, device_id, &id, EndReason::PeerDisconnected);
             }
         }
         if !kept.is_empty() {
@@ -440,6 +501,10 @@ impl Hub {
         let Some(dev) = inner.devices.remove(&device_id) else {
             return;
         };
+        if matches!(dev.link, Link::Remote(_)) {
+            return; // its user is forgotten with the last of its remote devices
+        }
+        inner.local_devices = inner.local_devices.saturating_sub(1);
         if let Some(user) = inner.users.get_mut(&dev.user_id) {
             user.devices.retain(|d| *d != device_id);
             if user.devices.is_empty() {
@@ -448,11 +513,11 @@ impl Hub {
                 inner.by_number.remove(&number);
             }
         }
-        self.metrics.online_devices.set(inner.devices.len() as i64);
+        self.metrics.online_devices.set(inner.local_devices as i64);
         self.metrics.online_users.set(inner.users.len() as i64);
     }
 
-    fn device_gone_from_session(&self, inner: &mut Inner, device_id: i64, id: &SessionId) {
+    fn device_gone_from_session(&self, inner: &mut Inner, device_id: i64, id: &SessionId, reason: EndReason) {
         let Some(session) = inner.sessions.get_mut(id) else {
             return;
         };
@@ -479,10 +544,7 @@ impl Hub {
             SessionState::Active { callee_device } => {
                 let other = if is_caller { *callee_device } else { session.caller_device };
                 inner.remove_session(id, "a device of the session went offline");
-                inner.send(
-                    other,
-                    &ServerMsg::SessionEnded { session_id: id.clone(), reason: EndReason::PeerDisconnected },
-                );
+                inner.send(other, &ServerMsg::SessionEnded { session_id: id.clone(), reason });
             }
         }
     }
@@ -517,6 +579,7 @@ impl Hub {
         };
         let region = region.unwrap_or_else(|| caller.region.clone());
         let caller_number = caller.number.clone();
+        let cluster = inner.cluster.clone();
         let target: E164 = match number::normalize(&target, Some(&region)) {
             Ok(n) => n,
             Err(e) => {
@@ -546,17 +609,27 @@ impl Hub {
             );
             return;
         }
+        if let Some(cluster) = cluster {
+            // The callee may be on any node: find where, then ring there.
+            let req = Routed { caller_device: device_id, caller_user, req_id, offer, call_ref, call: None };
+            let place = place_call.then_some(extension);
+            drop(inner);
+            let hub = Arc::clone(self);
+            tokio::spawn(async move { hub.route(cluster, target, req, place, received).await });
+            return;
+        }
         let id = SessionId(crate::server::auth::new_session_id());
         if place_call {
             drop(inner);
             return self.place_call(device_id, caller_user, req_id, id, target, offer, extension);
         }
         let req = Routed { caller_device: device_id, caller_user, req_id, offer, call_ref, call: None };
-        self.ring(&mut inner, id, target.as_str(), req, received);
+        self.ring(&mut inner, id, target.as_str(), req, received, &[]);
     }
 
     /// Rings the owner of `target` for request `req` as session `id` (or tells the caller
     /// `unavailable`).
+    /// `elsewhere`: the callee's devices on other nodes (cluster).
     fn ring(
         self: &Arc<Self>,
         inner: &mut Inner,
@@ -564,15 +637,11 @@ impl Hub {
         target: &str,
         req: Routed,
         received: Instant,
+        elsewhere: &[i64],
     ) {
         let Routed { caller_device, caller_user, req_id, offer, call_ref, call } = req;
-        let Some(caller) = inner.users.get(&caller_user) else {
+        let Some(caller_party) = inner.party(caller_user) else {
             return;
-        };
-        let caller_party = Party {
-            number: caller.number.clone(),
-            display_name: caller.display_name.clone(),
-            verified: caller.verified,
         };
         // Unknown, offline, not accepting and do-not-disturb all look the same to the caller.
         let callee = inner.by_number.get(target).copied().and_then(|uid| {
@@ -580,7 +649,9 @@ impl Hub {
             let available = u.settings.accepting_sessions
                 && !u.settings.do_not_disturb
                 && !u.blocked.contains(&caller_party.number);
-            (available && !u.devices.is_empty()).then(|| (uid, u.devices.clone()))
+            let mut devices = u.devices.clone();
+            devices.extend(elsewhere.iter().filter(|d| !u.devices.contains(d)));
+            (available && !devices.is_empty()).then_some((uid, devices))
         });
         let Some((callee_user, callee_devices)) = callee else {
             self.tell_outcome(inner, caller_device, req_id, None, Outcome::Unavailable);
@@ -601,8 +672,8 @@ impl Hub {
         });
         let mut rung = Vec::with_capacity(callee_devices.len());
         for d in callee_devices {
-            if let Some(dev) = inner.devices.get_mut(&d)
-                && dev.tx.try_send(Outbound::Text(initiation.clone())).is_ok()
+            if inner.send_text(d, initiation.clone())
+                && let Some(dev) = inner.devices.get_mut(&d)
             {
                 dev.sessions.push(id.clone());
                 rung.push(d);
@@ -633,11 +704,18 @@ impl Hub {
                 caller_user,
                 caller_device,
                 callee_user,
-                state: SessionState::Ringing { devices: rung, timer: Some(timer), since: Instant::now() },
+                state: SessionState::Ringing {
+                    devices: rung.clone(),
+                    timer: Some(timer),
+                    since: Instant::now(),
+                },
                 relayed: false,
                 call,
             },
         );
+        for d in rung.into_iter().chain([caller_device]) {
+            inner.announce(d, &id);
+        }
         inner.send(caller_device, &ServerMsg::AccessPending { req_id, session_id: id });
         self.metrics.dispatch_seconds.observe(received.elapsed().as_secs_f64());
     }
@@ -670,6 +748,9 @@ impl Hub {
     }
 
     pub fn answer(&self, device_id: i64, id: &SessionId, accept: bool) {
+        if self.forwarded(device_id, id, || remote_op::Answer { accept }) {
+            return;
+        }
         let mut inner = self.inner.lock();
         let Some(user_id) = inner.devices.get(&device_id).map(|d| d.user_id) else {
             return;
@@ -718,6 +799,8 @@ impl Hub {
         ) else {
             return;
         };
+        inner.announce(caller_device, id);
+        inner.announce(device_id, id);
         self.tell_outcome(&mut inner, caller_device, req_id, Some(id), Outcome::Accepted);
         inner.send(
             caller_device,
@@ -760,6 +843,9 @@ impl Hub {
     }
 
     pub fn signal(&self, device_id: i64, id: &SessionId, data: SignalData) {
+        if self.forwarded(device_id, id, || remote_op::Signal { data: data.clone() }) {
+            return;
+        }
         let mut inner = self.inner.lock();
         match Self::active_peer(&inner, device_id, id) {
             Ok(peer) => {
@@ -792,6 +878,9 @@ impl Hub {
     }
 
     pub fn end(&self, device_id: i64, id: &SessionId) {
+        if self.forwarded(device_id, id, || remote_op::End) {
+            return;
+        }
         let mut inner = self.inner.lock();
         let Some(session) = inner.sessions.get(id) else {
             return self.unknown_session(&mut inner, device_id, id);
@@ -838,9 +927,24 @@ impl Hub {
 
     /// Closes the connection of a device (after logout).
     pub fn kick(&self, device_id: i64, reason: &'static str) {
+        self.kick_local(device_id, close_code::AUTH_FAILED, reason);
+        let cluster = self.inner.lock().cluster.clone();
+        if let Some(c) = cluster {
+            // Its connection may be on another node.
+            let msg = crate::server::cluster::wire::AllMsg::Kick {
+                device: device_id,
+                code: close_code::AUTH_FAILED,
+                reason: reason.into(),
+            };
+            c.broadcast(&msg);
+        }
+    }
+
+    /// Closes the connection of a device if it is connected here.
+    pub fn kick_local(&self, device_id: i64, code: u16, reason: &str) {
         let inner = self.inner.lock();
-        if let Some(dev) = inner.devices.get(&device_id) {
-            let _ = dev.tx.try_send(Outbound::Close(close_code::AUTH_FAILED, reason));
+        if let Some(DeviceConn { link: Link::Local(tx), .. }) = inner.devices.get(&device_id) {
+            let _ = tx.try_send(Outbound::Close(code, reason.to_owned().into()));
         }
     }
 
@@ -851,12 +955,15 @@ impl Hub {
         let mut inner = self.inner.lock();
         inner.shutting_down = true;
         for dev in inner.devices.values() {
-            let _ = dev.tx.try_send(Outbound::Close(close_code::RESTART, "server is restarting"));
+            if let Link::Local(tx) = &dev.link {
+                let _ = tx.try_send(Outbound::Close(close_code::RESTART, "server is restarting".into()));
+            }
         }
     }
 
+    /// Devices connected to this node.
     pub fn online_devices(&self) -> usize {
-        self.inner.lock().devices.len()
+        self.inner.lock().local_devices
     }
 }
 

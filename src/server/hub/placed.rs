@@ -26,8 +26,7 @@ impl Hub {
         let Some(extension) = extension else {
             return fail(self, CallFailure::NoExtension);
         };
-        let caller_number =
-            self.inner.lock().users.get(&caller_user).map(|u| u.number.clone()).unwrap_or_default();
+        let caller_number = self.inner.lock().party(caller_user).map(|u| u.number).unwrap_or_default();
         let mut placed = match pbx.originate(&extension, target.as_str(), &caller_number) {
             Ok(p) => p,
             Err(why) => return fail(self, why),
@@ -48,9 +47,7 @@ impl Hub {
                     call: Some(call_id.clone()),
                 },
             );
-            if let Some(dev) = inner.devices.get_mut(&caller_device) {
-                dev.sessions.push(id.clone());
-            }
+            inner.announce(caller_device, &id);
         }
         tracing::info!(session = %id, call = %call_id, %extension, "placing a call through the PBX");
         let hub = Arc::clone(self);
@@ -63,6 +60,24 @@ impl Hub {
                 }
             }
         });
+    }
+
+    /// The placed call was answered: the data session rings now.
+    fn ring_after_call(
+        self: &Arc<Self>,
+        inner: &mut Inner,
+        id: SessionId,
+        target: &str,
+        req: Routed,
+        elsewhere: &[i64],
+    ) {
+        let caller_device = req.caller_device;
+        self.ring(inner, id.clone(), target, req, Instant::now(), elsewhere);
+        if !inner.sessions.contains_key(&id) {
+            // Not rung (no such user, unavailable): the phone call goes on alone.
+            inner.detach(caller_device, &id);
+            inner.remember_closed(id, "the callee does not take data sessions");
+        }
     }
 
     /// A placed call moved on.
@@ -85,12 +100,20 @@ impl Hub {
                     };
                     let call_ref = call.as_ref().map(|c| format!("pbx:{c}"));
                     let req = Routed { caller_device, caller_user, req_id, offer, call_ref, call };
-                    self.ring(&mut inner, id.clone(), &target, req, Instant::now());
-                    if !inner.sessions.contains_key(id) {
-                        // Not rung (no such user, unavailable): the phone call goes on alone.
-                        inner.detach(caller_device, id);
-                        inner.remember_closed(id.clone(), "the callee does not take data sessions");
+                    if let Some(cluster) = inner.cluster.clone() {
+                        // The callee's devices may be on other nodes by now: look them up.
+                        drop(inner);
+                        let hub = Arc::clone(self);
+                        let id = id.clone();
+                        tokio::spawn(async move {
+                            let rows = cluster.lookup(&target).await.unwrap_or_default();
+                            let mut inner = hub.inner.lock();
+                            let elsewhere = inner.remember_rows(&rows);
+                            hub.ring_after_call(&mut inner, id, &target, req, &elsewhere);
+                        });
+                        return;
                     }
+                    self.ring_after_call(&mut inner, id.clone(), &target, req, &[]);
                 }
             }
             (SessionState::Placing { .. }, CallUpdate::Failed(why)) => {

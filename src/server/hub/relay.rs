@@ -41,6 +41,14 @@ impl Hub {
                 (user, away.sessions.as_slice())
             }
         };
+        // Cluster: a session another node holds, as that node described it.
+        let elsewhere = sessions.iter().find_map(|id| {
+            let part = inner.remote_sessions.get(&(id.clone(), device))?;
+            part.peer.filter(|_| part.active).map(|(peer_device, _)| (user, peer_device))
+        });
+        if elsewhere.is_some() {
+            return elsewhere;
+        }
         sessions.iter().find_map(|id| match inner.sessions.get(id)?.state {
             SessionState::Active { callee_device } if callee_device == device => {
                 Some((user, inner.sessions.get(id)?.caller_device))

@@ -48,11 +48,15 @@ impl Hub {
     /// other's number — within the grace time; otherwise it ends for the claimant. Session
     /// ids are random 128-bit secrets only the two devices were told.
     pub fn resume(self: &Arc<Self>, device_id: i64, id: &SessionId, role: Role, peer: &str) {
+        let op = || remote_op::Resume { role, peer: peer.to_string() };
+        if self.forwarded(device_id, id, op) {
+            return;
+        }
         let mut inner = self.inner.lock();
         let Some(user_id) = inner.devices.get(&device_id).map(|d| d.user_id) else {
             return;
         };
-        let Some(number) = inner.users.get(&user_id).map(|u| u.number.clone()) else {
+        let Some(number) = inner.party(user_id).map(|u| u.number) else {
             return;
         };
         if let Some(session) = inner.sessions.get(id) {
@@ -63,11 +67,7 @@ impl Hub {
                 SessionState::Ringing { .. } | SessionState::Placing { .. } => false,
             };
             if mine {
-                if let Some(dev) = inner.devices.get_mut(&device_id)
-                    && !dev.sessions.contains(id)
-                {
-                    dev.sessions.push(id.clone());
-                }
+                inner.announce(device_id, id);
             } else {
                 self.unknown_session(&mut inner, device_id, id);
             }

@@ -1,0 +1,430 @@
+//! Many server nodes on one PostgreSQL and one NATS (`sidecall-server --nats URL`).
+//!
+//! - **Presence** is a PostgreSQL table: one row per online device naming the node whose
+//!   WebSocket holds it, written at login and logout. A row counts only while its node's
+//!   lease (`cluster_nodes.expires_at`, renewed every second) runs, so a node that dies
+//!   needs nobody to delete its rows. NATS 2.9's key-value store has no per-key expiry: it
+//!   would need a renewal per device instead of one per node.
+//! - **Authority**: a session lives on one node, the *authority*: the node holding the
+//!   callee's device with the lowest node id at the time of the request. All requests to a
+//!   callee meet there, so the first answer wins, the callee's ring limits are per user and
+//!   the answer timeout runs once. The session id starts with the authority's node id, so any
+//!   node can pass a device's message on to it.
+//! - **Routing**: a subject per node (see [`wire`]); the authority sends what a remote
+//!   device must see to the node holding it, and that node passes the device's answers,
+//!   signals and ends back.
+//! - **Liveness**: every node beats every 500 ms on `PREFIX.all`; one silent for 2 s is lost:
+//!   sessions it held or took part in end with `node_lost` for everyone else.
+
+pub mod wire;
+
+use crate::server::hub::Hub;
+use crate::server::metrics::Metrics;
+use bytes::Bytes;
+use parking_lot::Mutex;
+use sqlx::Row;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use wire::{AllMsg, NodeMsg, PresenceRow, RingRequest};
+
+/// How often a node beats on NATS and renews its lease.
+pub const BEAT: Duration = Duration::from_millis(500);
+/// A node not heard for this long is lost.
+pub const LOST_AFTER: Duration = Duration::from_secs(2);
+/// How long a node's lease in PostgreSQL lasts without renewal.
+const LEASE: &str = "3 seconds";
+/// Messages waiting to be published; beyond that they are dropped (and logged).
+const OUT_QUEUE: usize = 65_536;
+/// How long a node waits for another to take a ring request.
+const RING_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// `nats://HOST:PORT`.
+    pub nats_url: String,
+    /// Subject prefix: clusters sharing one NATS must have different names.
+    pub name: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("a cluster needs PostgreSQL: give --database-url postgres://… with --nats")]
+    NeedsPostgres,
+    #[error("cannot use the NATS URL {url}: {why}")]
+    Nats { url: String, why: String },
+    #[error("cluster database: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+struct Outgoing {
+    subject: String,
+    payload: Bytes,
+}
+
+/// This node's part in the cluster.
+pub struct Cluster {
+    /// This node's id (random per start: a restarted node is a new node).
+    pub node: Arc<str>,
+    prefix: String,
+    nats: async_nats::Client,
+    pool: PgPool,
+    out: mpsc::Sender<Outgoing>,
+    /// Other nodes and when they last beat.
+    peers: Mutex<HashMap<String, Instant>>,
+    /// PostgreSQL answered the last lease renewal.
+    db_up: AtomicBool,
+    metrics: Arc<Metrics>,
+}
+
+fn new_node_id() -> String {
+    use rand::Rng;
+    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..10).map(|_| CHARS[rng.random_range(0..CHARS.len())] as char).collect()
+}
+
+impl Cluster {
+    /// Joins the cluster: connects to NATS (retrying in the background, so that a node
+    /// starts, and says it is not ready, while NATS is down) and starts the beat, the lease
+    /// and the subscriptions.
+    pub async fn start(
+        cfg: &ClusterConfig,
+        database_url: &str,
+        hub: &Arc<Hub>,
+        stop: watch::Receiver<bool>,
+    ) -> Result<Arc<Cluster>, ClusterError> {
+        if !database_url.starts_with("postgres") {
+            return Err(ClusterError::NeedsPostgres);
+        }
+        let node = new_node_id();
+        let nats_err = |why: String| ClusterError::Nats { url: cfg.nats_url.clone(), why };
+        let nats = async_nats::ConnectOptions::new()
+            .name(format!("sidecall-server {node}"))
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .reconnect_delay_callback(|n| Duration::from_millis((100 * 2u64.pow(n.min(4) as u32)).min(1000)))
+            .request_timeout(Some(RING_TIMEOUT))
+            .connect(cfg.nats_url.as_str())
+            .await
+            .map_err(|e| nats_err(e.to_string()))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(2))
+            .connect_lazy(database_url)?;
+        let (out, out_rx) = mpsc::channel(OUT_QUEUE);
+        let cluster = Arc::new(Cluster {
+            node: Arc::from(node.as_str()),
+            prefix: cfg.name.clone(),
+            nats,
+            pool,
+            out,
+            peers: Mutex::new(HashMap::new()),
+            db_up: AtomicBool::new(false),
+            metrics: hub.metrics.clone(),
+        });
+        let mine =
+            cluster.nats.subscribe(cluster.node_subject(&node)).await.map_err(|e| nats_err(e.to_string()))?;
+        let all =
+            cluster.nats.subscribe(format!("{}.all", cfg.name)).await.map_err(|e| nats_err(e.to_string()))?;
+        cluster.renew_lease().await;
+        tokio::spawn(publish_loop(cluster.nats.clone(), out_rx));
+        tokio::spawn(node_loop(Arc::downgrade(hub), Arc::clone(&cluster), mine));
+        tokio::spawn(all_loop(Arc::downgrade(hub), Arc::clone(&cluster), all));
+        tokio::spawn(beat_loop(Arc::downgrade(hub), Arc::clone(&cluster), stop));
+        tracing::info!(node = %node, nats = %cfg.nats_url, cluster = %cfg.name, "joined the cluster");
+        Ok(cluster)
+    }
+
+    fn node_subject(&self, node: &str) -> String {
+        format!("{}.node.{node}", self.prefix)
+    }
+
+    /// Whether NATS and PostgreSQL both answer: otherwise the node takes no new logins.
+    pub fn ready(&self) -> Result<(), &'static str> {
+        if self.nats.connection_state() != async_nats::connection::State::Connected {
+            return Err("the server cannot reach its message bus (NATS)");
+        }
+        if !self.db_up.load(Ordering::Relaxed) {
+            return Err("the server cannot reach its database");
+        }
+        Ok(())
+    }
+
+    /// Nodes heard from lately (not counting this one).
+    pub fn peers(&self) -> Vec<String> {
+        let now = Instant::now();
+        self.peers.lock().iter().filter(|(_, t)| now - **t < LOST_AFTER).map(|(n, _)| n.clone()).collect()
+    }
+
+    /// Whether `node` is this node or one heard from lately.
+    pub fn alive(&self, node: &str) -> bool {
+        node == &*self.node || self.peers.lock().get(node).is_some_and(|t| t.elapsed() < LOST_AFTER)
+    }
+
+    /// Queues a message for one node (never blocks; a full queue drops it).
+    pub fn send(&self, node: &str, msg: &NodeMsg) {
+        self.queue(self.node_subject(node), msg);
+    }
+
+    /// Queues a message for every node.
+    pub fn broadcast(&self, msg: &AllMsg) {
+        self.queue(format!("{}.all", self.prefix), msg);
+    }
+
+    fn queue(&self, subject: String, msg: &impl serde::Serialize) {
+        let payload = match serde_json::to_vec(msg) {
+            Ok(p) => Bytes::from(p),
+            Err(e) => return tracing::error!("cannot encode a cluster message: {e}"),
+        };
+        if self.out.try_send(Outgoing { subject, payload }).is_err() {
+            self.metrics.cluster_dropped.inc();
+            tracing::warn!("cluster queue full: a message to another node was dropped");
+        }
+    }
+
+    /// Hands a request to the callee's authority; `Err` when it did not take it in time.
+    pub async fn ring(&self, node: &str, req: RingRequest) -> Result<(), String> {
+        let payload = serde_json::to_vec(&NodeMsg::Ring(Box::new(req))).map_err(|e| e.to_string())?;
+        match self.nats.request(self.node_subject(node), Bytes::from(payload)).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Records that this node holds `device` now; returns the node that held it before.
+    pub async fn register(
+        &self,
+        row: &PresenceRow,
+        number: &str,
+        conn_id: u64,
+    ) -> Result<Option<String>, sqlx::Error> {
+        let old = sqlx::query(
+            "WITH old AS (SELECT node_id FROM presence WHERE device_id = $1), \
+             up AS (INSERT INTO presence (device_id, user_id, number, node_id, conn_id, reported_ip, observed_ip) \
+                    VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                    ON CONFLICT (device_id) DO UPDATE SET user_id = EXCLUDED.user_id, number = EXCLUDED.number, \
+                    node_id = EXCLUDED.node_id, conn_id = EXCLUDED.conn_id, \
+                    reported_ip = EXCLUDED.reported_ip, observed_ip = EXCLUDED.observed_ip) \
+             SELECT node_id FROM old",
+        )
+        .bind(row.device)
+        .bind(row.user)
+        .bind(number)
+        .bind(&*self.node)
+        .bind(conn_id as i64)
+        .bind(row.reported_ip.map(|ip| ip.to_string()))
+        .bind(row.observed_ip.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(old.map(|r| r.get::<String, _>(0)))
+    }
+
+    /// Forgets `device` here, unless another connection (here or elsewhere) took it over.
+    pub async fn unregister(&self, device: i64, conn_id: u64) {
+        let done = sqlx::query("DELETE FROM presence WHERE device_id = $1 AND node_id = $2 AND conn_id = $3")
+            .bind(device)
+            .bind(&*self.node)
+            .bind(conn_id as i64)
+            .execute(&self.pool)
+            .await;
+        if let Err(e) = done {
+            // The lease runs out for rows of a node that stops; a live node's stale row is
+            // corrected by the device's next login, and meanwhile rings it in vain.
+            tracing::warn!(device, "cannot remove a device from the presence table: {e}");
+        }
+    }
+
+    /// The online devices of a number on live nodes.
+    pub async fn lookup(&self, number: &str) -> Result<Vec<PresenceRow>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT p.device_id, p.user_id, p.node_id, p.reported_ip, p.observed_ip \
+             FROM presence p JOIN cluster_nodes n ON n.node_id = p.node_id \
+             WHERE p.number = $1 AND n.expires_at > now()",
+        )
+        .bind(number)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| {
+                let node: String = r.get(2);
+                let observed: String = r.get(4);
+                let reported: Option<String> = r.get(3);
+                Some(PresenceRow {
+                    device: r.get(0),
+                    user: r.get(1),
+                    observed_ip: observed.parse::<IpAddr>().ok()?,
+                    reported_ip: reported.and_then(|s| s.parse().ok()),
+                    node,
+                })
+            })
+            .filter(|row| self.alive(&row.node))
+            .collect())
+    }
+
+    async fn renew_lease(&self) {
+        let done = sqlx::query(&format!(
+            "INSERT INTO cluster_nodes (node_id, expires_at) VALUES ($1, now() + interval '{LEASE}') \
+             ON CONFLICT (node_id) DO UPDATE SET expires_at = EXCLUDED.expires_at"
+        ))
+        .bind(&*self.node)
+        .execute(&self.pool)
+        .await;
+        let up = match done {
+            Ok(_) => true,
+            Err(e) => {
+                if self.db_up.load(Ordering::Relaxed) {
+                    tracing::error!("cluster: PostgreSQL unreachable, refusing new logins: {e}");
+                }
+                false
+            }
+        };
+        if up && !self.db_up.load(Ordering::Relaxed) {
+            tracing::info!("cluster: PostgreSQL reachable");
+        }
+        self.db_up.store(up, Ordering::Relaxed);
+        self.metrics.cluster_db_up.set(up as i64);
+    }
+
+    /// Removes the rows of nodes long gone (they stopped counting when their lease ran out).
+    async fn collect_garbage(&self) {
+        let _ = sqlx::query(
+            "DELETE FROM presence WHERE node_id IN \
+             (SELECT node_id FROM cluster_nodes WHERE expires_at < now() - interval '1 minute')",
+        )
+        .execute(&self.pool)
+        .await;
+        let _ = sqlx::query("DELETE FROM cluster_nodes WHERE expires_at < now() - interval '1 minute'")
+            .execute(&self.pool)
+            .await;
+    }
+
+    /// Leaves the cluster: the others forget this node at once, its rows stop counting.
+    pub async fn leave(&self) {
+        self.broadcast(&AllMsg::Left { node: self.node.to_string() });
+        let _ = sqlx::query("DELETE FROM presence WHERE node_id = $1")
+            .bind(&*self.node)
+            .execute(&self.pool)
+            .await;
+        let _ = sqlx::query("DELETE FROM cluster_nodes WHERE node_id = $1")
+            .bind(&*self.node)
+            .execute(&self.pool)
+            .await;
+        // Let the publisher send the goodbye.
+        let _ = tokio::time::timeout(Duration::from_millis(500), self.nats.flush()).await;
+    }
+}
+
+async fn publish_loop(nats: async_nats::Client, mut rx: mpsc::Receiver<Outgoing>) {
+    while let Some(m) = rx.recv().await {
+        if let Err(e) = nats.publish(m.subject, m.payload).await {
+            tracing::debug!("cluster publish failed: {e}");
+        }
+    }
+}
+
+async fn node_loop(hub: Weak<Hub>, cluster: Arc<Cluster>, mut sub: async_nats::Subscriber) {
+    use futures_util::StreamExt;
+    while let Some(msg) = sub.next().await {
+        let Some(hub) = hub.upgrade() else { break };
+        let decoded: NodeMsg = match serde_json::from_slice(&msg.payload) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!("unreadable message from another node: {e}");
+                continue;
+            }
+        };
+        let reply = msg.reply.clone();
+        hub.from_node(decoded);
+        if let Some(reply) = reply {
+            let _ = cluster.nats.publish(reply, Bytes::from_static(b"ok")).await;
+        }
+    }
+}
+
+async fn all_loop(hub: Weak<Hub>, cluster: Arc<Cluster>, mut sub: async_nats::Subscriber) {
+    use futures_util::StreamExt;
+    while let Some(msg) = sub.next().await {
+        let Some(hub) = hub.upgrade() else { break };
+        let decoded: AllMsg = match serde_json::from_slice(&msg.payload) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!("unreadable cluster broadcast: {e}");
+                continue;
+            }
+        };
+        match decoded {
+            AllMsg::Beat { node } if node != *cluster.node => {
+                let new = cluster.peers.lock().insert(node.clone(), Instant::now()).is_none();
+                if new {
+                    tracing::info!(node = %node, "cluster: node joined");
+                }
+            }
+            AllMsg::Beat { .. } => {}
+            AllMsg::Left { node } if node != *cluster.node => {
+                if cluster.peers.lock().remove(&node).is_some() {
+                    tracing::info!(node = %node, "cluster: node left");
+                    hub.node_lost(&node);
+                }
+            }
+            AllMsg::Left { .. } => {}
+            AllMsg::User { node, user, change } if node != *cluster.node => {
+                hub.user_changed_elsewhere(user, change)
+            }
+            AllMsg::User { .. } => {}
+            AllMsg::Kick { device, code, reason } => hub.kick_local(device, code, &reason),
+        }
+    }
+}
+
+async fn beat_loop(hub: Weak<Hub>, cluster: Arc<Cluster>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(BEAT);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut n = 0u64;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => break,
+        }
+        let Some(hub) = hub.upgrade() else { break };
+        cluster.broadcast(&AllMsg::Beat { node: cluster.node.to_string() });
+        // Lease renewals and garbage collection must not hold up the beat.
+        if n.is_multiple_of(2) {
+            let c = Arc::clone(&cluster);
+            tokio::spawn(async move {
+                c.renew_lease().await;
+                if n.is_multiple_of(120) {
+                    c.collect_garbage().await;
+                }
+            });
+        }
+        n += 1;
+        let lost: Vec<String> = {
+            let mut peers = cluster.peers.lock();
+            let lost: Vec<String> =
+                peers.iter().filter(|(_, t)| t.elapsed() >= LOST_AFTER).map(|(n, _)| n.clone()).collect();
+            for l in &lost {
+                peers.remove(l);
+            }
+            lost
+        };
+        for node in lost {
+            tracing::warn!(node = %node, "cluster: node lost (no heartbeat for 2 s)");
+            hub.node_lost(&node);
+        }
+        let nats_up = cluster.nats.connection_state() == async_nats::connection::State::Connected;
+        cluster.metrics.cluster_nats_up.set(nats_up as i64);
+        cluster.metrics.cluster_nodes.set(cluster.peers.lock().len() as i64 + 1);
+        hub.sweep_remote();
+    }
+}
+
+/// The node a session id names as its authority (`NODE.RANDOM`), if any.
+pub fn authority_of(id: &crate::protocol::SessionId) -> Option<&str> {
+    id.0.split_once('.').map(|(node, _)| node)
+}

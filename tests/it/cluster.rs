@@ -1,0 +1,516 @@
+//! Three server nodes on one PostgreSQL and one NATS (the development and CI machines run
+//! both on loopback): the handshake with caller and callee on different nodes, and nodes
+//! that stop. SIDECALL_TEST_POSTGRES=skip (no PostgreSQL) skips these.
+
+use crate::fixture::*;
+use sidecall::client::{Event, StopReason};
+use sidecall::protocol::{ErrorCode, Offer, Outcome, Role, SignalData};
+use sidecall::server::cluster::ClusterConfig;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub const NATS: &str = "nats://127.0.0.1:4222";
+
+/// A fresh PostgreSQL database for one test; dropped with it.
+pub struct TestDb {
+    pub url: String,
+    admin: String,
+    name: String,
+}
+
+impl TestDb {
+    pub async fn create(tag: &str) -> Option<TestDb> {
+        let base = std::env::var("SIDECALL_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+        if base == "skip" {
+            eprintln!("cluster test skipped: SIDECALL_TEST_POSTGRES=skip");
+            return None;
+        }
+        let admin = format!("{base}/test");
+        let pool = sqlx::PgPool::connect(&admin).await.expect("PostgreSQL at 127.0.0.1:5432 (database test)");
+        let name = format!("sidecall_{tag}_{}", std::process::id());
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&pool)
+            .await
+            .expect("drop");
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&pool).await.expect("create");
+        pool.close().await;
+        Some(TestDb { url: format!("{base}/{name}"), admin, name })
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        // A runtime of its own: the test's may be shutting down.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            rt.block_on(async {
+                if let Ok(pool) = sqlx::PgPool::connect(&admin).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&pool)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+pub struct TestCluster {
+    pub nodes: Vec<TestServer>,
+    pub _db: TestDb,
+}
+
+impl TestCluster {
+    /// `n` nodes that see each other.
+    pub async fn start(tag: &str, n: usize) -> Option<TestCluster> {
+        Self::start_with(tag, n, |_| {}).await
+    }
+
+    pub async fn start_with(
+        tag: &str,
+        n: usize,
+        tweak: impl Fn(&mut sidecall::server::ServerConfig),
+    ) -> Option<TestCluster> {
+        let db = TestDb::create(tag).await?;
+        let name = format!("test-{tag}-{}", std::process::id());
+        let mut nodes = Vec::new();
+        for _ in 0..n {
+            let url = db.url.clone();
+            let cluster = ClusterConfig { nats_url: NATS.into(), name: name.clone() };
+            nodes.push(
+                TestServer::start_with(|cfg| {
+                    cfg.database_url = Some(url);
+                    cfg.cluster = Some(cluster);
+                    tweak(cfg);
+                })
+                .await,
+            );
+        }
+        let c = TestCluster { nodes, _db: db };
+        c.wait_for_nodes(n).await;
+        Some(c)
+    }
+
+    /// Waits until every running node sees `n` nodes (itself included).
+    pub async fn wait_for_nodes(&self, n: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let seen: Vec<usize> = self
+                .nodes
+                .iter()
+                .filter_map(|s| s.running.as_ref())
+                .map(|r| r.hub.cluster().map(|c| c.peers().len() + 1).unwrap_or(1))
+                .collect();
+            if seen.iter().all(|s| *s == n) {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "nodes see {seen:?} nodes, not {n}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn node(&self, i: usize) -> &TestServer {
+        &self.nodes[i]
+    }
+}
+
+/// The session id names its authority: the node holding the callee's device.
+fn authority(sid: &sidecall::protocol::SessionId) -> &str {
+    sid.0.split_once('.').map(|(n, _)| n).expect("a cluster session id names its node")
+}
+
+fn node_id(s: &TestServer) -> String {
+    s.hub().cluster().expect("cluster").node.to_string()
+}
+
+#[tokio::test]
+async fn caller_and_callee_on_different_nodes() {
+    let Some(c) =
+        TestCluster::start_with("xnode", 3, |cfg| cfg.hub.answer_timeout = Duration::from_secs(2)).await
+    else {
+        return;
+    };
+    let mut alice = c.node(0).user(ALICE, "Alice").await;
+    let bob_token = c.node(1).account(BOB, "Bob").await;
+    let bob_ip = "192.168.178.20".parse().expect("ip");
+    let mut bob = c.node(1).client(&bob_token, Some(bob_ip)).await;
+
+    // Accept: the initiation names the caller only; addresses come with session_started.
+    let req = alice.handle.dial("0151 2345 6789", Offer { files: true, video: false });
+    let (sid, caller, _) = bob.incoming().await;
+    assert_eq!(caller.number, ALICE);
+    assert_eq!(authority(&sid), node_id(c.node(1)), "the callee's node holds the session");
+    bob.handle.answer(&sid, true);
+    assert_eq!(alice.dial_result(req).await, Outcome::Accepted);
+    let (a_sid, a_role, a_peer) = alice.started().await;
+    let (_, b_role, b_peer) = bob.started().await;
+    assert_eq!((a_sid.clone(), a_role, b_role), (sid.clone(), Role::Caller, Role::Callee));
+    assert_eq!(a_peer.device_ip, Some(bob_ip));
+    assert_eq!(b_peer.number, ALICE);
+
+    // Signals in order, both ways, across nodes.
+    for i in 0..50 {
+        alice.handle.signal(
+            &sid,
+            SignalData::Candidate {
+                candidate: format!("candidate:{i} 1 udp 1 10.0.0.1 {} typ host", 5000 + i),
+                sdp_mid: Some("0".into()),
+                sdp_mline_index: Some(0),
+            },
+        );
+    }
+    for i in 0..50 {
+        let got = bob
+            .expect("signal", |e| match e {
+                Event::Signal { data: SignalData::Candidate { candidate, .. }, .. } => {
+                    Some(candidate.clone())
+                }
+                _ => None,
+            })
+            .await;
+        assert!(got.starts_with(&format!("candidate:{i} ")), "signal {i} out of order: {got}");
+    }
+    bob.handle.signal(&sid, SignalData::EndOfCandidates);
+    alice
+        .expect("signal back", |e| {
+            matches!(e, Event::Signal { data: SignalData::EndOfCandidates, .. }).then_some(())
+        })
+        .await;
+    alice.handle.end(&sid);
+    assert_eq!(bob.ended().await.1, StopReason::PeerEnded);
+    assert_eq!(alice.ended().await.1, StopReason::YouEnded);
+
+    // Decline.
+    let req = alice.handle.dial(BOB, Offer::default());
+    let (sid, _, _) = bob.incoming().await;
+    bob.handle.answer(&sid, false);
+    assert_eq!(alice.dial_result(req).await, Outcome::Declined);
+
+    // Cancel.
+    let req = alice.handle.dial(BOB, Offer::default());
+    let (sid, _, _) = bob.incoming().await;
+    alice
+        .expect("pending", |e| matches!(e, Event::DialPending { req_id, .. } if *req_id == req).then_some(()))
+        .await;
+    alice.handle.end(&sid);
+    assert_eq!(bob.closed(&sid).await, StopReason::Cancelled);
+    assert_eq!(alice.dial_result(req).await, Outcome::Cancelled);
+
+    // Timeout (2 s here), once, from the authority.
+    let req = alice.handle.dial(BOB, Offer::default());
+    let (sid, _, _) = bob.incoming().await;
+    assert_eq!(bob.closed(&sid).await, StopReason::TimedOut);
+    assert_eq!(alice.dial_result(req).await, Outcome::TimedOut);
+
+    // Unknown numbers and offline users look the same, whichever node is asked.
+    let req = alice.handle.dial(CAROL, Offer::default());
+    assert_eq!(alice.dial_result(req).await, Outcome::Unavailable);
+}
+
+#[tokio::test]
+async fn two_devices_on_two_nodes_first_answer_wins_and_settings_follow() {
+    let Some(c) = TestCluster::start("twodev", 3).await else {
+        return;
+    };
+    let mut alice = c.node(0).user(ALICE, "Alice").await;
+    let bob1_token = c.node(1).account(BOB, "Bob").await;
+    let bob2_token = c.node(2).login(BOB, None).await;
+    let mut bob1 = c.node(1).client(&bob1_token, None).await;
+    let mut bob2 = c.node(2).client(&bob2_token, None).await;
+
+    let req = alice.handle.dial(BOB, Offer::default());
+    let (sid1, _, _) = bob1.incoming().await;
+    let (sid2, _, _) = bob2.incoming().await;
+    assert_eq!(sid1, sid2, "one session rings on both nodes");
+    // Both answer; exactly one wins.
+    bob2.handle.answer(&sid2, true);
+    bob1.handle.answer(&sid1, true);
+    assert_eq!(alice.dial_result(req).await, Outcome::Accepted);
+    let (_, role, _) = bob2.started().await;
+    assert_eq!(role, Role::Callee);
+    assert_eq!(bob1.closed(&sid1).await, StopReason::AnsweredElsewhere);
+    let events = bob1.drain(Duration::from_millis(300)).await;
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::SessionStarted { .. })),
+        "the second answer must not start the session too: {events:?}"
+    );
+    alice.started().await;
+
+    // A block list set on node 2 holds for requests arriving at node 0 and reaches node 1.
+    bob2.handle.set_blocked(vec![ALICE.into()]);
+    bob1.expect("block list on the other node", |e| match e {
+        Event::Blocked { numbers } if numbers.iter().any(|n| n == ALICE) => Some(()),
+        _ => None,
+    })
+    .await;
+    let req = alice.handle.dial(BOB, Offer::default());
+    assert_eq!(alice.dial_result(req).await, Outcome::Unavailable);
+    bob2.handle.set_blocked(vec![]);
+    bob1.expect("unblocked", |e| matches!(e, Event::Blocked { numbers } if numbers.is_empty()).then_some(()))
+        .await;
+    // Do-not-disturb set on node 1 (Bob's authority) and on node 2 alike.
+    bob2.handle.update_settings(None, Some(true));
+    bob1.settings(|s| s.do_not_disturb).await;
+    let req = alice.handle.dial(BOB, Offer::default());
+    assert_eq!(alice.dial_result(req).await, Outcome::Unavailable);
+}
+
+#[tokio::test]
+async fn same_node_and_hidden_addresses_across_nodes() {
+    let Some(c) = TestCluster::start("hide", 2).await else {
+        return;
+    };
+    // Same node.
+    let mut alice = c.node(0).user(ALICE, "Alice").await;
+    let mut carol = c.node(0).user(CAROL, "Carol").await;
+    let req = alice.handle.dial(CAROL, Offer::default());
+    let (sid, _, _) = carol.incoming().await;
+    assert_eq!(authority(&sid), node_id(c.node(0)));
+    carol.handle.answer(&sid, true);
+    assert_eq!(alice.dial_result(req).await, Outcome::Accepted);
+    alice.started().await;
+    carol.started().await;
+
+    // Bob on the other node hides his address: neither side learns one.
+    let bob_token = c.node(1).account(BOB, "Bob").await;
+    let mut bob = c.node(1).client(&bob_token, Some("192.168.1.9".parse().expect("ip"))).await;
+    bob.handle.change_settings(sidecall::protocol::SettingsChange {
+        hide_address: Some(true),
+        ..Default::default()
+    });
+    bob.settings(|s| s.hide_address).await;
+    let req = alice.handle.dial(BOB, Offer::default());
+    let (sid, _, _) = bob.incoming().await;
+    bob.handle.answer(&sid, true);
+    assert_eq!(alice.dial_result(req).await, Outcome::Accepted);
+    let (_, _, a_peer) = alice.started().await;
+    let (_, _, b_peer) = bob.started().await;
+    assert_eq!((a_peer.device_ip, a_peer.observed_ip), (None, None));
+    assert_eq!((b_peer.device_ip, b_peer.observed_ip), (None, None));
+}
+
+#[tokio::test]
+async fn a_stopping_node_ends_its_sessions_with_node_lost() {
+    let Some(mut c) = TestCluster::start("lost", 3).await else {
+        return;
+    };
+    let mut alice = c.node(0).user(ALICE, "Alice").await;
+    let mut bob = c.node(1).user(BOB, "Bob").await;
+    let mut carol = c.node(2).user(CAROL, "Carol").await;
+    // Alice ↔ Carol active (held by node 2); Alice → Bob ringing (held by node 1).
+    let req = alice.handle.dial(CAROL, Offer::default());
+    let (sid_c, _, _) = carol.incoming().await;
+    carol.handle.answer(&sid_c, true);
+    assert_eq!(alice.dial_result(req).await, Outcome::Accepted);
+    alice.started().await;
+    carol.started().await;
+    let req_b = alice.handle.dial(BOB, Offer::default());
+    bob.incoming().await;
+    alice
+        .expect("pending", |e| {
+            matches!(e, Event::DialPending { req_id, .. } if *req_id == req_b).then_some(())
+        })
+        .await;
+
+    // Node 1 stops gracefully: Bob's connection closes first, so his node (still there)
+    // tells Alice he went offline.
+    c.nodes[1].stop().await;
+    assert_eq!(alice.dial_result(req_b).await, Outcome::Unavailable);
+    // Node 2 stops: the active session ends for Alice with node_lost.
+    c.nodes[2].stop().await;
+    let (sid, why) = alice.ended().await;
+    assert_eq!((sid, why), (sid_c, StopReason::NodeLost));
+    c.wait_for_nodes(1).await;
+    drop((bob, carol));
+}
+
+/// A TCP load balancer of the test's own: round robin over the nodes, skipping one that
+/// refuses the connection (as HAProxy or a DNS round robin with a retrying client would).
+pub struct Balancer {
+    pub url: String,
+}
+
+impl Balancer {
+    pub async fn start(backends: Vec<SocketAddr>) -> Balancer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let start = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let backends = backends.clone();
+                tokio::spawn(async move {
+                    for k in 0..backends.len() {
+                        let to = backends[(start + k) % backends.len()];
+                        if let Ok(mut out) = tokio::net::TcpStream::connect(to).await {
+                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Balancer { url: format!("http://{addr}") }
+    }
+}
+
+/// A client core of `token` on `url`, with the app's own reconnect timing.
+async fn client_at(url: &str, token: &str) -> TestClient {
+    let cfg = sidecall::client::ClientConfig::new(url.to_string(), token);
+    let (handle, events) = sidecall::client::spawn(cfg, None);
+    let mut c = TestClient { handle, events, number: String::new() };
+    c.number = c
+        .expect("online", |e| match e {
+            Event::Online { account, .. } => Some(account.number.clone()),
+            _ => None,
+        })
+        .await;
+    c
+}
+
+fn node_process(dir: &std::path::Path, db: &str, name: &str, listen: &str) -> (crate::cli::Proc, String) {
+    let p = crate::cli::Proc::spawn(
+        std::process::Command::new(env!("CARGO_BIN_EXE_sidecall-server"))
+            .args(["--listen", listen, "--no-relay", "--verify", "none", "--log", "warn"])
+            .args(["--database-url", db, "--nats", NATS, "--cluster-name", name, "--reconnect-grace", "3"])
+            .arg("--data-dir")
+            .arg(dir),
+    );
+    let line = p.wait_line("listening on");
+    let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("url in banner").to_string();
+    (p, url)
+}
+
+async fn nodes_seen(url: &str) -> Option<u64> {
+    let health: serde_json::Value = reqwest::get(format!("{url}/healthz")).await.ok()?.json().await.ok()?;
+    health["cluster"]["nodes"].as_u64()
+}
+
+async fn wait_nodes_seen(urls: &[&str], n: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    for url in urls {
+        while nodes_seen(url).await != Some(n) {
+            assert!(tokio::time::Instant::now() < deadline, "{url} does not see {n} nodes");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+async fn login_at(url: &str, number: &str, name: &str) -> String {
+    use sidecall::client::api;
+    use sidecall::protocol::{LoginRequest, RegisterRequest};
+    let trust = sidecall::client::tls::Trust::from_pin(None);
+    let req = RegisterRequest {
+        number: number.into(),
+        display_name: name.into(),
+        password: PASSWORD.into(),
+        region: None,
+    };
+    api::register(url, &trust, &req).await.expect("register");
+    let req = LoginRequest {
+        number: number.into(),
+        password: PASSWORD.into(),
+        region: None,
+        device_ip: None,
+        device_name: Some("test".into()),
+    };
+    api::login(url, &trust, &req).await.expect("login").token
+}
+
+/// Waits for the client to lose its connection and come back; returns how long it was
+/// offline from noticing.
+async fn back_online(c: &mut TestClient) -> Duration {
+    c.expect("offline", |e| matches!(e, Event::Offline { .. }).then_some(())).await;
+    let noticed = std::time::Instant::now();
+    c.expect("online again", |e| matches!(e, Event::Online { .. }).then_some(())).await;
+    noticed.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_a_node_its_clients_move_and_its_sessions_end() {
+    sidecall::tls::install_default_provider();
+    let Some(db) = TestDb::create("kill").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let name = format!("test-kill-{}", std::process::id());
+    let mut nodes: Vec<(crate::cli::Proc, String)> = (0..3)
+        .map(|i| node_process(&dir.path().join(format!("n{i}")), &db.url, &name, "127.0.0.1:0"))
+        .collect();
+    let urls: Vec<String> = nodes.iter().map(|(_, u)| u.clone()).collect();
+    wait_nodes_seen(&urls.iter().map(String::as_str).collect::<Vec<_>>(), 3).await;
+    let addrs: Vec<SocketAddr> =
+        urls.iter().map(|u| u.trim_start_matches("http://").parse().expect("addr")).collect();
+    let lb = Balancer::start(addrs).await;
+
+    // Connections through the balancer: Alice lands on node 0, Bob on 1, Carol on 2.
+    let (a, b, c) = (
+        login_at(&urls[0], ALICE, "Alice").await,
+        login_at(&urls[0], BOB, "Bob").await,
+        login_at(&urls[0], CAROL, "Carol").await,
+    );
+    let mut alice = client_at(&lb.url, &a).await;
+    let mut bob = client_at(&lb.url, &b).await;
+    let mut carol = client_at(&lb.url, &c).await;
+
+    // Alice ↔ Bob active, held by Bob's node 1.
+    let req = alice.handle.dial(BOB, Offer::default());
+    let (sid_b, _, _) = bob.incoming().await;
+    bob.handle.answer(&sid_b, true);
+    assert_eq!(alice.dial_result(req).await, Outcome::Accepted);
+    alice.started().await;
+    bob.started().await;
+
+    // kill -9 node 1 mid-session.
+    let killed = std::time::Instant::now();
+    let pid = nodes[1].0.pid();
+    assert!(
+        std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().expect("kill").success()
+    );
+    let offline_for = back_online(&mut bob).await;
+    eprintln!("kill -9 mid-session: Bob online again {offline_for:?} after noticing");
+    assert!(offline_for < Duration::from_secs(2), "Bob offline for {offline_for:?} after noticing");
+    let (sid, why) = alice.ended().await;
+    assert_eq!((sid, why), (sid_b, StopReason::NodeLost));
+    eprintln!("Alice told node_lost {:?} after the kill", killed.elapsed());
+    wait_nodes_seen(&[&urls[0], &urls[2]], 2).await;
+
+    // kill -9 node 2 mid-ring (Carol's node holds Alice's request).
+    let req = alice.handle.dial(CAROL, Offer::default());
+    carol.incoming().await;
+    alice
+        .expect("pending", |e| matches!(e, Event::DialPending { req_id, .. } if *req_id == req).then_some(()))
+        .await;
+    let pid = nodes[2].0.pid();
+    assert!(
+        std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().expect("kill").success()
+    );
+    let code = alice
+        .expect("dial failed", |e| match e {
+            Event::DialFailed { req_id, code, .. } if *req_id == req => Some(*code),
+            _ => None,
+        })
+        .await;
+    assert_eq!(code, Some(ErrorCode::NodeLost));
+    let offline_for = back_online(&mut carol).await;
+    assert!(offline_for < Duration::from_secs(2), "Carol offline for {offline_for:?} after noticing");
+
+    // The nodes come back (new processes on the same ports) and rejoin; nothing stored was
+    // lost: everyone logs in with the same tokens, and a new session goes through.
+    for i in [1, 2] {
+        nodes[i] = node_process(
+            &dir.path().join(format!("n{i}")),
+            &db.url,
+            &name,
+            urls[i].trim_start_matches("http://"),
+        );
+    }
+    wait_nodes_seen(&urls.iter().map(String::as_str).collect::<Vec<_>>(), 3).await;
+    let req = alice.handle.dial(BOB, Offer::default());
+    let (sid, _, _) = bob.incoming().await;
+    bob.handle.answer(&sid, true);
+    assert_eq!(alice.dial_result(req).await, Outcome::Accepted);
+    drop(nodes);
+}
