@@ -432,6 +432,9 @@ async fn healthz(State(app): State<AppState>) -> Response {
 }
 
 async fn metrics(State(app): State<AppState>) -> Response {
+    if let Some(c) = app.hub.cluster() {
+        c.refresh_metrics();
+    }
     (
         [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         app.hub.metrics.render(),

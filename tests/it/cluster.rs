@@ -514,3 +514,147 @@ async fn kill_9_a_node_its_clients_move_and_its_sessions_end() {
     assert_eq!(alice.dial_result(req).await, Outcome::Accepted);
     drop(nodes);
 }
+
+/// A TCP forwarder to one address that the test can cut (existing connections dropped,
+/// new ones refused) and restore: a node losing its NATS or its PostgreSQL.
+pub struct Cable {
+    pub addr: SocketAddr,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<parking_lot::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Cable {
+    pub async fn to(target: SocketAddr) -> Cable {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let conns = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let (c2, conns2) = (cut.clone(), conns.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if c2.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped: refused
+                }
+                let task = tokio::spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+                conns2.lock().push(task.abort_handle());
+            }
+        });
+        Cable { addr, cut, conns }
+    }
+
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for c in self.conns.lock().drain(..) {
+            c.abort();
+        }
+    }
+
+    pub fn restore(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+async fn health(url: &str) -> (u16, serde_json::Value) {
+    let r = reqwest::get(format!("{url}/healthz")).await.expect("healthz");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or_default())
+}
+
+async fn wait_health(url: &str, want: u16) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = health(url).await;
+        if status == want {
+            return body;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "healthz of {url} stays {status}: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn metric(url: &str, name: &str) -> Option<f64> {
+    let text = reqwest::get(format!("{url}/metrics")).await.ok()?.text().await.ok()?;
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Waits (up to the lease time and a connect timeout) for a gauge to read `want`.
+async fn wait_metric(url: &str, name: &str, want: f64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+    loop {
+        let got = metric(url, name).await;
+        if got == Some(want) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{name} stays {got:?}, not {want}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_node_losing_nats_or_postgres_says_so_refuses_logins_and_recovers() {
+    sidecall::tls::install_default_provider();
+    let nats = Cable::to("127.0.0.1:4222".parse().expect("addr")).await;
+    let pg = Cable::to("127.0.0.1:5432".parse().expect("addr")).await;
+    let Some(db) = TestDb::create("cut").await else {
+        return;
+    };
+    let name = format!("test-cut-{}", std::process::id());
+    let through_pg = db.url.replace("127.0.0.1:5432", &pg.addr.to_string());
+    let start = |db_url: String, nats_url: String| {
+        let name = name.clone();
+        TestServer::start_with(move |cfg| {
+            cfg.database_url = Some(db_url);
+            cfg.cluster = Some(ClusterConfig { nats_url, name });
+        })
+    };
+    let cut_node = start(through_pg, format!("nats://{}", nats.addr)).await;
+    let other = start(db.url.clone(), NATS.into()).await;
+    let c = TestCluster { nodes: vec![cut_node, other], _db: db };
+    c.wait_for_nodes(2).await;
+    let mut alice = c.node(0).user(ALICE, "Alice").await;
+    let mut bob = c.node(1).user(BOB, "Bob").await;
+    let url = c.node(0).url.clone();
+
+    for (what, cable) in [("message bus (NATS)", &nats), ("database", &pg)] {
+        cable.cut();
+        let body = wait_health(&url, 503).await;
+        assert!(body["status"].as_str().is_some_and(|s| s.contains(what)), "{body}");
+        let up = if what.contains("NATS") { "sidecall_cluster_nats_up" } else { "sidecall_cluster_db_up" };
+        wait_metric(&url, up, 0.0).await;
+        // New logins are refused with a clear error.
+        let req = sidecall::protocol::LoginRequest {
+            number: BOB.into(),
+            password: PASSWORD.into(),
+            region: None,
+            device_ip: None,
+            device_name: None,
+        };
+        let err = sidecall::client::api::login(&url, &c.node(0).trust(), &req).await.expect_err("refused");
+        assert_eq!(err.code(), Some(ErrorCode::Unavailable), "{err}");
+        assert!(err.to_string().contains(what), "{err}");
+
+        cable.restore();
+        wait_health(&url, 200).await;
+        wait_metric(&url, up, 1.0).await;
+        c.wait_for_nodes(2).await;
+        // Recovered by itself: a session across the two nodes goes through.
+        let req = alice.handle.dial(BOB, Offer::default());
+        let (sid, _, _) = bob.incoming().await;
+        bob.handle.answer(&sid, true);
+        assert_eq!(alice.dial_result(req).await, Outcome::Accepted, "after the {what} came back");
+        alice.started().await;
+        bob.started().await;
+        alice.handle.end(&sid);
+        bob.ended().await;
+        alice.ended().await;
+    }
+}

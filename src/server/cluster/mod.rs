@@ -155,6 +155,13 @@ impl Cluster {
         Ok(())
     }
 
+    /// Brings the cluster gauges of `/metrics` up to date.
+    pub fn refresh_metrics(&self) {
+        let nats_up = self.nats.connection_state() == async_nats::connection::State::Connected;
+        self.metrics.cluster_nats_up.set(nats_up as i64);
+        self.metrics.cluster_nodes.set(self.peers().len() as i64 + 1);
+    }
+
     /// Nodes heard from lately (not counting this one).
     pub fn peers(&self) -> Vec<String> {
         let now = Instant::now();
@@ -417,9 +424,7 @@ async fn beat_loop(hub: Weak<Hub>, cluster: Arc<Cluster>, mut stop: watch::Recei
             tracing::warn!(node = %node, "cluster: node lost (no heartbeat for 2 s)");
             hub.node_lost(&node);
         }
-        let nats_up = cluster.nats.connection_state() == async_nats::connection::State::Connected;
-        cluster.metrics.cluster_nats_up.set(nats_up as i64);
-        cluster.metrics.cluster_nodes.set(cluster.peers.lock().len() as i64 + 1);
+        cluster.refresh_metrics();
         hub.sweep_remote();
     }
 }
