@@ -154,6 +154,9 @@ pub trait Store: Send + Sync + 'static {
     async fn revoked_since(&self, since_ms: i64) -> Result<Vec<(i64, String)>, StoreError>;
     /// Forgets verifications that ended more than a day ago.
     async fn prune_verifications(&self) -> Result<u64, StoreError>;
+    /// Verifications of a number created at or after `since_ms` (Unix ms): the per-number
+    /// limit, shared by every server process on the database.
+    async fn verifications_since(&self, number: &str, since_ms: i64) -> Result<i64, StoreError>;
 }
 
 pub fn now_ms() -> i64 {
@@ -617,5 +620,14 @@ impl Store for SqlStore {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
+    }
+
+    async fn verifications_since(&self, number: &str, since_ms: i64) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) FROM verifications WHERE number = $1 AND created_at >= $2")
+            .bind(number)
+            .bind(since_ms)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<i64, _>(0)?)
     }
 }

@@ -135,10 +135,12 @@ impl VerifyConfig {
 }
 
 /// The verification state a server keeps in memory (the rest is in the database).
+/// Codes sent to one number within [`CODES_WINDOW`], at most.
+pub const CODES_PER_NUMBER: i64 = 3;
+pub const CODES_WINDOW: Duration = Duration::from_secs(600);
+
 pub struct Verifier {
     pub cfg: VerifyConfig,
-    /// Codes sent to one number: 3, then one per 10 minutes.
-    per_number: KeyedLimiter<String>,
     /// Code tries from one address: 20, then one per 5 s.
     tries: KeyedLimiter<IpAddr>,
     /// Verification calls ringing: verification id → the PBX's call id (hung up once used).
@@ -147,12 +149,7 @@ pub struct Verifier {
 
 impl Verifier {
     pub fn new(cfg: VerifyConfig) -> Self {
-        Verifier {
-            cfg,
-            per_number: KeyedLimiter::new(3.0, 1.0 / 600.0),
-            tries: KeyedLimiter::new(20.0, 0.2),
-            ringing: Mutex::new(HashMap::new()),
-        }
+        Verifier { cfg, tries: KeyedLimiter::new(20.0, 0.2), ringing: Mutex::new(HashMap::new()) }
     }
 
     pub fn enabled(&self) -> bool {
@@ -190,7 +187,15 @@ pub async fn start(
     let Some(method) = v.cfg.method() else {
         return Err(ApiError::internal("verification", "not enabled"));
     };
-    if !v.per_number.check(&number) {
+    // Counted in the database, so that every node of a cluster counts the same codes.
+    let window = now_ms() - CODES_WINDOW.as_millis() as i64;
+    let sent = app
+        .hub
+        .store
+        .verifications_since(&number, window)
+        .await
+        .map_err(|e| ApiError::internal("could not read the registrations", e))?;
+    if sent >= CODES_PER_NUMBER {
         app.hub.metrics.registrations.get_or_create(&vec![("result", "rate_limited")]).inc();
         return Err(too_many("codes were sent to this number several times: wait ten minutes and try again"));
     }

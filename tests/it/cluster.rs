@@ -224,18 +224,29 @@ async fn two_devices_on_two_nodes_first_answer_wins_and_settings_follow() {
     let (sid1, _, _) = bob1.incoming().await;
     let (sid2, _, _) = bob2.incoming().await;
     assert_eq!(sid1, sid2, "one session rings on both nodes");
-    // Both answer; exactly one wins.
+    // Both answer at once; exactly one wins (whichever reaches the authority first).
     bob2.handle.answer(&sid2, true);
     bob1.handle.answer(&sid1, true);
     assert_eq!(alice.dial_result(req).await, Outcome::Accepted);
-    let (_, role, _) = bob2.started().await;
-    assert_eq!(role, Role::Callee);
-    assert_eq!(bob1.closed(&sid1).await, StopReason::AnsweredElsewhere);
-    let events = bob1.drain(Duration::from_millis(300)).await;
-    assert!(
-        !events.iter().any(|e| matches!(e, Event::SessionStarted { .. })),
-        "the second answer must not start the session too: {events:?}"
-    );
+    let mut started = 0;
+    let mut closed = 0;
+    for events in [bob1.drain(Duration::from_millis(700)).await, bob2.drain(Duration::from_millis(700)).await]
+    {
+        for e in &events {
+            match e {
+                Event::SessionStarted { role, .. } => {
+                    assert_eq!(*role, Role::Callee);
+                    started += 1;
+                }
+                Event::IncomingClosed { reason, .. } => {
+                    assert_eq!(*reason, StopReason::AnsweredElsewhere);
+                    closed += 1;
+                }
+                _ => {}
+            }
+        }
+    }
+    assert_eq!((started, closed), (1, 1), "one device of Bob starts the session, the other is told");
     alice.started().await;
 
     // A block list set on node 2 holds for requests arriving at node 0 and reaches node 1.
@@ -657,4 +668,50 @@ async fn a_node_losing_nats_or_postgres_says_so_refuses_logins_and_recovers() {
         bob.ended().await;
         alice.ended().await;
     }
+}
+
+#[tokio::test]
+async fn verification_codes_count_per_number_not_per_node() {
+    let Some(c) = TestCluster::start_with("codes", 3, |cfg| {
+        cfg.verify.mode = sidecall::server::verify::VerifyMode::Admin;
+    })
+    .await
+    else {
+        return;
+    };
+    // Verification codes for one number: three, wherever they were asked for.
+    let req = sidecall::protocol::RegisterRequest {
+        number: "+4989123456".into(),
+        display_name: "Dora".into(),
+        password: PASSWORD.into(),
+        region: None,
+    };
+    for i in 0..3 {
+        let node = c.node(i % 3);
+        sidecall::client::api::register(&node.url, &node.trust(), &req).await.expect("code sent");
+    }
+    let node = c.node(1);
+    let err =
+        sidecall::client::api::register(&node.url, &node.trust(), &req).await.expect_err("fourth refused");
+    assert_eq!(err.code(), Some(ErrorCode::RateLimited), "{err}");
+}
+
+#[tokio::test]
+async fn a_callee_rings_for_three_callers_at_most_whichever_nodes_they_are_on() {
+    let Some(c) = TestCluster::start("rings", 3).await else {
+        return;
+    };
+    let mut clients = Vec::new();
+    for (i, number) in ["+4930111111", "+4930222222", "+4930333333", "+4930444444"].iter().enumerate() {
+        clients.push(c.node(i % 3).user(number, "Caller").await);
+    }
+    let mut bob = c.node(1).user(BOB, "Bob").await;
+    for caller in clients.iter().take(3) {
+        caller.handle.dial(BOB, Offer::default());
+        bob.incoming().await;
+    }
+    let fourth = clients[3].handle.dial(BOB, Offer::default());
+    assert_eq!(clients[3].dial_result(fourth).await, Outcome::Unavailable);
+    let events = bob.drain(Duration::from_millis(300)).await;
+    assert!(!events.iter().any(|e| matches!(e, Event::Incoming { .. })), "a fourth caller rang: {events:?}");
 }
