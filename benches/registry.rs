@@ -5,6 +5,12 @@
 //!
 //!   cargo bench --bench registry                      # 10,000 clients, 1,000 requests/s, 10 s
 //!   cargo bench --bench registry -- --clients 2000 --rate 500 --seconds 5
+//!   cargo bench --bench registry -- --nodes 3           # 3 nodes × 15,000 clients, 3,000 requests/s
+//!   cargo bench --bench registry -- --nodes 7 --clients 100000
+//!
+//! With `--nodes N` (PostgreSQL and NATS on loopback, as on the development machines) it
+//! measures a cluster first (see `registry/cluster.rs`), then one node alone with as many
+//! clients as one cluster node holds, as the same run's baseline.
 //!
 //! Under `cargo test` (no `--bench` argument) it runs as a small smoke test.
 
@@ -20,19 +26,32 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+#[path = "registry/cluster.rs"]
+mod cluster;
+
 struct Opts {
     clients: usize,
     rate: u64,
     seconds: u64,
+    nodes: usize,
 }
 
 fn parse_opts() -> Opts {
     let args: Vec<String> = std::env::args().collect();
     let full = args.iter().any(|a| a == "--bench");
-    let mut o = if full {
-        Opts { clients: 10_000, rate: 1_000, seconds: 10 }
+    let nodes = args
+        .iter()
+        .position(|a| a == "--nodes")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1)
+        .max(1);
+    let mut o = if nodes > 1 {
+        Opts { clients: 15_000 * nodes, rate: 1_000 * nodes as u64, seconds: 10, nodes }
+    } else if full {
+        Opts { clients: 10_000, rate: 1_000, seconds: 10, nodes }
     } else {
-        Opts { clients: 200, rate: 200, seconds: 2 }
+        Opts { clients: 200, rate: 200, seconds: 2, nodes }
     };
     let mut it = args.iter().skip(1);
     while let Some(a) = it.next() {
@@ -241,6 +260,9 @@ async fn echo_baseline(samples: usize) -> Vec<u64> {
 const FD_MARGIN: u64 = 200;
 
 fn main() {
+    if std::env::args().any(|a| a == "--driver") {
+        return cluster::driver_main();
+    }
     let mut opts = parse_opts();
     // Every client is a socket here and one in the server: each process must be allowed one
     // file per client. Check first and say so, rather than retry "Too many open files".
@@ -252,6 +274,25 @@ fn main() {
         }
     };
     let most = limit.saturating_sub(FD_MARGIN) as usize;
+    if opts.nodes > 1 {
+        let per_node = opts.clients / opts.nodes;
+        if per_node > most {
+            println!(
+                "open-file limit {limit} per process: one node (and one driver) holds at most {most} \
+                 clients here, not {per_node}: use more nodes (--nodes) or fewer clients"
+            );
+            return;
+        }
+        eprintln!("open-file limit {limit}: {per_node} clients per node fit (room for {most})");
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let cluster_opts =
+            cluster::ClusterOpts { nodes: opts.nodes, clients: opts.clients, rate: opts.rate, seconds: opts.seconds };
+        rt.block_on(cluster::run_cluster(cluster_opts));
+        println!("one node alone, same run (baseline): {per_node} clients, {} requests/s", opts.rate / opts.nodes as u64);
+        let single = Opts { clients: per_node, rate: opts.rate / opts.nodes as u64, seconds: opts.seconds, nodes: 1 };
+        rt.block_on(run(single));
+        return;
+    }
     if opts.clients > most {
         println!(
             "open-file limit {limit} per process: one process holds at most {most} clients here \

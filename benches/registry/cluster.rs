@@ -1,0 +1,378 @@
+//! `registry --nodes N`: N `sidecall-server` nodes on one PostgreSQL and one NATS, the
+//! clients spread evenly over them, half the requests to a callee on the caller's own node
+//! and half to one on another node. One process can hold only so many sockets (the open-file
+//! limit), so the clients of each node live in a driver process of their own (this binary
+//! again, with `--driver`).
+//!
+//! Latency is measured from the caller's send to the callee's receipt of the initiation with
+//! CLOCK_MONOTONIC, which all processes on the machine share: the send time travels in the
+//! request's `call_ref`.
+
+use futures_util::{SinkExt, StreamExt};
+use sidecall::protocol::{ClientMsg, Offer, PROTOCOL_VERSION, ServerMsg};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::{number, percentile, rss_kib, token, ws_config};
+
+pub struct ClusterOpts {
+    pub nodes: usize,
+    pub clients: usize,
+    pub rate: u64,
+    pub seconds: u64,
+}
+
+/// Microseconds of CLOCK_MONOTONIC: the same clock in every process of the machine.
+fn mono_us() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the timespec it is given; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
+}
+
+async fn seed_postgres(url: &str, n: usize) {
+    let store = sidecall::server::store::SqlStore::connect(url).await.expect("migrate the bench database");
+    store.close().await;
+    let pool = sqlx::PgPool::connect(url).await.expect("connect");
+    let hash = sidecall::server::auth::hash_password("benchmark password").expect("hash");
+    for chunk in (0..n).collect::<Vec<_>>().chunks(5000) {
+        let numbers: Vec<String> = chunk.iter().map(|i| number(*i)).collect();
+        let names: Vec<String> = chunk.iter().map(|i| format!("User {i}")).collect();
+        let hashes: Vec<String> = chunk.iter().map(|_| hash.clone()).collect();
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "INSERT INTO users (number, display_name, password_hash, created_at) \
+             SELECT n, d, h, 0 FROM UNNEST($1::text[], $2::text[], $3::text[]) AS t(n, d, h) RETURNING id",
+        )
+        .bind(&numbers)
+        .bind(&names)
+        .bind(&hashes)
+        .fetch_all(&pool)
+        .await
+        .expect("insert users");
+        let tokens: Vec<String> =
+            chunk.iter().map(|i| sidecall::server::auth::token_hash(&token(*i))).collect();
+        sqlx::query(
+            "INSERT INTO devices (user_id, token_hash, observed_ip, created_at, last_seen_at) \
+             SELECT u, t, '127.0.0.1', 0, 0 FROM UNNEST($1::bigint[], $2::text[]) AS x(u, t)",
+        )
+        .bind(&ids)
+        .bind(&tokens)
+        .execute(&pool)
+        .await
+        .expect("insert devices");
+    }
+    pool.close().await;
+}
+
+fn start_node(dir: &std::path::Path, db: &str, cluster: &str) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sidecall-server"))
+        .args(["--listen", "127.0.0.1:0", "--no-relay", "--verify", "none", "--log", "warn"])
+        .args(["--heartbeat", "30", "--connections-per-address", "100000"])
+        .args(["--database-url", db, "--nats", "nats://127.0.0.1:4222", "--cluster-name", cluster])
+        .arg("--data-dir")
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start a node");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let url = loop {
+        let line = lines.next().expect("node banner").expect("read banner");
+        if let Some(u) = line.split_whitespace().find(|w| w.starts_with("http://")) {
+            break u.to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (child, url)
+}
+
+async fn nodes_seen(url: &str) -> Option<u64> {
+    let health: serde_json::Value = reqwest::get(format!("{url}/healthz")).await.ok()?.json().await.ok()?;
+    health["cluster"]["nodes"].as_u64()
+}
+
+/// Latencies (µs) one driver measured at its callees.
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct Measured {
+    same: Vec<u64>,
+    cross: Vec<u64>,
+    sent: usize,
+    outcomes: usize,
+}
+
+pub async fn run_cluster(o: ClusterOpts) {
+    sidecall::tls::install_default_provider();
+    let base = std::env::var("SIDECALL_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let admin = sqlx::PgPool::connect(&format!("{base}/test")).await.expect("PostgreSQL at 127.0.0.1:5432");
+    let db_name = format!("sidecall_bench_{}", std::process::id());
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)")).execute(&admin).await.expect("drop");
+    sqlx::query(&format!("CREATE DATABASE {db_name}")).execute(&admin).await.expect("create");
+    let db = format!("{base}/{db_name}");
+    let per_node = o.clients / o.nodes;
+    let total = per_node * o.nodes;
+    eprintln!("seeding {total} accounts in PostgreSQL…");
+    seed_postgres(&db, total).await;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = format!("bench-{}", std::process::id());
+    let mut nodes: Vec<(Child, String)> =
+        (0..o.nodes).map(|i| start_node(&dir.path().join(format!("n{i}")), &db, &cluster)).collect();
+    let t = Instant::now();
+    for (_, url) in &nodes {
+        while nodes_seen(url).await != Some(o.nodes as u64) {
+            assert!(t.elapsed() < Duration::from_secs(20), "the nodes do not see each other");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let idle: Vec<u64> = nodes.iter().map(|(c, _)| rss_kib(c.id())).collect();
+
+    eprintln!("connecting {per_node} clients to each of {} nodes (a driver process each)…", o.nodes);
+    let exe = std::env::current_exe().expect("own path");
+    let t_connect = Instant::now();
+    let mut drivers: Vec<(Child, std::path::PathBuf)> = Vec::new();
+    for (k, (_, url)) in nodes.iter().enumerate() {
+        let out = dir.path().join(format!("driver{k}.json"));
+        let child = Command::new(&exe)
+            .arg("--driver")
+            .args(["--ws", &sidecall::client::api::websocket_url(url).expect("ws url")])
+            .args(["--node", &k.to_string(), "--nodes", &o.nodes.to_string()])
+            .args(["--per-node", &per_node.to_string()])
+            .args(["--rate", &(o.rate / o.nodes as u64).max(1).to_string(), "--seconds", &o.seconds.to_string()])
+            .arg("--out")
+            .arg(&out)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start a driver");
+        drivers.push((child, out));
+    }
+    let mut outs = Vec::new();
+    for (child, _) in drivers.iter_mut() {
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = lines.next().and_then(Result::ok).unwrap_or_default();
+        assert!(line.starts_with("ready"), "a driver did not connect its clients: {line}");
+        outs.push(lines);
+    }
+    let connect_secs = t_connect.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let online: Vec<u64> = nodes.iter().map(|(c, _)| rss_kib(c.id())).collect();
+
+    eprintln!("driving {} requests/s for {} s…", o.rate, o.seconds);
+    for (child, _) in drivers.iter_mut() {
+        let stdin = child.stdin.as_mut().expect("stdin");
+        let _ = writeln!(stdin, "go");
+        let _ = stdin.flush();
+    }
+    let mut all = Measured::default();
+    for ((child, out), mut lines) in drivers.into_iter().zip(outs) {
+        let _ = lines.next();
+        let mut child = child;
+        let _ = child.wait();
+        let m: Measured = serde_json::from_slice(&std::fs::read(&out).expect("driver results")).expect("results");
+        all.same.extend(m.same);
+        all.cross.extend(m.cross);
+        all.sent += m.sent;
+        all.outcomes += m.outcomes;
+    }
+    for (child, _) in nodes.iter_mut() {
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let _ = child.wait();
+    }
+    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)")).execute(&admin).await;
+
+    all.same.sort_unstable();
+    all.cross.sort_unstable();
+    let ms = |v: &[u64], p: f64| percentile(v, p) as f64 / 1000.0;
+    println!("sidecall registry benchmark, {} nodes (PostgreSQL + NATS)", o.nodes);
+    println!("  online clients          {total} ({per_node} per node, connected in {connect_secs:.1} s)");
+    println!(
+        "  access requests         {} sent at {} requests/s, {} initiations delivered ({} same-node, {} cross-node)",
+        all.sent,
+        o.rate,
+        all.same.len() + all.cross.len(),
+        all.same.len(),
+        all.cross.len()
+    );
+    println!(
+        "  initiation latency      cross-node p50 {:.3} ms, p99 {:.3} ms (goal p99 ≤ 5 ms: {:.2}x)",
+        ms(&all.cross, 0.5),
+        ms(&all.cross, 0.99),
+        ms(&all.cross, 0.99) / 5.0
+    );
+    println!(
+        "                          same-node  p50 {:.3} ms, p99 {:.3} ms",
+        ms(&all.same, 0.5),
+        ms(&all.same, 0.99)
+    );
+    for (k, (i, on)) in idle.iter().zip(&online).enumerate() {
+        let per = on.saturating_sub(*i) as f64 * 1024.0 / per_node.max(1) as f64;
+        println!(
+            "  node {k} RSS              idle {i} KiB, online {on} KiB: {:.1} KB per client (goal 20 KB: {:.2}x)",
+            per / 1000.0,
+            per / 20_000.0
+        );
+    }
+}
+
+/// One driver process: `per_node` clients on one node; then, on `go`, requests at `rate`.
+pub fn driver_main() {
+    let args: Vec<String> = std::env::args().collect();
+    let get = |name: &str| {
+        args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned().unwrap_or_default()
+    };
+    let ws = get("--ws");
+    let node: usize = get("--node").parse().unwrap_or(0);
+    let nodes: usize = get("--nodes").parse().unwrap_or(1);
+    let per_node: usize = get("--per-node").parse().unwrap_or(1);
+    let rate: u64 = get("--rate").parse().unwrap_or(100);
+    let seconds: u64 = get("--seconds").parse().unwrap_or(5);
+    let out = std::path::PathBuf::from(get("--out"));
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(drive(ws, node, nodes, per_node, rate, seconds, out));
+}
+
+struct Counters {
+    connected: AtomicUsize,
+    outcomes: AtomicUsize,
+    same: std::sync::Mutex<Vec<u64>>,
+    cross: std::sync::Mutex<Vec<u64>>,
+}
+
+async fn client(i: usize, ws_url: String, c: Arc<Counters>, mut rx: mpsc::Receiver<String>) {
+    let mut ws = loop {
+        match tokio_tungstenite::connect_async_with_config(&ws_url, Some(ws_config()), true).await {
+            Ok((ws, _)) => break ws,
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    let hello = ClientMsg::Hello { protocol: PROTOCOL_VERSION, token: token(i), device_ip: None };
+    let _ = ws.send(Message::text(serde_json::to_string(&hello).unwrap_or_default())).await;
+    loop {
+        tokio::select! {
+            frame = ws.next() => {
+                let Some(Ok(Message::Text(text))) = frame else {
+                    if frame.is_none() { return; }
+                    continue;
+                };
+                let Ok(msg) = serde_json::from_str::<ServerMsg>(text.as_str()) else { continue };
+                match msg {
+                    ServerMsg::Welcome { .. } => { c.connected.fetch_add(1, Ordering::Relaxed); }
+                    ServerMsg::Initiation { session_id, call_ref, .. } => {
+                        let now = mono_us();
+                        if let Some((sent, cross)) = call_ref.as_deref().and_then(read_ref) {
+                            let list = if cross { &c.cross } else { &c.same };
+                            list.lock().expect("lock").push(now.saturating_sub(sent));
+                        }
+                        let answer = ClientMsg::Answer { session_id, accept: false };
+                        let _ = ws.send(Message::text(serde_json::to_string(&answer).unwrap_or_default())).await;
+                    }
+                    ServerMsg::AccessOutcome { .. } => { c.outcomes.fetch_add(1, Ordering::Relaxed); }
+                    _ => {}
+                }
+            }
+            out = rx.recv() => {
+                let Some(text) = out else { let _ = ws.close(None).await; return };
+                if ws.send(Message::text(text)).await.is_err() { return; }
+            }
+        }
+    }
+}
+
+/// `b:SENT_US:CROSS` → (sent, cross).
+fn read_ref(r: &str) -> Option<(u64, bool)> {
+    let mut parts = r.strip_prefix("b:")?.split(':');
+    let sent = parts.next()?.parse().ok()?;
+    let cross = parts.next()? == "1";
+    Some((sent, cross))
+}
+
+async fn drive(
+    ws: String,
+    node: usize,
+    nodes: usize,
+    per_node: usize,
+    rate: u64,
+    seconds: u64,
+    out: std::path::PathBuf,
+) {
+    let c = Arc::new(Counters {
+        connected: AtomicUsize::new(0),
+        outcomes: AtomicUsize::new(0),
+        same: std::sync::Mutex::new(Vec::new()),
+        cross: std::sync::Mutex::new(Vec::new()),
+    });
+    let first = node * per_node;
+    let mut senders = Vec::with_capacity(per_node);
+    for k in 0..per_node {
+        let (tx, rx) = mpsc::channel(8);
+        senders.push(tx);
+        tokio::spawn(client(first + k, ws.clone(), c.clone(), rx));
+        if k % 250 == 249 {
+            while c.connected.load(Ordering::Relaxed) + 50 < k {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+    let t = Instant::now();
+    while c.connected.load(Ordering::Relaxed) < per_node && t.elapsed() < Duration::from_secs(300) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!("ready {}", c.connected.load(Ordering::Relaxed));
+    let _ = std::io::stdout().flush();
+    // Wait for "go" on stdin (a blocking read, off the runtime's threads).
+    let _ = tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+    })
+    .await;
+
+    let interval = Duration::from_nanos(1_000_000_000 / rate.max(1));
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let total = (rate * seconds) as usize;
+    let mut sent = 0usize;
+    let mut seq = node * 1_000_003;
+    while sent < total {
+        ticker.tick().await;
+        seq += 1;
+        let caller = (seq * 7919) % per_node;
+        let cross = nodes > 1 && seq % 2 == 0;
+        let callee_node = if cross { (node + 1 + seq % (nodes - 1)) % nodes } else { node };
+        let mut callee = (seq * 104_729) % per_node;
+        if !cross && callee == caller {
+            callee = (callee + 1) % per_node;
+        }
+        let req = ClientMsg::AccessRequest {
+            req_id: seq as u64,
+            target: number(callee_node * per_node + callee),
+            offer: Offer { files: true, video: false },
+            region: None,
+            call_ref: Some(format!("b:{}:{}", mono_us(), cross as u8)),
+            place_call: false,
+        };
+        if senders[caller].try_send(serde_json::to_string(&req).unwrap_or_default()).is_ok() {
+            sent += 1;
+        }
+    }
+    // Let the last initiations (also from the other drivers) arrive.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let m = Measured {
+        same: std::mem::take(&mut *c.same.lock().expect("lock")),
+        cross: std::mem::take(&mut *c.cross.lock().expect("lock")),
+        sent,
+        outcomes: c.outcomes.load(Ordering::Relaxed),
+    };
+    let _ = std::fs::write(&out, serde_json::to_vec(&m).unwrap_or_default());
+    println!("done");
+    drop(senders);
+}
