@@ -92,6 +92,30 @@ fn start_node(dir: &std::path::Path, db: &str, cluster: &str) -> (Child, String)
     (child, url)
 }
 
+/// CPU seconds (user + system) a process used so far.
+fn cpu_secs(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command (which may hold spaces) in parentheses.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the command.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11) + ticks(12)) / hz.max(1.0)
+}
+
+/// CPU seconds of every process with this name (PostgreSQL's backends, NATS).
+fn cpu_of(name: &str) -> f64 {
+    let Ok(out) = Command::new("pgrep").args(["-x", name]).output() else {
+        return 0.0;
+    };
+    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.trim().parse::<u32>().ok()).map(cpu_secs).sum()
+}
+
 async fn nodes_seen(url: &str) -> Option<u64> {
     let health: serde_json::Value = reqwest::get(format!("{url}/healthz")).await.ok()?.json().await.ok()?;
     health["cluster"]["nodes"].as_u64()
@@ -155,26 +179,40 @@ pub async fn run_cluster(o: ClusterOpts) {
         drivers.push((child, out));
     }
     let mut outs = Vec::new();
+    let mut reached = 0usize;
     for (child, _) in drivers.iter_mut() {
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
         let line = lines.next().and_then(Result::ok).unwrap_or_default();
-        assert!(line.starts_with("ready"), "a driver did not connect its clients: {line}");
+        reached += line.strip_prefix("ready ").and_then(|n| n.trim().parse::<usize>().ok()).unwrap_or(0);
         outs.push(lines);
+    }
+    if reached < total {
+        println!(
+            "  reached {reached} of {total} online: the rest did not connect within 5 minutes \
+             (memory available now: {} MB)",
+            mem_available_mb()
+        );
     }
     let connect_secs = t_connect.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let online: Vec<u64> = nodes.iter().map(|(c, _)| rss_kib(c.id())).collect();
 
     eprintln!("driving {} requests/s for {} s…", o.rate, o.seconds);
+    let node_pids: Vec<u32> = nodes.iter().map(|(c, _)| c.id()).collect();
+    let driver_pids: Vec<u32> = drivers.iter().map(|(c, _)| c.id()).collect();
+    let cpu = |pids: &[u32]| pids.iter().map(|p| cpu_secs(*p)).sum::<f64>();
+    let before = (cpu(&node_pids), cpu(&driver_pids), cpu_of("postgres"), cpu_of("nats-server"));
     for (child, _) in drivers.iter_mut() {
         let stdin = child.stdin.as_mut().expect("stdin");
         let _ = writeln!(stdin, "go");
         let _ = stdin.flush();
     }
     let mut all = Measured::default();
+    let mut after = None;
     for ((child, out), mut lines) in drivers.into_iter().zip(outs) {
         let _ = lines.next();
+        after.get_or_insert_with(|| (cpu(&node_pids), cpu(&driver_pids), cpu_of("postgres"), cpu_of("nats-server")));
         let mut child = child;
         let _ = child.wait();
         let m: Measured = serde_json::from_slice(&std::fs::read(&out).expect("driver results")).expect("results");
@@ -213,6 +251,19 @@ pub async fn run_cluster(o: ClusterOpts) {
         ms(&all.same, 0.5),
         ms(&all.same, 0.99)
     );
+    if let Some(a) = after {
+        let per_k = |x: f64, y: f64| (x - y) * 1000.0 / all.sent.max(1) as f64 * 1000.0;
+        println!(
+            "  CPU per request         nodes {:.0} µs, PostgreSQL {:.0} µs, NATS {:.0} µs, benchmark clients {:.0} µs \
+             ({} cores here)",
+            per_k(a.0, before.0),
+            per_k(a.2, before.2),
+            per_k(a.3, before.3),
+            per_k(a.1, before.1),
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+        );
+    }
+    println!("  memory available        {} MB after the run", mem_available_mb());
     for (k, (i, on)) in idle.iter().zip(&online).enumerate() {
         let per = on.saturating_sub(*i) as f64 * 1024.0 / per_node.max(1) as f64;
         println!(
@@ -375,4 +426,16 @@ async fn drive(
     let _ = std::fs::write(&out, serde_json::to_vec(&m).unwrap_or_default());
     println!("done");
     drop(senders);
+}
+
+fn mem_available_mb() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemAvailable:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+        })
+        .map(|kb| kb / 1024)
+        .unwrap_or(0)
 }

@@ -279,6 +279,10 @@ pub async fn connection(hub: Arc<Hub>, mut socket: WebSocket, observed_ip: IpAdd
     hub.disconnect(device_id, conn_id);
     if let Some(c) = &cluster {
         c.unregister(device_id, conn_id).await;
+        // Unless a newer connection of the device took over meanwhile.
+        if !hub.is_online(device_id) {
+            c.announce_offline(device_id);
+        }
     }
     tracing::debug!(device_id, "device offline");
 }
@@ -293,7 +297,11 @@ async fn present(c: &crate::server::cluster::Cluster, login: &Login, conn_id: u6
         reported_ip: login.reported_ip,
         observed_ip: login.observed_ip,
     };
-    match c.register(&row, &login.number, conn_id).await {
+    let registered = c.register(&row, &login.number, conn_id).await;
+    if registered.is_ok() {
+        c.announce_online(&login.number, row);
+    }
+    match registered {
         Ok(Some(old)) if *old != *c.node => {
             let kick = crate::server::cluster::wire::NodeMsg::Kick {
                 device: login.device_id,

@@ -121,4 +121,8 @@ pub enum AllMsg {
         code: u16,
         reason: String,
     },
+    /// A device logged in at `row.node` (every node keeps a copy of the presence table).
+    Online { number: String, row: PresenceRow },
+    /// A device's connection at `node` ended.
+    Offline { device: i64, node: String },
 }

@@ -961,6 +961,11 @@ impl Hub {
         }
     }
 
+    /// Whether a device is connected to this node.
+    pub fn is_online(&self, device_id: i64) -> bool {
+        matches!(self.inner.lock().devices.get(&device_id), Some(DeviceConn { link: Link::Local(_), .. }))
+    }
+
     /// Devices connected to this node.
     pub fn online_devices(&self) -> usize {
         self.inner.lock().local_devices
