@@ -285,11 +285,19 @@ fn main() {
         }
         eprintln!("open-file limit {limit}: {per_node} clients per node fit (room for {most})");
         let rt = tokio::runtime::Runtime::new().expect("runtime");
-        let cluster_opts =
-            cluster::ClusterOpts { nodes: opts.nodes, clients: opts.clients, rate: opts.rate, seconds: opts.seconds };
+        let cluster_opts = cluster::ClusterOpts {
+            nodes: opts.nodes,
+            clients: opts.clients,
+            rate: opts.rate,
+            seconds: opts.seconds,
+        };
         rt.block_on(cluster::run_cluster(cluster_opts));
-        println!("one node alone, same run (baseline): {per_node} clients, {} requests/s", opts.rate / opts.nodes as u64);
-        let single = Opts { clients: per_node, rate: opts.rate / opts.nodes as u64, seconds: opts.seconds, nodes: 1 };
+        println!(
+            "one node alone, same run (baseline): {per_node} clients, {} requests/s",
+            opts.rate / opts.nodes as u64
+        );
+        let single =
+            Opts { clients: per_node, rate: opts.rate / opts.nodes as u64, seconds: opts.seconds, nodes: 1 };
         rt.block_on(run(single));
         return;
     }

@@ -113,7 +113,11 @@ fn cpu_of(name: &str) -> f64 {
     let Ok(out) = Command::new("pgrep").args(["-x", name]).output() else {
         return 0.0;
     };
-    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.trim().parse::<u32>().ok()).map(cpu_secs).sum()
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse::<u32>().ok())
+        .map(cpu_secs)
+        .sum()
 }
 
 async fn nodes_seen(url: &str) -> Option<u64> {
@@ -132,10 +136,14 @@ struct Measured {
 
 pub async fn run_cluster(o: ClusterOpts) {
     sidecall::tls::install_default_provider();
-    let base = std::env::var("SIDECALL_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let base = std::env::var("SIDECALL_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
     let admin = sqlx::PgPool::connect(&format!("{base}/test")).await.expect("PostgreSQL at 127.0.0.1:5432");
     let db_name = format!("sidecall_bench_{}", std::process::id());
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)")).execute(&admin).await.expect("drop");
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
+        .execute(&admin)
+        .await
+        .expect("drop");
     sqlx::query(&format!("CREATE DATABASE {db_name}")).execute(&admin).await.expect("create");
     let db = format!("{base}/{db_name}");
     let per_node = o.clients / o.nodes;
@@ -145,10 +153,10 @@ pub async fn run_cluster(o: ClusterOpts) {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let cluster = format!("bench-{}", std::process::id());
-    let mut nodes: Vec<(Child, String)> =
-        (0..o.nodes).map(|i| start_node(&dir.path().join(format!("n{i}")), &db, &cluster)).collect();
+    let mut nodes =
+        Nodes((0..o.nodes).map(|i| start_node(&dir.path().join(format!("n{i}")), &db, &cluster)).collect());
     let t = Instant::now();
-    for (_, url) in &nodes {
+    for (_, url) in nodes.iter() {
         while nodes_seen(url).await != Some(o.nodes as u64) {
             assert!(t.elapsed() < Duration::from_secs(20), "the nodes do not see each other");
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -168,7 +176,12 @@ pub async fn run_cluster(o: ClusterOpts) {
             .args(["--ws", &sidecall::client::api::websocket_url(url).expect("ws url")])
             .args(["--node", &k.to_string(), "--nodes", &o.nodes.to_string()])
             .args(["--per-node", &per_node.to_string()])
-            .args(["--rate", &(o.rate / o.nodes as u64).max(1).to_string(), "--seconds", &o.seconds.to_string()])
+            .args([
+                "--rate",
+                &(o.rate / o.nodes as u64).max(1).to_string(),
+                "--seconds",
+                &o.seconds.to_string(),
+            ])
             .arg("--out")
             .arg(&out)
             .stdin(Stdio::piped())
@@ -212,19 +225,19 @@ pub async fn run_cluster(o: ClusterOpts) {
     let mut after = None;
     for ((child, out), mut lines) in drivers.into_iter().zip(outs) {
         let _ = lines.next();
-        after.get_or_insert_with(|| (cpu(&node_pids), cpu(&driver_pids), cpu_of("postgres"), cpu_of("nats-server")));
+        after.get_or_insert_with(|| {
+            (cpu(&node_pids), cpu(&driver_pids), cpu_of("postgres"), cpu_of("nats-server"))
+        });
         let mut child = child;
         let _ = child.wait();
-        let m: Measured = serde_json::from_slice(&std::fs::read(&out).expect("driver results")).expect("results");
+        let m: Measured =
+            serde_json::from_slice(&std::fs::read(&out).expect("driver results")).expect("results");
         all.same.extend(m.same);
         all.cross.extend(m.cross);
         all.sent += m.sent;
         all.outcomes += m.outcomes;
     }
-    for (child, _) in nodes.iter_mut() {
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-        let _ = child.wait();
-    }
+    drop(nodes);
     let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)")).execute(&admin).await;
 
     all.same.sort_unstable();
@@ -438,4 +451,25 @@ fn mem_available_mb() -> u64 {
         })
         .map(|kb| kb / 1024)
         .unwrap_or(0)
+}
+
+/// The node processes; stopped when dropped, also when the benchmark fails halfway.
+struct Nodes(Vec<(Child, String)>);
+
+impl std::ops::Deref for Nodes {
+    type Target = Vec<(Child, String)>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for (child, _) in self.0.iter_mut() {
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        }
+        for (child, _) in self.0.iter_mut() {
+            let _ = child.wait();
+        }
+    }
 }

@@ -297,9 +297,12 @@ async fn present(c: &crate::server::cluster::Cluster, login: &Login, conn_id: u6
         reported_ip: login.reported_ip,
         observed_ip: login.observed_ip,
     };
+    // The other nodes hear of it first (their copy of the table routes requests), then it is
+    // written down; a failed write takes it back.
+    c.announce_online(&login.number, row.clone());
     let registered = c.register(&row, &login.number, conn_id).await;
-    if registered.is_ok() {
-        c.announce_online(&login.number, row);
+    if registered.is_err() {
+        c.announce_offline(login.device_id);
     }
     match registered {
         Ok(Some(old)) if *old != *c.node => {

@@ -114,6 +114,19 @@ impl TestCluster {
     pub fn node(&self, i: usize) -> &TestServer {
         &self.nodes[i]
     }
+
+    /// Waits until every node knows `n` online devices of `number`. A login reaches the
+    /// other nodes' copies of the presence table a moment after its `welcome`.
+    pub async fn wait_presence(&self, number: &str, n: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        for s in self.nodes.iter().filter_map(|s| s.running.as_ref()) {
+            let c = s.hub.cluster().expect("cluster");
+            while c.lookup(number).await.map(|r| r.len()).unwrap_or(0) != n {
+                assert!(tokio::time::Instant::now() < deadline, "{number} is not on {n} devices everywhere");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
 }
 
 /// The session id names its authority: the node holding the callee's device.
@@ -219,6 +232,7 @@ async fn two_devices_on_two_nodes_first_answer_wins_and_settings_follow() {
     let bob2_token = c.node(2).login(BOB, None).await;
     let mut bob1 = c.node(1).client(&bob1_token, None).await;
     let mut bob2 = c.node(2).client(&bob2_token, None).await;
+    c.wait_presence(BOB, 2).await;
 
     let req = alice.handle.dial(BOB, Offer::default());
     let (sid1, _, _) = bob1.incoming().await;

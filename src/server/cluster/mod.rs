@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
-use wire::{AllMsg, NodeMsg, PresenceRow, RingRequest};
+use wire::{AllMsg, NodeMsg, PresenceRow};
 
 /// How often a node beats on NATS and renews its lease.
 pub const BEAT: Duration = Duration::from_millis(500);
@@ -44,8 +44,6 @@ pub const LOST_AFTER: Duration = Duration::from_secs(2);
 const LEASE: &str = "3 seconds";
 /// Messages waiting to be published; beyond that they are dropped (and logged).
 const OUT_QUEUE: usize = 65_536;
-/// How long a node waits for another to take a ring request.
-const RING_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Debug)]
 pub struct ClusterConfig {
@@ -77,6 +75,9 @@ pub struct Cluster {
     prefix: String,
     nats: async_nats::Client,
     pool: PgPool,
+    /// The lease has a connection of its own: a burst of logins or logouts queueing for
+    /// the main pool must not make the node look unreachable.
+    lease_pool: PgPool,
     out: mpsc::Sender<Outgoing>,
     /// Other nodes and when they last beat.
     peers: Mutex<HashMap<String, Instant>>,
@@ -116,12 +117,15 @@ impl Cluster {
             .retry_on_initial_connect()
             .max_reconnects(None)
             .reconnect_delay_callback(|n| Duration::from_millis((100 * 2u64.pow(n.min(4) as u32)).min(1000)))
-            .request_timeout(Some(RING_TIMEOUT))
             .connect(cfg.nats_url.as_str())
             .await
             .map_err(|e| nats_err(e.to_string()))?;
         let pool = PgPoolOptions::new()
             .max_connections(8)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_lazy(database_url)?;
+        let lease_pool = PgPoolOptions::new()
+            .max_connections(1)
             .acquire_timeout(Duration::from_secs(2))
             .connect_lazy(database_url)?;
         let (out, out_rx) = mpsc::channel(OUT_QUEUE);
@@ -130,6 +134,7 @@ impl Cluster {
             prefix: cfg.name.clone(),
             nats,
             pool,
+            lease_pool,
             out,
             peers: Mutex::new(HashMap::new()),
             db_up: AtomicBool::new(false),
@@ -189,6 +194,25 @@ impl Cluster {
         self.queue(self.node_subject(node), msg);
     }
 
+    /// Queues messages for other nodes, those for one node as one NATS message, in order.
+    pub fn send_all(&self, msgs: Vec<(Arc<str>, NodeMsg)>) {
+        let mut by_node: Vec<(Arc<str>, Vec<NodeMsg>)> = Vec::new();
+        for (node, msg) in msgs {
+            match by_node.iter_mut().find(|(n, _)| *n == node) {
+                Some((_, list)) => list.push(msg),
+                None => by_node.push((node, vec![msg])),
+            }
+        }
+        for (node, list) in by_node {
+            let subject = self.node_subject(&node);
+            if list.len() == 1 {
+                self.queue(subject, &list[0]);
+            } else {
+                self.queue(subject, &list);
+            }
+        }
+    }
+
     /// Queues a message for every node.
     pub fn broadcast(&self, msg: &AllMsg) {
         self.queue(format!("{}.all", self.prefix), msg);
@@ -202,15 +226,6 @@ impl Cluster {
         if self.out.try_send(Outgoing { subject, payload }).is_err() {
             self.metrics.cluster_dropped.inc();
             tracing::warn!("cluster queue full: a message to another node was dropped");
-        }
-    }
-
-    /// Hands a request to the callee's authority; `Err` when it did not take it in time.
-    pub async fn ring(&self, node: &str, req: RingRequest) -> Result<(), String> {
-        let payload = serde_json::to_vec(&NodeMsg::Ring(Box::new(req))).map_err(|e| e.to_string())?;
-        match self.nats.request(self.node_subject(node), Bytes::from(payload)).await {
-            Ok(_) => Ok(()),
-            Err(e) => Err(e.to_string()),
         }
     }
 
@@ -265,7 +280,11 @@ impl Cluster {
             if p.synced {
                 let rows = p.by_number.get(number).cloned().unwrap_or_default();
                 drop(p);
-                return Ok(rows.into_iter().filter(|r| self.alive(&r.node)).collect());
+                let rows: Vec<PresenceRow> = rows.into_iter().filter(|r| self.alive(&r.node)).collect();
+                // None here may be a login whose broadcast is still on its way: ask the table.
+                if !rows.is_empty() {
+                    return Ok(rows);
+                }
             }
         }
         self.lookup_db(number).await
@@ -364,7 +383,7 @@ impl Cluster {
              ON CONFLICT (node_id) DO UPDATE SET expires_at = EXCLUDED.expires_at"
         ))
         .bind(&*self.node)
-        .execute(&self.pool)
+        .execute(&self.lease_pool)
         .await;
         let up = match done {
             Ok(_) => true,
@@ -411,11 +430,47 @@ impl Cluster {
     }
 }
 
+/// Most messages sent as one NATS message.
+const BATCH: usize = 64;
+
+/// Publishes queued messages in order. Under load several wait at once: those for one
+/// subject go out as one NATS message (a JSON array), which costs NATS and both nodes far
+/// less than one message each.
 async fn publish_loop(nats: async_nats::Client, mut rx: mpsc::Receiver<Outgoing>) {
-    while let Some(m) = rx.recv().await {
-        if let Err(e) = nats.publish(m.subject, m.payload).await {
-            tracing::debug!("cluster publish failed: {e}");
+    let mut waiting: Vec<Outgoing> = Vec::with_capacity(BATCH);
+    while rx.recv_many(&mut waiting, BATCH).await > 0 {
+        let mut rest = waiting.drain(..).peekable();
+        while let Some(first) = rest.next() {
+            let mut same = Vec::new();
+            while let Some(next) = rest.next_if(|m| m.subject == first.subject) {
+                same.push(next.payload);
+            }
+            let payload = if same.is_empty() {
+                first.payload
+            } else {
+                let mut joined = Vec::with_capacity(first.payload.len() * (same.len() + 1) + 2);
+                joined.push(b'[');
+                joined.extend_from_slice(&first.payload);
+                for p in same {
+                    joined.push(b',');
+                    joined.extend_from_slice(&p);
+                }
+                joined.push(b']');
+                Bytes::from(joined)
+            };
+            if let Err(e) = nats.publish(first.subject, payload).await {
+                tracing::debug!("cluster publish failed: {e}");
+            }
         }
+    }
+}
+
+/// One message, or several sent as one (see [`publish_loop`]).
+fn decode_batch<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<Vec<T>, serde_json::Error> {
+    if payload.first() == Some(&b'[') {
+        serde_json::from_slice(payload)
+    } else {
+        serde_json::from_slice(payload).map(|one| vec![one])
     }
 }
 
@@ -423,7 +478,7 @@ async fn node_loop(hub: Weak<Hub>, cluster: Arc<Cluster>, mut sub: async_nats::S
     use futures_util::StreamExt;
     while let Some(msg) = sub.next().await {
         let Some(hub) = hub.upgrade() else { break };
-        let decoded: NodeMsg = match serde_json::from_slice(&msg.payload) {
+        let decoded: Vec<NodeMsg> = match decode_batch(&msg.payload) {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!("unreadable message from another node: {e}");
@@ -431,7 +486,9 @@ async fn node_loop(hub: Weak<Hub>, cluster: Arc<Cluster>, mut sub: async_nats::S
             }
         };
         let reply = msg.reply.clone();
-        hub.from_node(decoded);
+        for m in decoded {
+            hub.from_node(m);
+        }
         if let Some(reply) = reply {
             let _ = cluster.nats.publish(reply, Bytes::from_static(b"ok")).await;
         }
@@ -442,13 +499,21 @@ async fn all_loop(hub: Weak<Hub>, cluster: Arc<Cluster>, mut sub: async_nats::Su
     use futures_util::StreamExt;
     while let Some(msg) = sub.next().await {
         let Some(hub) = hub.upgrade() else { break };
-        let decoded: AllMsg = match serde_json::from_slice(&msg.payload) {
+        let decoded: Vec<AllMsg> = match decode_batch(&msg.payload) {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!("unreadable cluster broadcast: {e}");
                 continue;
             }
         };
+        for m in decoded {
+            all_msg(&hub, &cluster, m);
+        }
+    }
+}
+
+fn all_msg(hub: &Arc<Hub>, cluster: &Arc<Cluster>, decoded: AllMsg) {
+    {
         match decoded {
             AllMsg::Beat { node } if node != *cluster.node => {
                 let new = cluster.peers.lock().insert(node.clone(), Instant::now()).is_none();

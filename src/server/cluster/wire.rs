@@ -122,7 +122,13 @@ pub enum AllMsg {
         reason: String,
     },
     /// A device logged in at `row.node` (every node keeps a copy of the presence table).
-    Online { number: String, row: PresenceRow },
+    Online {
+        number: String,
+        row: PresenceRow,
+    },
     /// A device's connection at `node` ended.
-    Offline { device: i64, node: String },
+    Offline {
+        device: i64,
+        node: String,
+    },
 }

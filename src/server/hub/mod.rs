@@ -176,6 +176,38 @@ struct Inner {
     remote_sessions: HashMap<(SessionId, i64), remote::RemotePart>,
     /// Devices connected to this node.
     local_devices: usize,
+    /// Cluster: messages for other nodes, sent when the lock is released (those for one
+    /// node as one NATS message).
+    outbox: Vec<(Arc<str>, crate::server::cluster::wire::NodeMsg)>,
+    /// Cluster: requests handed to another node that has not rung anyone for them yet.
+    pending_rings: HashMap<SessionId, remote::PendingRing>,
+}
+
+/// The hub's lock; releasing it sends what the work done under it has for other nodes.
+struct Locked<'a>(parking_lot::MutexGuard<'a, Inner>);
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut Inner {
+        &mut self.0
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        if !self.0.outbox.is_empty() {
+            let out = std::mem::take(&mut self.0.outbox);
+            if let Some(c) = &self.0.cluster {
+                c.send_all(out);
+            }
+        }
+    }
 }
 
 /// An access request as the caller sent it.
@@ -256,9 +288,8 @@ impl Inner {
                     device: device_id,
                     text: text.as_str().to_owned(),
                 };
-                if let Some(c) = &self.cluster {
-                    c.send(node, &msg);
-                }
+                let node = node.clone();
+                self.outbox.push((node, msg));
                 return true;
             }
         };
@@ -292,11 +323,12 @@ impl Inner {
             return;
         };
         dev.sessions.retain(|s| s != id);
-        if let (Link::Remote(node), Some(c)) = (&dev.link, &self.cluster) {
-            c.send(
+        if let Link::Remote(node) = &dev.link {
+            let node = node.clone();
+            self.outbox.push((
                 node,
-                &crate::server::cluster::wire::NodeMsg::Detach { device: device_id, session: id.clone() },
-            );
+                crate::server::cluster::wire::NodeMsg::Detach { device: device_id, session: id.clone() },
+            ));
         }
     }
 
@@ -382,6 +414,10 @@ impl Inner {
 }
 
 impl Hub {
+    fn lock(&self) -> Locked<'_> {
+        Locked(self.inner.lock())
+    }
+
     pub fn new(store: Arc<dyn Store>, cfg: HubConfig, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(Hub {
             inner: Mutex::new(Inner::default()),
@@ -399,7 +435,7 @@ impl Hub {
     pub fn connect(self: &Arc<Self>, login: &Login) -> Option<(u64, mpsc::Receiver<Outbound>)> {
         let conn_id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(self.cfg.outbound_queue);
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         if inner.shutting_down {
             return None;
         }
@@ -457,7 +493,7 @@ impl Hub {
     /// Takes a device offline (if `conn_id` is still its current connection) and ends or
     /// withdraws everything it took part in.
     pub fn disconnect(self: &Arc<Self>, device_id: i64, conn_id: u64) {
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         self.disconnect_locked(&mut inner, device_id, conn_id);
     }
 
@@ -563,14 +599,14 @@ impl Hub {
 
     /// Sends a message to one device (used by the connection task for replies).
     pub fn send_to(&self, device_id: i64, msg: &ServerMsg) {
-        self.inner.lock().send(device_id, msg);
+        self.lock().send(device_id, msg);
     }
 
     /// Handles an access request from `device_id`.
     pub fn access_request(self: &Arc<Self>, device_id: i64, req: AccessRequest, received: Instant) {
         let AccessRequest { req_id, target, offer, region, call_ref, place_call, extension } = req;
         self.metrics.access_requests.inc();
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         let Some(caller_user) = inner.devices.get(&device_id).map(|d| d.user_id) else {
             return;
         };
@@ -721,7 +757,7 @@ impl Hub {
     }
 
     fn time_out(&self, id: &SessionId) {
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         let Some(session) = inner.sessions.get(id) else {
             return;
         };
@@ -751,7 +787,7 @@ impl Hub {
         if self.forwarded(device_id, id, || remote_op::Answer { accept }) {
             return;
         }
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         let Some(user_id) = inner.devices.get(&device_id).map(|d| d.user_id) else {
             return;
         };
@@ -846,7 +882,7 @@ impl Hub {
         if self.forwarded(device_id, id, || remote_op::Signal { data: data.clone() }) {
             return;
         }
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         match Self::active_peer(&inner, device_id, id) {
             Ok(peer) => {
                 let relayed = inner.sessions.get(id).is_some_and(|s| s.relayed);
@@ -881,7 +917,7 @@ impl Hub {
         if self.forwarded(device_id, id, || remote_op::End) {
             return;
         }
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         let Some(session) = inner.sessions.get(id) else {
             return self.unknown_session(&mut inner, device_id, id);
         };
@@ -928,7 +964,7 @@ impl Hub {
     /// Closes the connection of a device (after logout).
     pub fn kick(&self, device_id: i64, reason: &'static str) {
         self.kick_local(device_id, close_code::AUTH_FAILED, reason);
-        let cluster = self.inner.lock().cluster.clone();
+        let cluster = self.lock().cluster.clone();
         if let Some(c) = cluster {
             // Its connection may be on another node.
             let msg = crate::server::cluster::wire::AllMsg::Kick {
@@ -942,7 +978,7 @@ impl Hub {
 
     /// Closes the connection of a device if it is connected here.
     pub fn kick_local(&self, device_id: i64, code: u16, reason: &str) {
-        let inner = self.inner.lock();
+        let inner = self.lock();
         if let Some(DeviceConn { link: Link::Local(tx), .. }) = inner.devices.get(&device_id) {
             let _ = tx.try_send(Outbound::Close(code, reason.to_owned().into()));
         }
@@ -952,7 +988,7 @@ impl Hub {
     /// sessions are not ended: the peers' own connection carries on, and their devices
     /// resume the sessions with the server that comes back.
     pub fn shutdown(&self) {
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         inner.shutting_down = true;
         for dev in inner.devices.values() {
             if let Link::Local(tx) = &dev.link {
@@ -963,12 +999,12 @@ impl Hub {
 
     /// Whether a device is connected to this node.
     pub fn is_online(&self, device_id: i64) -> bool {
-        matches!(self.inner.lock().devices.get(&device_id), Some(DeviceConn { link: Link::Local(_), .. }))
+        matches!(self.lock().devices.get(&device_id), Some(DeviceConn { link: Link::Local(_), .. }))
     }
 
     /// Devices connected to this node.
     pub fn online_devices(&self) -> usize {
-        self.inner.lock().local_devices
+        self.lock().local_devices
     }
 }
 

@@ -17,7 +17,7 @@ impl Hub {
         extension: Option<String>,
     ) {
         let fail = |hub: &Hub, why: CallFailure| {
-            let mut inner = hub.inner.lock();
+            let mut inner = hub.lock();
             hub.tell_outcome(&mut inner, caller_device, req_id, None, Outcome::CallFailed { reason: why });
         };
         let Some(pbx) = self.pbx.read().clone() else {
@@ -26,14 +26,14 @@ impl Hub {
         let Some(extension) = extension else {
             return fail(self, CallFailure::NoExtension);
         };
-        let caller_number = self.inner.lock().party(caller_user).map(|u| u.number).unwrap_or_default();
+        let caller_number = self.lock().party(caller_user).map(|u| u.number).unwrap_or_default();
         let mut placed = match pbx.originate(&extension, target.as_str(), &caller_number) {
             Ok(p) => p,
             Err(why) => return fail(self, why),
         };
         let call_id = placed.id.clone();
         {
-            let mut inner = self.inner.lock();
+            let mut inner = self.lock();
             inner.sessions.insert(
                 id.clone(),
                 Session {
@@ -82,7 +82,7 @@ impl Hub {
 
     /// A placed call moved on.
     fn call_update(self: &Arc<Self>, id: &SessionId, update: CallUpdate) {
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         let Some(session) = inner.sessions.get(id) else {
             return; // ended meanwhile (cancelled, or the callee was unavailable)
         };
@@ -107,7 +107,7 @@ impl Hub {
                         let id = id.clone();
                         tokio::spawn(async move {
                             let rows = cluster.lookup(&target).await.unwrap_or_default();
-                            let mut inner = hub.inner.lock();
+                            let mut inner = hub.lock();
                             let elsewhere = inner.remember_rows(&rows);
                             hub.ring_after_call(&mut inner, id, &target, req, &elsewhere);
                         });

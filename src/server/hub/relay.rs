@@ -30,7 +30,7 @@ impl Hub {
 
     /// The user of `device` and the other device of its running session, if any.
     pub fn session_peer(&self, device: i64) -> Option<(i64, i64)> {
-        let inner = self.inner.lock();
+        let inner = self.lock();
         // A device whose connection dropped keeps its sessions (and relay) for the grace time.
         let (user, sessions) = match inner.devices.get(&device) {
             Some(d) => (d.user_id, d.sessions.as_slice()),

@@ -13,6 +13,14 @@ pub(crate) struct RemoteUser {
     pub(super) hides_address: bool,
 }
 
+/// A request handed to another node, until that node rings someone for it (or answers).
+pub(crate) struct PendingRing {
+    pub(super) authority: String,
+    pub(super) caller_device: i64,
+    pub(super) req_id: u64,
+    pub(super) since: Instant,
+}
+
 /// A device here takes part in a session another node holds.
 pub(crate) struct RemotePart {
     pub(super) authority: String,
@@ -44,9 +52,10 @@ impl Inner {
         if !dev.sessions.contains(id) {
             dev.sessions.push(id.clone());
         }
-        if let (Link::Remote(node), Some(c)) = (&dev.link, &self.cluster) {
+        if let Link::Remote(node) = &dev.link {
             let msg = NodeMsg::Attach { device: device_id, session: id.clone(), role, active, req_id, peer };
-            c.send(node, &msg);
+            let node = node.clone();
+            self.outbox.push((node, msg));
         }
     }
 
@@ -117,11 +126,11 @@ impl Inner {
 impl Hub {
     /// Makes this hub one node of a cluster (once, at start).
     pub fn join_cluster(&self, cluster: Arc<Cluster>) {
-        self.inner.lock().cluster = Some(cluster);
+        self.lock().cluster = Some(cluster);
     }
 
     pub fn cluster(&self) -> Option<Arc<Cluster>> {
-        self.inner.lock().cluster.clone()
+        self.lock().cluster.clone()
     }
 
     /// Finds the callee's devices in the presence table and rings them from their
@@ -145,7 +154,7 @@ impl Hub {
                     req_id: Some(req_id),
                     session_id: None,
                 };
-                self.inner.lock().send(caller_device, &msg);
+                self.lock().send(caller_device, &msg);
                 return;
             }
         };
@@ -154,17 +163,32 @@ impl Hub {
             // Click-to-call places the phone call even when nobody would be rung.
             None if place.is_some() => cluster.node.to_string(),
             None => {
-                let mut inner = self.inner.lock();
+                let mut inner = self.lock();
                 return self.tell_outcome(&mut inner, caller_device, req_id, None, Outcome::Unavailable);
             }
         };
         let id = SessionId(format!("{authority}.{}", crate::server::auth::new_session_id()));
+        tracing::debug!(session = %id, devices = rows.len(), "routing a request to its authority");
         if authority == *cluster.node {
             return self.ring_here(id, target, req, place, &rows, received);
         }
-        let Some(caller) = self.inner.lock().describe(caller_device) else {
+        let mut inner = self.lock();
+        let Some(caller) = inner.describe(caller_device) else {
             return; // the caller went offline meanwhile
         };
+        if !cluster.alive(&authority) {
+            let msg = ServerMsg::Error {
+                code: ErrorCode::NodeLost,
+                message: "the server node of the person you are calling stopped: dial again".into(),
+                req_id: Some(req_id),
+                session_id: None,
+            };
+            inner.send(caller_device, &msg);
+            return;
+        }
+        let pending =
+            PendingRing { authority: authority.clone(), caller_device, req_id, since: Instant::now() };
+        inner.pending_rings.insert(id.clone(), pending);
         let ring = RingRequest {
             session: id,
             caller,
@@ -175,16 +199,9 @@ impl Hub {
             devices: rows,
             place_call: place,
         };
-        if let Err(e) = cluster.ring(&authority, ring).await {
-            tracing::warn!(node = %authority, "a node did not take a ring request: {e}");
-            let msg = ServerMsg::Error {
-                code: ErrorCode::NodeLost,
-                message: "the server node of the person you are calling did not answer: dial again".into(),
-                req_id: Some(req_id),
-                session_id: None,
-            };
-            self.inner.lock().send(caller_device, &msg);
-        }
+        // In order with everything else for that node; if it is lost before it rings
+        // anyone, `node_lost` tells the caller.
+        inner.outbox.push((Arc::from(authority.as_str()), NodeMsg::Ring(Box::new(ring))));
     }
 
     /// Rings a callee this node is the authority for, with their devices on other nodes.
@@ -201,7 +218,7 @@ impl Hub {
             let Routed { caller_device, caller_user, req_id, offer, .. } = req;
             return self.place_call(caller_device, caller_user, req_id, id, target, offer, extension);
         }
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         let elsewhere = inner.remember_rows(rows);
         self.ring(&mut inner, id, target.as_str(), req, received, &elsewhere);
     }
@@ -210,17 +227,18 @@ impl Hub {
     pub fn from_node(self: &Arc<Self>, msg: NodeMsg) {
         match msg {
             NodeMsg::Deliver { device, text } => {
-                let mut inner = self.inner.lock();
+                let mut inner = self.lock();
                 // Only to a connection here: a stale entry must not send it on again.
                 if matches!(inner.devices.get(&device), Some(DeviceConn { link: Link::Local(_), .. })) {
                     inner.send_text(device, Utf8Bytes::from(text));
                 }
             }
             NodeMsg::Attach { device, session, role, active, req_id, peer } => {
-                let mut inner = self.inner.lock();
+                let mut inner = self.lock();
                 let Some(authority) = authority_of(&session).map(str::to_owned) else {
                     return;
                 };
+                inner.pending_rings.remove(&session);
                 match inner.devices.get_mut(&device) {
                     Some(dev @ DeviceConn { link: Link::Local(_), .. }) => {
                         if !dev.sessions.contains(&session) {
@@ -231,14 +249,16 @@ impl Hub {
                     }
                     _ => {
                         // It went offline before this arrived.
-                        if let Some(c) = &inner.cluster {
-                            c.send(&authority, &NodeMsg::Gone { device, node: c.node.to_string() });
+                        if let Some(me) = inner.cluster.as_ref().map(|c| c.node.to_string()) {
+                            inner
+                                .outbox
+                                .push((Arc::from(authority.as_str()), NodeMsg::Gone { device, node: me }));
                         }
                     }
                 }
             }
             NodeMsg::Detach { device, session } => {
-                let mut inner = self.inner.lock();
+                let mut inner = self.lock();
                 inner.remote_sessions.remove(&(session.clone(), device));
                 if let Some(dev @ DeviceConn { link: Link::Local(_), .. }) = inner.devices.get_mut(&device) {
                     dev.sessions.retain(|s| *s != session);
@@ -246,7 +266,7 @@ impl Hub {
             }
             NodeMsg::Op { from, session, op } => self.remote_op(from, session, op),
             NodeMsg::Gone { device, node } => {
-                let mut inner = self.inner.lock();
+                let mut inner = self.lock();
                 let conn = match inner.devices.get(&device) {
                     Some(DeviceConn { link: Link::Remote(n), conn_id, .. }) if **n == *node => *conn_id,
                     _ => return,
@@ -259,10 +279,11 @@ impl Hub {
     }
 
     fn ring_from(self: &Arc<Self>, req: RingRequest) {
+        tracing::debug!(session = %req.session, "ringing for another node");
         let Ok(target) = number::normalize(&req.target, None) else {
             return;
         };
-        self.inner.lock().upsert_remote(&req.caller);
+        self.lock().upsert_remote(&req.caller);
         let routed = Routed {
             caller_device: req.caller.device,
             caller_user: req.caller.user,
@@ -277,7 +298,7 @@ impl Hub {
     /// A device on another node acts on a session held here.
     fn remote_op(self: &Arc<Self>, from: RemoteDevice, session: SessionId, op: DeviceOp) {
         {
-            let mut inner = self.inner.lock();
+            let mut inner = self.lock();
             inner.upsert_remote(&from);
             // Back (through another node) within the grace time: its sessions are its own again.
             if let Some(away) = inner.away.remove(&from.device) {
@@ -298,7 +319,7 @@ impl Hub {
     /// Passes a device's message about a session another node holds on to that node.
     /// `true`: it was (or the session is known to be over); nothing more to do here.
     pub(super) fn forwarded(&self, device_id: i64, id: &SessionId, op: impl FnOnce() -> DeviceOp) -> bool {
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         let Some(c) = inner.cluster.clone() else {
             return false;
         };
@@ -329,7 +350,7 @@ impl Hub {
             return true;
         }
         if let Some(from) = inner.describe(device_id) {
-            c.send(authority, &NodeMsg::Op { from, session: id.clone(), op: op() });
+            inner.outbox.push((Arc::from(authority), NodeMsg::Op { from, session: id.clone(), op: op() }));
         }
         true
     }
@@ -344,7 +365,8 @@ impl Hub {
             if let Some(part) = inner.remote_sessions.remove(&(id.clone(), device_id))
                 && !told.contains(&part.authority)
             {
-                c.send(&part.authority, &NodeMsg::Gone { device: device_id, node: c.node.to_string() });
+                let msg = NodeMsg::Gone { device: device_id, node: c.node.to_string() };
+                inner.outbox.push((Arc::from(part.authority.as_str()), msg));
                 told.push(part.authority);
             }
         }
@@ -353,7 +375,24 @@ impl Hub {
     /// Another node stopped (or this one lost NATS): the sessions it held end for the
     /// devices here, and its devices leave the sessions held here — ended with `node_lost`.
     pub fn node_lost(self: &Arc<Self>, node: &str) {
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
+        let lost: Vec<SessionId> = inner
+            .pending_rings
+            .iter()
+            .filter(|(_, p)| p.authority == node)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in lost {
+            if let Some(p) = inner.pending_rings.remove(&id) {
+                let msg = ServerMsg::Error {
+                    code: ErrorCode::NodeLost,
+                    message: "the server node handling this request stopped: dial again".into(),
+                    req_id: Some(p.req_id),
+                    session_id: None,
+                };
+                inner.send(p.caller_device, &msg);
+            }
+        }
         let parts: Vec<(SessionId, i64)> = inner
             .remote_sessions
             .iter()
@@ -402,8 +441,10 @@ impl Hub {
 
     /// Forgets devices on other nodes that no session here needs any more, and their users.
     pub fn sweep_remote(&self) {
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         let inner = &mut *inner;
+        // Answered without ringing anyone (unavailable): nothing more comes for it.
+        inner.pending_rings.retain(|_, p| p.since.elapsed() < Duration::from_secs(5));
         let away = &inner.away;
         inner.devices.retain(|id, d| {
             !(matches!(d.link, Link::Remote(_)) && d.sessions.is_empty() && !away.contains_key(id))
@@ -427,7 +468,7 @@ impl Hub {
     /// A user changed something on another node: devices here and sessions held here follow.
     pub fn user_changed_elsewhere(&self, user: i64, change: UserChange) {
         if let UserChange::Settings { settings } = &change
-            && let Some(u) = self.inner.lock().remote_users.get_mut(&user)
+            && let Some(u) = self.lock().remote_users.get_mut(&user)
         {
             u.hides_address = settings.hide_address;
         }
@@ -436,7 +477,7 @@ impl Hub {
 
     /// Tells the other nodes of a change to a user (their devices there follow).
     pub(super) fn broadcast_user(&self, user: i64, change: UserChange) {
-        let cluster = self.inner.lock().cluster.clone();
+        let cluster = self.lock().cluster.clone();
         if let Some(c) = cluster {
             c.broadcast(&AllMsg::User { node: c.node.to_string(), user, change });
         }

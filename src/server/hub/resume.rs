@@ -21,7 +21,7 @@ pub(super) struct Claim {
 impl Hub {
     /// A device did not come back in time: its sessions end for the other side.
     pub(super) fn grace_over(&self, device_id: i64) {
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         let Some(away) = inner.away.remove(&device_id) else {
             return;
         };
@@ -52,7 +52,7 @@ impl Hub {
         if self.forwarded(device_id, id, op) {
             return;
         }
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         let Some(user_id) = inner.devices.get(&device_id).map(|d| d.user_id) else {
             return;
         };
@@ -137,7 +137,7 @@ impl Hub {
 
     /// Nobody else claimed a session after a restart: it is over for the claimant.
     fn claim_over(&self, id: &SessionId) {
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         if let Some(claim) = inner.claims.remove(id) {
             inner.remember_closed(id.clone(), "the other device did not come back");
             let msg = ServerMsg::SessionEnded { session_id: id.clone(), reason: EndReason::PeerDisconnected };

@@ -27,7 +27,7 @@ impl Hub {
 
     /// Updates the cached user and tells their devices connected here.
     pub(super) fn apply_user_change(&self, user_id: i64, change: UserChange) {
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         let Some(u) = inner.users.get_mut(&user_id) else {
             return;
         };
