@@ -153,7 +153,7 @@ pub async fn run_cluster(o: ClusterOpts) {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let cluster = format!("bench-{}", std::process::id());
-    let mut nodes =
+    let nodes =
         Nodes((0..o.nodes).map(|i| start_node(&dir.path().join(format!("n{i}")), &db, &cluster)).collect());
     let t = Instant::now();
     for (_, url) in nodes.iter() {
@@ -313,14 +313,42 @@ struct Counters {
 }
 
 async fn client(i: usize, ws_url: String, c: Arc<Counters>, mut rx: mpsc::Receiver<String>) {
-    let mut ws = loop {
-        match tokio_tungstenite::connect_async_with_config(&ws_url, Some(ws_config()), true).await {
-            Ok((ws, _)) => break ws,
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    };
+    // As the app does: connect, say hello, and start over after a pause (with jitter) when
+    // the node refuses or closes before `welcome`.
     let hello = ClientMsg::Hello { protocol: PROTOCOL_VERSION, token: token(i), device_ip: None };
-    let _ = ws.send(Message::text(serde_json::to_string(&hello).unwrap_or_default())).await;
+    let hello = serde_json::to_string(&hello).unwrap_or_default();
+    let mut ws = loop {
+        let pause = Duration::from_millis(200 + (i as u64 * 7919) % 300);
+        let Ok((mut ws, _)) =
+            tokio_tungstenite::connect_async_with_config(&ws_url, Some(ws_config()), true).await
+        else {
+            tokio::time::sleep(pause).await;
+            continue;
+        };
+        if ws.send(Message::text(hello.clone())).await.is_err() {
+            tokio::time::sleep(pause).await;
+            continue;
+        }
+        let welcomed = loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(text))) => {
+                    if matches!(
+                        serde_json::from_str::<ServerMsg>(text.as_str()),
+                        Ok(ServerMsg::Welcome { .. })
+                    ) {
+                        break true;
+                    }
+                }
+                Some(Ok(_)) => {}
+                _ => break false,
+            }
+        };
+        if welcomed {
+            c.connected.fetch_add(1, Ordering::Relaxed);
+            break ws;
+        }
+        tokio::time::sleep(pause).await;
+    };
     loop {
         tokio::select! {
             frame = ws.next() => {
@@ -330,7 +358,6 @@ async fn client(i: usize, ws_url: String, c: Arc<Counters>, mut rx: mpsc::Receiv
                 };
                 let Ok(msg) = serde_json::from_str::<ServerMsg>(text.as_str()) else { continue };
                 match msg {
-                    ServerMsg::Welcome { .. } => { c.connected.fetch_add(1, Ordering::Relaxed); }
                     ServerMsg::Initiation { session_id, call_ref, .. } => {
                         let now = mono_us();
                         if let Some((sent, cross)) = call_ref.as_deref().and_then(read_ref) {

@@ -278,7 +278,7 @@ pub async fn connection(hub: Arc<Hub>, mut socket: WebSocket, observed_ip: IpAdd
     }
     hub.disconnect(device_id, conn_id);
     if let Some(c) = &cluster {
-        c.unregister(device_id, conn_id).await;
+        c.unregister(device_id, conn_id);
         // Unless a newer connection of the device took over meanwhile.
         if !hub.is_online(device_id) {
             c.announce_offline(device_id);

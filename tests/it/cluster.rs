@@ -544,6 +544,7 @@ async fn kill_9_a_node_its_clients_move_and_its_sessions_end() {
 /// new ones refused) and restore: a node losing its NATS or its PostgreSQL.
 pub struct Cable {
     pub addr: SocketAddr,
+    target: std::sync::Arc<parking_lot::Mutex<SocketAddr>>,
     cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
     conns: std::sync::Arc<parking_lot::Mutex<Vec<tokio::task::AbortHandle>>>,
 }
@@ -554,12 +555,14 @@ impl Cable {
         let addr = listener.local_addr().expect("addr");
         let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let conns = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
-        let (c2, conns2) = (cut.clone(), conns.clone());
+        let target = std::sync::Arc::new(parking_lot::Mutex::new(target));
+        let (c2, conns2, t2) = (cut.clone(), conns.clone(), target.clone());
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
                 if c2.load(std::sync::atomic::Ordering::SeqCst) {
                     continue; // dropped: refused
                 }
+                let target = *t2.lock();
                 let task = tokio::spawn(async move {
                     if let Ok(mut out) = tokio::net::TcpStream::connect(target).await {
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
@@ -568,7 +571,12 @@ impl Cable {
                 conns2.lock().push(task.abort_handle());
             }
         });
-        Cable { addr, cut, conns }
+        Cable { addr, target, cut, conns }
+    }
+
+    /// New connections go to `to` from now on.
+    pub fn retarget(&self, to: SocketAddr) {
+        *self.target.lock() = to;
     }
 
     pub fn cut(&self) {
@@ -728,4 +736,47 @@ async fn a_callee_rings_for_three_callers_at_most_whichever_nodes_they_are_on() 
     assert_eq!(clients[3].dial_result(fourth).await, Outcome::Unavailable);
     let events = bob.drain(Duration::from_millis(300)).await;
     assert!(!events.iter().any(|e| matches!(e, Event::Incoming { .. })), "a fourth caller rang: {events:?}");
+}
+
+#[tokio::test]
+async fn a_device_that_reconnects_to_another_node_keeps_its_session() {
+    let Some(c) = TestCluster::start("moved", 3).await else {
+        return;
+    };
+    // Alice reaches the cluster through a cable of the test's own, first to node 0.
+    let cable = Cable::to(c.node(0).addr).await;
+    let alice_token = c.node(0).account(ALICE, "Alice").await;
+    let mut alice = client_at(&format!("http://{}", cable.addr), &alice_token).await;
+    let mut bob = c.node(1).user(BOB, "Bob").await;
+    let req = alice.handle.dial(BOB, Offer::default());
+    let (sid, _, _) = bob.incoming().await;
+    assert_eq!(authority(&sid), node_id(c.node(1)));
+    bob.handle.answer(&sid, true);
+    assert_eq!(alice.dial_result(req).await, Outcome::Accepted);
+    alice.started().await;
+    bob.started().await;
+
+    // Her connection drops; she comes back through node 2 within the grace time.
+    cable.retarget(c.node(2).addr);
+    cable.cut();
+    cable.restore();
+    back_online(&mut alice).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The session goes on across the nodes: signals both ways, then an end.
+    bob.handle.signal(&sid, SignalData::EndOfCandidates);
+    alice
+        .expect("signal after moving", |e| {
+            matches!(e, Event::Signal { data: SignalData::EndOfCandidates, .. }).then_some(())
+        })
+        .await;
+    alice.handle.signal(&sid, SignalData::EndOfCandidates);
+    bob.expect("signal from the moved device", |e| {
+        matches!(e, Event::Signal { data: SignalData::EndOfCandidates, .. }).then_some(())
+    })
+    .await;
+    // Longer than the grace time (2 s here): still running.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    alice.handle.end(&sid);
+    assert_eq!(bob.ended().await.1, StopReason::PeerEnded);
+    assert_eq!(alice.ended().await.1, StopReason::YouEnded);
 }

@@ -87,6 +87,8 @@ pub struct Cluster {
     presence: Mutex<Presence>,
     /// One load of the presence table at a time.
     syncing: tokio::sync::Mutex<()>,
+    /// Logins and logouts for the presence table (see [`presence_writer`]).
+    writes: mpsc::UnboundedSender<PresenceOp>,
     metrics: Arc<Metrics>,
 }
 
@@ -120,8 +122,10 @@ impl Cluster {
             .connect(cfg.nats_url.as_str())
             .await
             .map_err(|e| nats_err(e.to_string()))?;
+        // Few connections: the writes come in batches, and PostgreSQL's default of 100
+        // connections is shared by every node (the store keeps 8 of its own).
         let pool = PgPoolOptions::new()
-            .max_connections(8)
+            .max_connections(2)
             .acquire_timeout(Duration::from_secs(10))
             .connect_lazy(database_url)?;
         let lease_pool = PgPoolOptions::new()
@@ -129,6 +133,7 @@ impl Cluster {
             .acquire_timeout(Duration::from_secs(2))
             .connect_lazy(database_url)?;
         let (out, out_rx) = mpsc::channel(OUT_QUEUE);
+        let (writes, writes_rx) = mpsc::unbounded_channel();
         let cluster = Arc::new(Cluster {
             node: Arc::from(node.as_str()),
             prefix: cfg.name.clone(),
@@ -140,6 +145,7 @@ impl Cluster {
             db_up: AtomicBool::new(false),
             presence: Mutex::new(Presence::default()),
             syncing: tokio::sync::Mutex::new(()),
+            writes,
             metrics: hub.metrics.clone(),
         });
         let mine =
@@ -149,6 +155,7 @@ impl Cluster {
         cluster.renew_lease().await;
         cluster.sync_presence().await;
         tokio::spawn(publish_loop(cluster.nats.clone(), out_rx));
+        tokio::spawn(presence_writer(cluster.pool.clone(), cluster.node.clone(), writes_rx));
         tokio::spawn(node_loop(Arc::downgrade(hub), Arc::clone(&cluster), mine));
         tokio::spawn(all_loop(Arc::downgrade(hub), Arc::clone(&cluster), all));
         tokio::spawn(beat_loop(Arc::downgrade(hub), Arc::clone(&cluster), stop));
@@ -230,46 +237,23 @@ impl Cluster {
     }
 
     /// Records that this node holds `device` now; returns the node that held it before.
+    /// Logins arriving together are written together (one statement), so that a storm of
+    /// reconnections after an outage costs the database little.
     pub async fn register(
         &self,
         row: &PresenceRow,
         number: &str,
         conn_id: u64,
-    ) -> Result<Option<String>, sqlx::Error> {
-        let old = sqlx::query(
-            "WITH old AS (SELECT node_id FROM presence WHERE device_id = $1), \
-             up AS (INSERT INTO presence (device_id, user_id, number, node_id, conn_id, reported_ip, observed_ip) \
-                    VALUES ($1, $2, $3, $4, $5, $6, $7) \
-                    ON CONFLICT (device_id) DO UPDATE SET user_id = EXCLUDED.user_id, number = EXCLUDED.number, \
-                    node_id = EXCLUDED.node_id, conn_id = EXCLUDED.conn_id, \
-                    reported_ip = EXCLUDED.reported_ip, observed_ip = EXCLUDED.observed_ip) \
-             SELECT node_id FROM old",
-        )
-        .bind(row.device)
-        .bind(row.user)
-        .bind(number)
-        .bind(&*self.node)
-        .bind(conn_id as i64)
-        .bind(row.reported_ip.map(|ip| ip.to_string()))
-        .bind(row.observed_ip.to_string())
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(old.map(|r| r.get::<String, _>(0)))
+    ) -> Result<Option<String>, String> {
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let op = PresenceOp::Up { row: row.clone(), number: number.to_string(), conn_id, done };
+        self.writes.send(op).map_err(|_| "the presence writer stopped".to_string())?;
+        answer.await.map_err(|_| "the presence writer stopped".to_string())?
     }
 
     /// Forgets `device` here, unless another connection (here or elsewhere) took it over.
-    pub async fn unregister(&self, device: i64, conn_id: u64) {
-        let done = sqlx::query("DELETE FROM presence WHERE device_id = $1 AND node_id = $2 AND conn_id = $3")
-            .bind(device)
-            .bind(&*self.node)
-            .bind(conn_id as i64)
-            .execute(&self.pool)
-            .await;
-        if let Err(e) = done {
-            // The lease runs out for rows of a node that stops; a live node's stale row is
-            // corrected by the device's next login, and meanwhile rings it in vain.
-            tracing::warn!(device, "cannot remove a device from the presence table: {e}");
-        }
+    pub fn unregister(&self, device: i64, conn_id: u64) {
+        let _ = self.writes.send(PresenceOp::Down { device, conn_id });
     }
 
     /// The online devices of a number on live nodes: from the copy in memory once it is
@@ -660,6 +644,105 @@ impl Presence {
         let drop: Vec<i64> = self.number_of.keys().filter(|d| !keep.contains(d)).copied().collect();
         for d in drop {
             self.forget(d);
+        }
+    }
+}
+
+enum PresenceOp {
+    Up {
+        row: PresenceRow,
+        number: String,
+        conn_id: u64,
+        done: tokio::sync::oneshot::Sender<Result<Option<String>, String>>,
+    },
+    Down {
+        device: i64,
+        conn_id: u64,
+    },
+}
+
+/// Most presence changes written by one statement.
+const WRITE_BATCH: usize = 512;
+
+/// Writes logins and logouts to the presence table, as many as are waiting in one statement
+/// each (the unbounded queue holds at most one entry per connection of this node).
+async fn presence_writer(pool: PgPool, node: Arc<str>, mut rx: mpsc::UnboundedReceiver<PresenceOp>) {
+    let mut ops = Vec::with_capacity(WRITE_BATCH);
+    while rx.recv_many(&mut ops, WRITE_BATCH).await > 0 {
+        let mut ups: Vec<(
+            PresenceRow,
+            String,
+            u64,
+            tokio::sync::oneshot::Sender<Result<Option<String>, String>>,
+        )> = Vec::new();
+        let mut downs: Vec<(i64, i64)> = Vec::new();
+        for op in ops.drain(..) {
+            match op {
+                PresenceOp::Up { row, number, conn_id, done } => ups.push((row, number, conn_id, done)),
+                PresenceOp::Down { device, conn_id } => downs.push((device, conn_id as i64)),
+            }
+        }
+        if !downs.is_empty() {
+            let (d, c): (Vec<i64>, Vec<i64>) = downs.into_iter().unzip();
+            let done = sqlx::query(
+                "DELETE FROM presence p USING UNNEST($1::bigint[], $2::bigint[]) AS t(d, c) \
+                 WHERE p.device_id = t.d AND p.conn_id = t.c AND p.node_id = $3",
+            )
+            .bind(&d)
+            .bind(&c)
+            .bind(&*node)
+            .execute(&pool)
+            .await;
+            if let Err(e) = done {
+                // A live node's stale row is corrected by the device's next login; the rows
+                // of a node that stops stop counting with its lease.
+                tracing::warn!(devices = d.len(), "cannot remove devices from the presence table: {e}");
+            }
+        }
+        if ups.is_empty() {
+            continue;
+        }
+        // One row per device (the newest): a statement may not upsert a row twice.
+        let mut seen = std::collections::HashSet::new();
+        let mut rows = Vec::new();
+        for (row, number, conn_id, _) in ups.iter().rev() {
+            if seen.insert(row.device) {
+                rows.push((row, number, *conn_id));
+            }
+        }
+        let result = sqlx::query(
+            "WITH input AS (SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], \
+                    $5::text[], $6::text[]) AS t(device_id, user_id, number, conn_id, reported_ip, observed_ip)), \
+             old AS (SELECT p.device_id, p.node_id FROM presence p JOIN input i ON i.device_id = p.device_id), \
+             up AS (INSERT INTO presence (device_id, user_id, number, node_id, conn_id, reported_ip, observed_ip) \
+                    SELECT device_id, user_id, number, $7, conn_id, reported_ip, observed_ip FROM input \
+                    ON CONFLICT (device_id) DO UPDATE SET user_id = EXCLUDED.user_id, number = EXCLUDED.number, \
+                    node_id = EXCLUDED.node_id, conn_id = EXCLUDED.conn_id, \
+                    reported_ip = EXCLUDED.reported_ip, observed_ip = EXCLUDED.observed_ip) \
+             SELECT device_id, node_id FROM old",
+        )
+        .bind(rows.iter().map(|r| r.0.device).collect::<Vec<i64>>())
+        .bind(rows.iter().map(|r| r.0.user).collect::<Vec<i64>>())
+        .bind(rows.iter().map(|r| r.1.clone()).collect::<Vec<String>>())
+        .bind(rows.iter().map(|r| r.2 as i64).collect::<Vec<i64>>())
+        .bind(rows.iter().map(|r| r.0.reported_ip.map(|ip| ip.to_string())).collect::<Vec<Option<String>>>())
+        .bind(rows.iter().map(|r| r.0.observed_ip.to_string()).collect::<Vec<String>>())
+        .bind(&*node)
+        .fetch_all(&pool)
+        .await;
+        match result {
+            Ok(old) => {
+                let old: HashMap<i64, String> = old.into_iter().map(|r| (r.get(0), r.get(1))).collect();
+                for (row, _, _, done) in ups {
+                    let _ = done.send(Ok(old.get(&row.device).cloned()));
+                }
+            }
+            Err(e) => {
+                let why = e.to_string();
+                for (_, _, _, done) in ups {
+                    let _ = done.send(Err(why.clone()));
+                }
+            }
         }
     }
 }
