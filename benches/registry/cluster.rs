@@ -301,7 +301,7 @@ pub fn driver_main() {
     let seconds: u64 = get("--seconds").parse().unwrap_or(5);
     let out = std::path::PathBuf::from(get("--out"));
     let _ = rlimit::increase_nofile_limit(u64::MAX);
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     rt.block_on(drive(ws, node, nodes, per_node, rate, seconds, out));
 }
 
@@ -437,7 +437,7 @@ async fn drive(
         ticker.tick().await;
         seq += 1;
         let caller = (seq * 7919) % per_node;
-        let cross = nodes > 1 && seq % 2 == 0;
+        let cross = nodes > 1 && seq.is_multiple_of(2);
         let callee_node = if cross { (node + 1 + seq % (nodes - 1)) % nodes } else { node };
         let mut callee = (seq * 104_729) % per_node;
         if !cross && callee == caller {

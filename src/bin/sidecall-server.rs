@@ -52,6 +52,10 @@ struct Args {
     /// different names.
     #[arg(long, env = "SIDECALL_CLUSTER_NAME", default_value = "sidecall", value_parser = cluster_name)]
     cluster_name: String,
+    /// Worker threads (default: one per core). Several nodes on one machine run best with
+    /// fewer each.
+    #[arg(long, env = "SIDECALL_THREADS")]
+    threads: Option<usize>,
     /// Region national numbers are read in when a user gives none (two-letter code).
     #[arg(long, env = "SIDECALL_REGION", default_value = "DE")]
     default_region: String,
@@ -222,7 +226,11 @@ fn main() -> std::process::ExitCode {
         },
         _ => None,
     };
-    let runtime = match tokio::runtime::Runtime::new() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.threads {
+        builder.worker_threads(n.max(1));
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("sidecall-server: cannot start: {e}");

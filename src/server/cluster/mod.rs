@@ -504,7 +504,7 @@ fn all_msg(hub: &Arc<Hub>, cluster: &Arc<Cluster>, decoded: AllMsg) {
                 if new {
                     tracing::info!(node = %node, "cluster: node joined");
                     // Back after being lost (its rows were dropped) or new: read them again.
-                    let c = Arc::clone(&cluster);
+                    let c = Arc::clone(cluster);
                     tokio::spawn(async move { c.sync_presence().await });
                 }
             }
@@ -648,6 +648,9 @@ impl Presence {
     }
 }
 
+/// Where the answer to a login's presence write goes: the node that held the device before.
+type Registered = tokio::sync::oneshot::Sender<Result<Option<String>, String>>;
+
 enum PresenceOp {
     Up {
         row: PresenceRow,
@@ -669,12 +672,7 @@ const WRITE_BATCH: usize = 512;
 async fn presence_writer(pool: PgPool, node: Arc<str>, mut rx: mpsc::UnboundedReceiver<PresenceOp>) {
     let mut ops = Vec::with_capacity(WRITE_BATCH);
     while rx.recv_many(&mut ops, WRITE_BATCH).await > 0 {
-        let mut ups: Vec<(
-            PresenceRow,
-            String,
-            u64,
-            tokio::sync::oneshot::Sender<Result<Option<String>, String>>,
-        )> = Vec::new();
+        let mut ups: Vec<(PresenceRow, String, u64, Registered)> = Vec::new();
         let mut downs: Vec<(i64, i64)> = Vec::new();
         for op in ops.drain(..) {
             match op {
