@@ -383,16 +383,7 @@ impl Balancer {
 
 /// A client core of `token` on `url`, with the app's own reconnect timing.
 async fn client_at(url: &str, token: &str) -> TestClient {
-    let cfg = sidecall::client::ClientConfig::new(url.to_string(), token);
-    let (handle, events) = sidecall::client::spawn(cfg, None);
-    let mut c = TestClient { handle, events, number: String::new() };
-    c.number = c
-        .expect("online", |e| match e {
-            Event::Online { account, .. } => Some(account.number.clone()),
-            _ => None,
-        })
-        .await;
-    c
+    TestClient::online(sidecall::client::ClientConfig::new(url.to_string(), token)).await
 }
 
 fn node_process(dir: &std::path::Path, db: &str, name: &str, listen: &str) -> (crate::cli::Proc, String) {

@@ -108,15 +108,7 @@ impl TestServer {
         cfg.trust = self.trust();
         cfg.backoff_min = Duration::from_millis(50);
         cfg.backoff_max = Duration::from_millis(500);
-        let (handle, events) = client::spawn(cfg, None);
-        let mut c = TestClient { handle, events, number: String::new() };
-        c.number = c
-            .expect("online", |e| match e {
-                Event::Online { account, .. } => Some(account.number.clone()),
-                _ => None,
-            })
-            .await;
-        c
+        TestClient::online(cfg).await
     }
 
     /// Registers and connects a user in one go.
@@ -146,6 +138,19 @@ pub struct TestClient {
 }
 
 impl TestClient {
+    /// A client core with `cfg`, once it is online.
+    pub async fn online(cfg: ClientConfig) -> TestClient {
+        let (handle, events) = client::spawn(cfg, None);
+        let mut c = TestClient { handle, events, number: String::new() };
+        c.number = c
+            .expect("online", |e| match e {
+                Event::Online { account, .. } => Some(account.number.clone()),
+                _ => None,
+            })
+            .await;
+        c
+    }
+
     /// Skips events until `pick` returns something; fails the test after [`WAIT`].
     pub async fn expect<T>(&mut self, what: &str, mut pick: impl FnMut(&Event) -> Option<T>) -> T {
         let deadline = tokio::time::Instant::now() + WAIT;
