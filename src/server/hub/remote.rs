@@ -319,11 +319,12 @@ impl Hub {
     /// Passes a device's message about a session another node holds on to that node.
     /// `true`: it was (or the session is known to be over); nothing more to do here.
     pub(super) fn forwarded(&self, device_id: i64, id: &SessionId, op: impl FnOnce() -> DeviceOp) -> bool {
-        let mut inner = self.lock();
-        let Some(c) = inner.cluster.clone() else {
+        // A single node's ids name no node: nothing to look at (signals take this path).
+        let Some(authority) = authority_of(id) else {
             return false;
         };
-        let Some(authority) = authority_of(id) else {
+        let mut inner = self.lock();
+        let Some(c) = inner.cluster.clone() else {
             return false;
         };
         if authority == &*c.node || inner.sessions.contains_key(id) {
