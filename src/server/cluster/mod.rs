@@ -156,8 +156,13 @@ impl Cluster {
         cluster.sync_presence().await;
         tokio::spawn(publish_loop(cluster.nats.clone(), out_rx));
         tokio::spawn(presence_writer(cluster.pool.clone(), cluster.node.clone(), writes_rx));
-        tokio::spawn(node_loop(Arc::downgrade(hub), Arc::clone(&cluster), mine));
-        tokio::spawn(all_loop(Arc::downgrade(hub), Arc::clone(&cluster), all));
+        tokio::spawn(read_loop(Arc::downgrade(hub), mine, "message from another node", |hub, m: NodeMsg| {
+            hub.from_node(m)
+        }));
+        let c = Arc::clone(&cluster);
+        tokio::spawn(read_loop(Arc::downgrade(hub), all, "cluster broadcast", move |hub, m: AllMsg| {
+            all_msg(hub, &c, m)
+        }));
         tokio::spawn(beat_loop(Arc::downgrade(hub), Arc::clone(&cluster), stop));
         tracing::info!(node = %node, nats = %cfg.nats_url, cluster = %cfg.name, "joined the cluster");
         Ok(cluster)
@@ -458,73 +463,51 @@ fn decode_batch<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<Vec<T>
     }
 }
 
-async fn node_loop(hub: Weak<Hub>, cluster: Arc<Cluster>, mut sub: async_nats::Subscriber) {
+/// Reads one subscription until the hub is gone, handing each message (or each of a batch)
+/// to `handle`.
+async fn read_loop<T: serde::de::DeserializeOwned>(
+    hub: Weak<Hub>,
+    mut sub: async_nats::Subscriber,
+    what: &'static str,
+    handle: impl Fn(&Arc<Hub>, T),
+) {
     use futures_util::StreamExt;
     while let Some(msg) = sub.next().await {
         let Some(hub) = hub.upgrade() else { break };
-        let decoded: Vec<NodeMsg> = match decode_batch(&msg.payload) {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!("unreadable message from another node: {e}");
-                continue;
-            }
-        };
-        let reply = msg.reply.clone();
-        for m in decoded {
-            hub.from_node(m);
-        }
-        if let Some(reply) = reply {
-            let _ = cluster.nats.publish(reply, Bytes::from_static(b"ok")).await;
-        }
-    }
-}
-
-async fn all_loop(hub: Weak<Hub>, cluster: Arc<Cluster>, mut sub: async_nats::Subscriber) {
-    use futures_util::StreamExt;
-    while let Some(msg) = sub.next().await {
-        let Some(hub) = hub.upgrade() else { break };
-        let decoded: Vec<AllMsg> = match decode_batch(&msg.payload) {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!("unreadable cluster broadcast: {e}");
-                continue;
-            }
-        };
-        for m in decoded {
-            all_msg(&hub, &cluster, m);
+        match decode_batch::<T>(&msg.payload) {
+            Ok(batch) => batch.into_iter().for_each(|m| handle(&hub, m)),
+            Err(e) => tracing::warn!("unreadable {what}: {e}"),
         }
     }
 }
 
 fn all_msg(hub: &Arc<Hub>, cluster: &Arc<Cluster>, decoded: AllMsg) {
-    {
-        match decoded {
-            AllMsg::Beat { node } if node != *cluster.node => {
-                let new = cluster.peers.lock().insert(node.clone(), Instant::now()).is_none();
-                if new {
-                    tracing::info!(node = %node, "cluster: node joined");
-                    // Back after being lost (its rows were dropped) or new: read them again.
-                    let c = Arc::clone(cluster);
-                    tokio::spawn(async move { c.sync_presence().await });
-                }
+    match decoded {
+        AllMsg::Beat { node } if node != *cluster.node => {
+            let new = cluster.peers.lock().insert(node.clone(), Instant::now()).is_none();
+            if new {
+                tracing::info!(node = %node, "cluster: node joined");
+                // Back after being lost (its rows were dropped) or new: read them again.
+                let c = Arc::clone(cluster);
+                tokio::spawn(async move { c.sync_presence().await });
             }
-            AllMsg::Beat { .. } => {}
-            AllMsg::Left { node } if node != *cluster.node => {
-                if cluster.peers.lock().remove(&node).is_some() {
-                    tracing::info!(node = %node, "cluster: node left");
-                    cluster.presence.lock().drop_node(&node);
-                    hub.node_lost(&node);
-                }
-            }
-            AllMsg::Left { .. } => {}
-            AllMsg::User { node, user, change } if node != *cluster.node => {
-                hub.user_changed_elsewhere(user, change)
-            }
-            AllMsg::User { .. } => {}
-            AllMsg::Kick { device, code, reason } => hub.kick_local(device, code, &reason),
-            AllMsg::Online { number, row } => cluster.presence.lock().insert(number, row),
-            AllMsg::Offline { device, node } => cluster.presence.lock().remove(device, &node),
         }
+        AllMsg::Beat { .. } => {}
+        AllMsg::Left { node } if node != *cluster.node => {
+            if cluster.peers.lock().remove(&node).is_some() {
+                tracing::info!(node = %node, "cluster: node left");
+                cluster.presence.lock().drop_node(&node);
+                hub.node_lost(&node);
+            }
+        }
+        AllMsg::Left { .. } => {}
+        AllMsg::User { node, user, change } if node != *cluster.node => {
+            hub.user_changed_elsewhere(user, change)
+        }
+        AllMsg::User { .. } => {}
+        AllMsg::Kick { device, code, reason } => hub.kick_local(device, code, &reason),
+        AllMsg::Online { number, row } => cluster.presence.lock().insert(number, row),
+        AllMsg::Offline { device, node } => cluster.presence.lock().remove(device, &node),
     }
 }
 
