@@ -56,12 +56,15 @@ impl VideoStatsPrinter {
         );
         if let Some(s) = &stats.sending {
             line += &format!(
-                " | out: {}x{} {} sent, {} dropped, {:.2} Mbit/s, encode {:.1} ms, keyframes {} ({} asked)",
+                " | out: {}x{} {} sent, {} dropped, {} skipped, {:.2} Mbit/s (target {:.2}{}), encode {:.1} ms, keyframes {} ({} asked)",
                 s.width,
                 s.height,
                 s.frames_sent,
                 s.frames_dropped,
+                s.frames_skipped,
                 rate_out / 1e6,
+                s.target_bitrate_bps as f64 / 1e6,
+                if s.link_limited { ", link limited" } else { "" },
                 s.encode_ms,
                 s.keyframes_sent,
                 s.keyframe_requests

@@ -4,8 +4,8 @@
 use crate::client::transfer::{self, ReceiveConfig, TransferCmd, TransferEvent, Way};
 use crate::client::{ClientHandle, Event};
 use crate::media::video::{
-    Capture, CaptureEvent, EncodedFrame, FrameSlot, Receiver, RecvControl, RecvSnapshot, SendControl,
-    SendSnapshot, SlotWriter, VideoFailure, VideoParams,
+    Capture, CaptureEvent, EncodedFrame, FrameSlot, LinkFeedback, Receiver, RecvControl, RecvSnapshot,
+    SendControl, SendSnapshot, SlotWriter, VideoFailure, VideoParams,
 };
 use crate::protocol::{IceServer, Role, SessionId, SignalData};
 use crate::rtc::{LocalVideo, Peer, PeerEvent, RemoteVideo};
@@ -340,7 +340,8 @@ async fn start_sending(
         Ok(lv) => {
             let (tx, rx) = mpsc::channel(8);
             let (cap_tx, cap_rx) = mpsc::unbounded_channel();
-            let capture = Capture::start(params, tx, preview, cap_tx);
+            let link: Arc<dyn LinkFeedback> = lv.link();
+            let capture = Capture::start(params, tx, preview, cap_tx, Some(link));
             *shared.send.lock() = Some(capture.control.clone());
             let writer = tokio::spawn(write_video(lv, rx, capture.control.clone()));
             Some(Sending { capture, writer, events: cap_rx })
@@ -391,10 +392,22 @@ async fn write_video(video: LocalVideo, mut frames: mpsc::Receiver<EncodedFrame>
 /// Reads the other side's video packets, reassembles and decodes them.
 async fn read_video(remote: RemoteVideo, display: Option<SlotWriter>, control: Arc<RecvControl>) {
     let mut receiver = Receiver::start(display, control);
-    while let Some(p) = remote.next_packet().await {
-        if receiver.packet(p)
-            && let Err(e) = remote.request_keyframe().await
-        {
+    // While a packet is missing, the wait for it ends on time even if nothing else arrives.
+    const TICK: std::time::Duration = std::time::Duration::from_millis(20);
+    loop {
+        let request = if receiver.waiting() {
+            match tokio::time::timeout(TICK, remote.next_packet()).await {
+                Ok(Some(p)) => receiver.packet(p),
+                Ok(None) => break,
+                Err(_) => receiver.tick(),
+            }
+        } else {
+            match remote.next_packet().await {
+                Some(p) => receiver.packet(p),
+                None => break,
+            }
+        };
+        if request && let Err(e) = remote.request_keyframe().await {
             tracing::debug!("keyframe request: {e}");
         }
     }

@@ -16,6 +16,10 @@ pub enum CodecError {
 pub struct H264Encoder {
     enc: Encoder,
     keyframe: bool,
+    bitrate: u32,
+    fps: f32,
+    /// A picture went through (OpenH264 is set up on the first one).
+    started: bool,
 }
 
 impl H264Encoder {
@@ -25,7 +29,53 @@ impl H264Encoder {
             .bitrate(BitRate::from_bps(bitrate))
             .max_frame_rate(FrameRate::from_hz(fps))
             .usage_type(UsageType::CameraVideoRealTime);
-        Ok(H264Encoder { enc: Encoder::with_api_config(OpenH264API::from_source(), cfg)?, keyframe: false })
+        Ok(H264Encoder {
+            enc: Encoder::with_api_config(OpenH264API::from_source(), cfg)?,
+            keyframe: false,
+            bitrate,
+            fps,
+            started: false,
+        })
+    }
+
+    /// The bitrate asked of the encoder now.
+    pub fn bitrate(&self) -> u32 {
+        self.bitrate
+    }
+
+    /// A new target bitrate from the next picture on, in place: no new encoder, no keyframe.
+    pub fn set_bitrate(&mut self, bps: u32) -> Result<(), CodecError> {
+        if !self.started {
+            // OpenH264 is set up with the configured bitrate on the first picture.
+            *self = H264Encoder { keyframe: self.keyframe, ..H264Encoder::new(bps, self.fps)? };
+            return Ok(());
+        }
+        use openh264_sys2::{
+            ENCODER_OPTION, ENCODER_OPTION_BITRATE, ENCODER_OPTION_MAX_BITRATE, SBitrateInfo,
+            SPATIAL_LAYER_ALL,
+        };
+        let set = |enc: &mut Encoder, option: ENCODER_OPTION, bps: u32| -> Result<(), CodecError> {
+            let mut info =
+                SBitrateInfo { iLayer: SPATIAL_LAYER_ALL, iBitrate: bps.min(i32::MAX as u32) as i32 };
+            // SAFETY: the encoder is initialised (a picture went through it) and `info` is the
+            // struct these two options take; OpenH264 copies it before returning.
+            let rc = unsafe { enc.raw_api().set_option(option, (&raw mut info).cast()) };
+            if rc == 0 {
+                Ok(())
+            } else {
+                Err(CodecError::OpenH264(openh264::Error::msg("the encoder refused the new bitrate")))
+            }
+        };
+        // The layer's bitrate may not exceed its maximum: raise the maximum first, lower it last.
+        if bps > self.bitrate {
+            set(&mut self.enc, ENCODER_OPTION_MAX_BITRATE, bps)?;
+            set(&mut self.enc, ENCODER_OPTION_BITRATE, bps)?;
+        } else {
+            set(&mut self.enc, ENCODER_OPTION_BITRATE, bps)?;
+            set(&mut self.enc, ENCODER_OPTION_MAX_BITRATE, bps)?;
+        }
+        self.bitrate = bps;
+        Ok(())
     }
 
     /// The next frame is a keyframe (after a PLI/FIR from the receiver).
@@ -40,6 +90,7 @@ impl H264Encoder {
         }
         let cw = f.width.div_ceil(2);
         let src = YUVSlices::new((&f.y, &f.u, &f.v), (f.width, f.height), (f.width, cw, cw));
+        self.started = true;
         Ok(self.enc.encode(&src)?.to_vec())
     }
 }

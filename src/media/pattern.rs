@@ -22,7 +22,12 @@ impl I420 {
 
 /// Bits in each mark band: 32 of frame counter, 32 of capture time (ms, low bits).
 const MARK_BITS: usize = 64;
-const BAND: usize = 16;
+
+/// Rows of one mark band: in proportion to the width (as wide as two cells), so that the
+/// marks of a picture the sender shrank for a slow link are read the same way.
+fn band(width: usize) -> usize {
+    2 * (width / MARK_BITS)
+}
 
 #[derive(Clone, Debug)]
 pub struct TestPattern {
@@ -80,19 +85,20 @@ impl TestPattern {
         let cw = w / 2;
         // Every row of the bars is the same: build one, then copy it.
         let bar = |x: usize| BARS[((x + shift) * BARS.len() / w) % BARS.len()];
+        let band = band(w);
         let y_row: Vec<u8> = (0..w).map(|x| bar(x).0).collect();
         let u_row: Vec<u8> = (0..cw).map(|x| bar(x * 2).1).collect();
         let v_row: Vec<u8> = (0..cw).map(|x| bar(x * 2).2).collect();
-        for row in (BAND * 2)..h {
+        for row in (band * 2)..h {
             f.y[row * w..(row + 1) * w].copy_from_slice(&y_row);
         }
-        for row in BAND..h / 2 {
+        for row in band..h / 2 {
             f.u[row * cw..(row + 1) * cw].copy_from_slice(&u_row);
             f.v[row * cw..(row + 1) * cw].copy_from_slice(&v_row);
         }
         // A square that slides diagonally: motion the encoder must follow.
         let side = h / 6;
-        let (sx, sy) = ((n as usize * 7) % (w - side), BAND * 2 + (n as usize * 3) % (h - side - BAND * 2));
+        let (sx, sy) = ((n as usize * 7) % (w - side), band * 2 + (n as usize * 3) % (h - side - band * 2));
         for row in sy..sy + side {
             for x in sx..sx + side {
                 f.y[row * w + x] = 16;
@@ -101,7 +107,7 @@ impl TestPattern {
         if self.noise > 0 {
             let span = u32::from(self.noise) * 2 + 1;
             let mut x = (n as u32).wrapping_mul(0x9E37_79B9) | 1;
-            for px in &mut f.y[BAND * 2 * w..] {
+            for px in &mut f.y[band * 2 * w..] {
                 x ^= x << 13;
                 x ^= x >> 17;
                 x ^= x << 5;
@@ -134,12 +140,12 @@ impl TestPattern {
 
     fn marks(&self, f: &mut I420, counter: u32, ms: u32) {
         let bits = (u64::from(counter) << 32) | u64::from(ms);
-        let cell = f.width / MARK_BITS;
+        let (cell, band) = (f.width / MARK_BITS, band(f.width));
         for i in 0..MARK_BITS {
             let on = bits >> (63 - i) & 1 == 1;
-            for row in 0..BAND * 2 {
+            for row in 0..band * 2 {
                 // Second band: the complement, so a misread cell is detected.
-                let lit = if row < BAND { on } else { !on };
+                let lit = if row < band { on } else { !on };
                 for x in i * cell..(i + 1) * cell {
                     f.y[row * f.width + x] = if lit { 235 } else { 16 };
                 }
@@ -180,15 +186,15 @@ impl TestPattern {
 /// Reads the frame counter and capture time (ms, low 32 bits) back from a picture's Y plane.
 /// `None` if the marks are not there or not readable.
 pub fn read_marks(y: &[u8], stride: usize, width: usize, height: usize) -> Option<(u32, u32)> {
-    if width < 320 || height < BAND * 2 || y.len() < stride * BAND * 2 {
+    let (cell, band) = (width / MARK_BITS, band(width));
+    if width < 320 || height < band * 2 || y.len() < stride * band * 2 {
         return None;
     }
-    let cell = width / MARK_BITS;
     let mean = |row0: usize, i: usize| {
         let (x0, x1) = (i * cell + cell / 4, (i + 1) * cell - cell / 4);
         let mut sum = 0u32;
         let mut n = 0u32;
-        for row in row0 + 4..row0 + BAND - 4 {
+        for row in row0 + band / 4..row0 + band - band / 4 {
             for x in x0..x1.max(x0 + 1) {
                 sum += u32::from(*y.get(row * stride + x)?);
                 n += 1;
@@ -198,7 +204,7 @@ pub fn read_marks(y: &[u8], stride: usize, width: usize, height: usize) -> Optio
     };
     let mut bits = 0u64;
     for i in 0..MARK_BITS {
-        let (a, b) = (mean(0, i)? > 128, mean(BAND, i)? > 128);
+        let (a, b) = (mean(0, i)? > 128, mean(band, i)? > 128);
         if a == b {
             return None;
         }

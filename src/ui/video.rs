@@ -197,6 +197,9 @@ impl VideoPanel {
             }
             VideoSending::On { what } => {
                 ui.weak(format!("Sending {what}"));
+                if let Some(s) = send_line(core) {
+                    ui.weak(s);
+                }
             }
             VideoSending::Failed(reason) => {
                 ui.colored_label(ERROR, format!("My video: {reason}"));
@@ -243,4 +246,20 @@ fn stats_line(core: &AppHandle) -> Option<String> {
         s += &format!(" · {l:.0} ms");
     }
     Some(s)
+}
+
+/// "Sent at 640x360 · 0.45 Mbit/s (link limited)" for our own video.
+fn send_line(core: &AppHandle) -> Option<String> {
+    let s = core.video.stats()?.sending?;
+    if s.frames_sent == 0 {
+        return None;
+    }
+    let mut line =
+        format!("Sent at {}x{} · {:.2} Mbit/s", s.width, s.height, s.target_bitrate_bps as f64 / 1e6);
+    if let Some(why) = s.smaller_because() {
+        line += &format!(" ({why})");
+    } else if s.link_limited {
+        line += " (link limited)";
+    }
+    Some(line)
 }

@@ -1,6 +1,8 @@
-//! Receiving: RTP packets put back together into whole frames ([`Assembler`]), decoded on a
-//! thread of their own, the latest picture published ([`super::FrameSlot`]); a lost packet
-//! makes the receiver drop frames up to the next keyframe and ask for one.
+//! Receiving: RTP packets put back in order ([`Reorder`]: a missing packet is waited for while
+//! the connection's NACKs ask the sender for it again), put back together into whole frames
+//! ([`Assembler`]), decoded on a thread of their own, the latest picture published
+//! ([`super::FrameSlot`]); a packet that stays lost makes the receiver drop frames up to the
+//! next keyframe and ask for one.
 
 use super::slot::{RgbaFrame, SlotWriter};
 use super::stats::RecvStats;
@@ -9,9 +11,86 @@ use crate::rtc::RtpVideoPacket;
 use bytes::Bytes;
 use rtc::rtp::codec::h264::H264Packet;
 use rtc::rtp::packetizer::Depacketizer;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+/// How long a missing packet is waited for before the pictures it belongs to are given up:
+/// the connection asks for it again every 20 ms, so on any path worth a video call it is back
+/// well within this.
+pub const LOSS_WAIT: Duration = Duration::from_millis(200);
+/// Packets held at most while one is missing (a longer hole is given up at once).
+const REORDER_LIMIT: usize = 512;
+
+/// Hands packets on in sequence order: one that arrives after a gap is held until the gap is
+/// filled (a retransmission, or a packet that overtook another) or [`LOSS_WAIT`] has passed
+/// since it arrived; then the gap is given up and the [`Assembler`] sees it as a loss.
+#[derive(Debug, Default)]
+pub struct Reorder {
+    next: Option<u16>,
+    held: HashMap<u16, (RtpVideoPacket, Instant)>,
+}
+
+impl Reorder {
+    /// Takes a packet that arrived at `now`; what may be handed on is appended to `out`.
+    pub fn push(&mut self, p: RtpVideoPacket, now: Instant, out: &mut VecDeque<RtpVideoPacket>) {
+        let next = *self.next.get_or_insert(p.sequence);
+        let ahead = p.sequence.wrapping_sub(next) as i16;
+        if ahead < 0 || self.held.contains_key(&p.sequence) {
+            return; // a duplicate, or a retransmission that came after we gave up on it
+        }
+        if ahead == 0 {
+            out.push_back(p);
+            self.next = Some(next.wrapping_add(1));
+            self.drain(out);
+            return;
+        }
+        self.held.insert(p.sequence, (p, now));
+        if self.held.len() > REORDER_LIMIT {
+            self.skip_all(out);
+        }
+    }
+
+    /// Gives up the gaps that have been waited for long enough.
+    pub fn expire(&mut self, now: Instant, out: &mut VecDeque<RtpVideoPacket>) {
+        while let Some(seq) = self.first_held() {
+            let waited = self.held.get(&seq).is_some_and(|(_, at)| now.duration_since(*at) >= LOSS_WAIT);
+            if !waited {
+                break;
+            }
+            self.next = Some(seq);
+            self.drain(out);
+        }
+    }
+
+    /// Whether a packet is missing now.
+    pub fn waiting(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    fn skip_all(&mut self, out: &mut VecDeque<RtpVideoPacket>) {
+        while let Some(seq) = self.first_held() {
+            self.next = Some(seq);
+            self.drain(out);
+        }
+    }
+
+    /// The held packet nearest after the gap.
+    fn first_held(&self) -> Option<u16> {
+        let next = self.next?;
+        self.held.keys().copied().min_by_key(|s| s.wrapping_sub(next))
+    }
+
+    fn drain(&mut self, out: &mut VecDeque<RtpVideoPacket>) {
+        let Some(mut next) = self.next else { return };
+        while let Some((p, _)) = self.held.remove(&next) {
+            out.push_back(p);
+            next = next.wrapping_add(1);
+        }
+        self.next = Some(next);
+    }
+}
 
 /// What the assembler made of a packet.
 #[derive(Debug, PartialEq)]
@@ -168,6 +247,8 @@ const KEYFRAME_REQUEST_GAP: Duration = Duration::from_millis(250);
 /// thread and shows the latest picture in `display` (if any).
 pub struct Receiver {
     pub control: Arc<RecvControl>,
+    reorder: Reorder,
+    ready: VecDeque<RtpVideoPacket>,
     assembler: Assembler,
     decoder_tx: Option<std::sync::mpsc::SyncSender<Bytes>>,
     last_request: Option<Instant>,
@@ -185,6 +266,8 @@ impl Receiver {
         }
         Receiver {
             control,
+            reorder: Reorder::default(),
+            ready: VecDeque::new(),
             assembler: Assembler::default(),
             decoder_tx: spawned.ok().map(|_| tx),
             last_request: None,
@@ -201,6 +284,36 @@ impl Receiver {
             self.control.drop_packets.store(dropping - 1, Ordering::Release);
             return false;
         }
+        let now = Instant::now();
+        self.reorder.expire(now, &mut self.ready);
+        self.reorder.push(p, now, &mut self.ready);
+        self.assemble()
+    }
+
+    /// Gives up packets missing too long (call it while no packets arrive, every few tens of
+    /// milliseconds); `true` when a keyframe should be requested now.
+    pub fn tick(&mut self) -> bool {
+        if !self.reorder.waiting() {
+            return false;
+        }
+        self.reorder.expire(Instant::now(), &mut self.ready);
+        self.assemble()
+    }
+
+    /// Whether a missing packet is being waited for.
+    pub fn waiting(&self) -> bool {
+        self.reorder.waiting()
+    }
+
+    fn assemble(&mut self) -> bool {
+        while let Some(p) = self.ready.pop_front() {
+            self.assemble_one(p);
+        }
+        self.assembler.waiting_for_keyframe() && self.keyframe_request_due()
+    }
+
+    fn assemble_one(&mut self, p: RtpVideoPacket) {
+        let stats = &self.control.stats;
         if self.control.decoder_lost.load(Ordering::Relaxed)
             && self.control.decoder_lost.swap(false, Ordering::AcqRel)
         {
@@ -236,7 +349,6 @@ impl Receiver {
             }
             None => {}
         }
-        self.assembler.waiting_for_keyframe() && self.keyframe_request_due()
     }
 
     /// Whether a keyframe request may go out now (they are spaced out).

@@ -1,6 +1,7 @@
 //! Sending: a capture thread takes pictures from the camera or the test pattern, encodes
 //! them to H.264 and hands the encoded frames to the connection.
 
+use super::adapt::{Adapter, LinkFeedback, MAX_QUEUE_DELAY, shrink};
 use super::params::{VideoParams, VideoSource};
 use super::slot::{SlotWriter, i420_to_rgba};
 use crate::media::camera::{Camera, CameraError};
@@ -61,10 +62,19 @@ pub struct SendStats {
     pub frames_sent: AtomicU64,
     /// Dropped because the connection did not keep up (the next one is a keyframe).
     pub frames_dropped: AtomicU64,
+    /// Not encoded because the connection still held earlier pictures (a slow link).
+    pub frames_skipped: AtomicU64,
+    /// The bitrate asked of the encoder now.
+    pub target_bps: AtomicU64,
+    /// The link (not the user's setting) limits the bitrate.
+    pub link_limited: AtomicBool,
+    /// The picture is sent smaller than captured (1: as captured).
+    pub divisor: AtomicU32,
     pub bytes_sent: AtomicU64,
     pub keyframes_sent: AtomicU64,
     pub keyframe_requests: AtomicU64,
     pub encode_us: AtomicU64,
+    /// Size of the pictures sent (after shrinking for the link).
     pub width: AtomicU32,
     pub height: AtomicU32,
 }
@@ -85,7 +95,8 @@ impl SendControl {
         self.keyframe.store(true, Ordering::Release);
     }
 
-    /// A new target bitrate (bits per second) from the next picture on.
+    /// A new bitrate setting (bits per second, the most asked of the encoder) from the next
+    /// picture on.
     pub fn set_bitrate(&self, bps: u32) {
         self.bitrate.store(bps.clamp(50_000, 20_000_000), Ordering::Release);
     }
@@ -110,6 +121,15 @@ pub enum CaptureEvent {
     Failed(VideoFailure),
 }
 
+/// Where the capture thread's output goes.
+pub(super) struct Sink {
+    pub out: mpsc::Sender<EncodedFrame>,
+    /// Each captured picture, for our own preview.
+    pub preview: Option<SlotWriter>,
+    pub events: mpsc::UnboundedSender<CaptureEvent>,
+    pub link: Option<Arc<dyn LinkFeedback>>,
+}
+
 /// A running capture thread; stops when dropped.
 pub struct Capture {
     pub control: Arc<SendControl>,
@@ -119,14 +139,18 @@ pub struct Capture {
 impl Capture {
     /// Opens the source on a thread of its own and starts encoding into `out`. `preview`
     /// receives each captured picture (converted there, not on the UI thread).
+    /// `link`, when the connection has congestion control, sets the bitrate and picture size
+    /// below the setting (see [`super::adapt`]).
     pub fn start(
         params: VideoParams,
         out: mpsc::Sender<EncodedFrame>,
         preview: Option<SlotWriter>,
         events: mpsc::UnboundedSender<CaptureEvent>,
+        link: Option<Arc<dyn LinkFeedback>>,
     ) -> Capture {
         let (fps, bitrate) = (params.fps.clamp(1, 60), params.effective_bitrate());
-        Self::start_with(move || open_source(&params), fps, bitrate, out, preview, events)
+        let sink = Sink { out, preview, events, link };
+        Self::start_with(move || open_source(&params), fps, bitrate, sink)
     }
 
     /// [`Self::start`] with the source opened by `open` (on the capture thread).
@@ -134,9 +158,7 @@ impl Capture {
         open: impl FnOnce() -> Result<(Box<dyn Source>, String), CameraError> + Send + 'static,
         fps: u32,
         bitrate: u32,
-        out: mpsc::Sender<EncodedFrame>,
-        preview: Option<SlotWriter>,
-        events: mpsc::UnboundedSender<CaptureEvent>,
+        sink: Sink,
     ) -> Capture {
         let control = Arc::new(SendControl::default());
         control.set_bitrate(bitrate);
@@ -144,7 +166,7 @@ impl Capture {
         let c = control.clone();
         let thread = std::thread::Builder::new()
             .name("sidecall-capture".into())
-            .spawn(move || capture_loop(open, fps, out, preview, events, c))
+            .spawn(move || capture_loop(open, fps, sink, c))
             .ok();
         Capture { control, thread }
     }
@@ -187,11 +209,10 @@ fn open_source(params: &VideoParams) -> Result<(Box<dyn Source>, String), Camera
 fn capture_loop(
     open: impl FnOnce() -> Result<(Box<dyn Source>, String), CameraError>,
     fps: u32,
-    out: mpsc::Sender<EncodedFrame>,
-    preview: Option<SlotWriter>,
-    events: mpsc::UnboundedSender<CaptureEvent>,
+    sink: Sink,
     control: Arc<SendControl>,
 ) {
+    let Sink { out, preview, events, link } = sink;
     let (mut source, what) = match open() {
         Ok(s) => s,
         Err(e) => {
@@ -213,14 +234,18 @@ fn capture_loop(
     let _clear = ClearOnExit(preview.clone());
     let _ = events.send(CaptureEvent::Started { what });
     let duration = Duration::from_secs_f64(1.0 / f64::from(fps));
-    let mut bitrate = control.bitrate.load(Ordering::Acquire);
-    let mut encoder = match H264Encoder::new(bitrate, fps as f32) {
+    let mut setting = control.bitrate.load(Ordering::Acquire);
+    let mut encoder = match H264Encoder::new(setting, fps as f32) {
         Ok(e) => e,
         Err(e) => {
             let _ = events.send(CaptureEvent::Failed(VideoFailure::Encoder(e.to_string())));
             return;
         }
     };
+    // Made for the first picture's size.
+    let mut adapter: Option<Adapter> = None;
+    let mut divisor = 1;
+    let mut small = I420::new(2, 2);
     let mut spare: Option<Vec<u8>> = None;
     let stats = &control.stats;
     while !control.stop.load(Ordering::Acquire) {
@@ -234,23 +259,58 @@ fn capture_loop(
         };
         let captured = Instant::now();
         stats.frames_captured.fetch_add(1, Ordering::Relaxed);
+        if let Some(slot) = &preview {
+            let shown = preview_size(&pic);
+            spare = slot.put(i420_to_rgba(shown.as_ref().unwrap_or(&pic), spare.take().unwrap_or_default()));
+        }
+        if link.as_ref().is_some_and(|l| l.queue_delay() > MAX_QUEUE_DELAY) {
+            // Still sending earlier pictures: this one would be shown late.
+            stats.frames_skipped.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        let adapter = adapter.get_or_insert_with(|| Adapter::new(setting, pic.width, pic.height, fps));
+        let want = control.bitrate.load(Ordering::Acquire);
+        if want != setting {
+            setting = want;
+            adapter.set_max(setting);
+        }
+        let plan = adapter.plan(captured, link.as_ref().map(|l| l.estimate_bps()));
+        if plan.divisor != divisor {
+            // Another size: a fresh encoder (its first picture is a keyframe).
+            match H264Encoder::new(plan.bitrate, fps as f32) {
+                Ok(e) => {
+                    tracing::info!(
+                        "video: sending {}x{} at {} kbit/s",
+                        pic.width / plan.divisor as usize,
+                        pic.height / plan.divisor as usize,
+                        plan.bitrate / 1000
+                    );
+                    encoder = e;
+                    divisor = plan.divisor;
+                }
+                Err(e) => tracing::warn!("cannot change the picture size: {e}"),
+            }
+        } else if plan.bitrate.abs_diff(encoder.bitrate()) > encoder.bitrate() / 32
+            && let Err(e) = encoder.set_bitrate(plan.bitrate)
+        {
+            tracing::warn!("cannot change the bitrate: {e}");
+        }
+        stats.target_bps.store(u64::from(encoder.bitrate()), Ordering::Relaxed);
+        stats.link_limited.store(plan.link_limited, Ordering::Relaxed);
+        stats.divisor.store(divisor, Ordering::Relaxed);
+        let pic = if divisor > 1 {
+            shrink(&pic, divisor, &mut small);
+            &small
+        } else {
+            &pic
+        };
         stats.width.store(pic.width as u32, Ordering::Relaxed);
         stats.height.store(pic.height as u32, Ordering::Relaxed);
-        let want = control.bitrate.load(Ordering::Acquire);
-        if want != bitrate {
-            match H264Encoder::new(want, fps as f32) {
-                Ok(e) => {
-                    encoder = e;
-                    bitrate = want;
-                }
-                Err(e) => tracing::warn!("cannot change the bitrate: {e}"),
-            }
-        }
         if control.keyframe.swap(false, Ordering::AcqRel) {
             encoder.request_keyframe();
         }
         let t = Instant::now();
-        let data = match encoder.encode(&pic) {
+        let data = match encoder.encode(pic) {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!("encoding a picture failed: {e}");
@@ -259,10 +319,6 @@ fn capture_loop(
             }
         };
         stats.encode_us.fetch_add(t.elapsed().as_micros() as u64, Ordering::Relaxed);
-        if let Some(slot) = &preview {
-            let small = preview_size(&pic);
-            spare = slot.put(i420_to_rgba(small.as_ref().unwrap_or(&pic), spare.take().unwrap_or_default()));
-        }
         if data.is_empty() {
             continue; // rate control skipped this one
         }

@@ -39,6 +39,11 @@ pub struct RecvStats {
 struct Recent {
     decoded_at: VecDeque<Instant>,
     latency_ms: VecDeque<f64>,
+    /// Latency of the pictures decoded in the last second.
+    last_second: VecDeque<(Instant, f64)>,
+    /// The longest time between two decoded pictures since the stream (re)started.
+    longest_gap: Duration,
+    last_decoded: Option<Instant>,
 }
 
 /// A copy of the receiving figures at one moment.
@@ -61,6 +66,11 @@ pub struct RecvSnapshot {
     /// sides: one machine, or synchronised clocks), over the recent pictures.
     pub latency_p50_ms: Option<f64>,
     pub latency_p95_ms: Option<f64>,
+    /// The oldest picture shown in the last second.
+    pub latency_max_ms: Option<f64>,
+    /// The longest time the picture stood still (between two decoded pictures), since the
+    /// other side's video started.
+    pub longest_stall_ms: f64,
     pub last_counter: Option<u64>,
     pub counter_stalls: u64,
 }
@@ -71,13 +81,29 @@ pub struct SendSnapshot {
     pub frames_captured: u64,
     pub frames_sent: u64,
     pub frames_dropped: u64,
+    /// Not encoded while the connection still held earlier pictures (a slow link).
+    pub frames_skipped: u64,
     pub bytes_sent: u64,
     pub keyframes_sent: u64,
     pub keyframe_requests: u64,
+    /// Size sent (smaller than captured when the link is slow).
     pub width: u32,
     pub height: u32,
     /// Mean encode time per picture.
     pub encode_ms: f64,
+    /// The bitrate asked of the encoder now: the link's estimate, at most the setting.
+    pub target_bitrate_bps: u64,
+    /// The link, not the setting, limits the bitrate.
+    pub link_limited: bool,
+    /// The picture is sent 1/`divisor` of its captured width and height.
+    pub divisor: u32,
+}
+
+impl SendSnapshot {
+    /// Why the picture is smaller than captured, if it is.
+    pub fn smaller_because(&self) -> Option<&'static str> {
+        (self.divisor > 1).then_some(if self.link_limited { "link limited" } else { "bitrate setting" })
+    }
 }
 
 impl SendStats {
@@ -88,12 +114,16 @@ impl SendStats {
             frames_captured: frames,
             frames_sent: l(&self.frames_sent),
             frames_dropped: l(&self.frames_dropped),
+            frames_skipped: l(&self.frames_skipped),
             bytes_sent: l(&self.bytes_sent),
             keyframes_sent: l(&self.keyframes_sent),
             keyframe_requests: l(&self.keyframe_requests),
             width: self.width.load(Ordering::Relaxed),
             height: self.height.load(Ordering::Relaxed),
             encode_ms: if frames == 0 { 0.0 } else { l(&self.encode_us) as f64 / frames as f64 / 1000.0 },
+            target_bitrate_bps: l(&self.target_bps),
+            link_limited: self.link_limited.load(Ordering::Relaxed),
+            divisor: self.divisor.load(Ordering::Relaxed).max(1),
         }
     }
 }
@@ -109,7 +139,7 @@ fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
 impl RecvStats {
     pub fn snapshot(&self) -> RecvSnapshot {
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let (fps, mut lat) = {
+        let (fps, mut lat, max, stall) = {
             let mut r = self.recent.lock();
             let cutoff = Instant::now().checked_sub(Duration::from_secs(1));
             while let (Some(front), Some(cut)) = (r.decoded_at.front(), cutoff) {
@@ -119,7 +149,15 @@ impl RecvStats {
                     break;
                 }
             }
-            (r.decoded_at.len() as f64, r.latency_ms.iter().copied().collect::<Vec<_>>())
+            while let (Some((front, _)), Some(cut)) = (r.last_second.front(), cutoff) {
+                if *front < cut {
+                    r.last_second.pop_front();
+                } else {
+                    break;
+                }
+            }
+            let max = r.last_second.iter().map(|(_, l)| *l).max_by(f64::total_cmp);
+            (r.decoded_at.len() as f64, r.latency_ms.iter().copied().collect::<Vec<_>>(), max, r.longest_gap)
         };
         lat.sort_by(|a, b| a.total_cmp(b));
         let decoded = l(&self.frames_decoded);
@@ -138,6 +176,8 @@ impl RecvStats {
             fps,
             latency_p50_ms: percentile(&lat, 0.5),
             latency_p95_ms: percentile(&lat, 0.95),
+            latency_max_ms: max,
+            longest_stall_ms: stall.as_secs_f64() * 1000.0,
             last_counter: (decoded > 0 && l(&self.counter_stalls) < decoded).then(|| l(&self.last_counter)),
             counter_stalls: l(&self.counter_stalls),
         }
@@ -148,6 +188,9 @@ impl RecvStats {
         let mut r = self.recent.lock();
         r.decoded_at.clear();
         r.latency_ms.clear();
+        r.last_second.clear();
+        r.longest_gap = Duration::ZERO;
+        r.last_decoded = None;
     }
 
     pub(super) fn decoded(&self, pic: &openh264::decoder::DecodedYUV<'_>) {
@@ -158,6 +201,9 @@ impl RecvStats {
         self.frames_decoded.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
         let mut r = self.recent.lock();
+        if let Some(last) = r.last_decoded.replace(now) {
+            r.longest_gap = r.longest_gap.max(now.duration_since(last));
+        }
         r.decoded_at.push_back(now);
         if r.decoded_at.len() > 240 {
             r.decoded_at.pop_front();
@@ -171,6 +217,10 @@ impl RecvStats {
             let delay = (wall_ms() as u32).wrapping_sub(ms);
             if delay < 10_000 {
                 r.latency_ms.push_back(f64::from(delay));
+                r.last_second.push_back((now, f64::from(delay)));
+                if r.last_second.len() > 240 {
+                    r.last_second.pop_front();
+                }
                 if r.latency_ms.len() > LATENCY_WINDOW {
                     r.latency_ms.pop_front();
                 }

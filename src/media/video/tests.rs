@@ -1,3 +1,4 @@
+use super::send::Sink;
 use super::*;
 use crate::media::camera::CameraError;
 use crate::media::codec::{H264Decoder, H264Encoder};
@@ -58,7 +59,8 @@ fn an_unplugged_camera_ends_the_video_with_its_reason_and_a_blank_preview() {
     let preview = FrameSlot::new();
     let writer = preview.take_over();
     let open = || Ok((Box::new(Unplugged { left: 5 }) as Box<dyn Source>, "Fake camera".to_owned()));
-    let _capture = Capture::start_with(open, 30, 300_000, tx, Some(writer), ev_tx);
+    let sink = Sink { out: tx, preview: Some(writer), events: ev_tx, link: None };
+    let _capture = Capture::start_with(open, 30, 300_000, sink);
     assert_eq!(events.blocking_recv(), Some(CaptureEvent::Started { what: "Fake camera".into() }));
     match events.blocking_recv() {
         Some(CaptureEvent::Failed(why)) => {
@@ -254,4 +256,90 @@ fn slot_keeps_only_the_latest_picture_of_its_current_owner() {
     first.clear();
     first.close();
     assert_eq!(slot.latest().1.expect("the new owner's picture").rgba[0], 13);
+}
+
+fn pkt(sequence: u16) -> RtpVideoPacket {
+    RtpVideoPacket { sequence, timestamp: u32::from(sequence), marker: true, payload: Bytes::new() }
+}
+
+fn seqs(out: &mut std::collections::VecDeque<RtpVideoPacket>) -> Vec<u16> {
+    out.drain(..).map(|p| p.sequence).collect()
+}
+
+#[test]
+fn a_missing_packet_is_waited_for_and_given_up_after_the_loss_wait() {
+    let t = std::time::Instant::now();
+    let ms = |n: u64| t + Duration::from_millis(n);
+    let mut r = Reorder::default();
+    let mut out = std::collections::VecDeque::new();
+    // Across the wrap of the sequence number.
+    r.push(pkt(65534), t, &mut out);
+    r.push(pkt(65535), t, &mut out);
+    assert_eq!(seqs(&mut out), [65534, 65535]);
+    // 0 is lost; 1 and 2 wait for it.
+    r.push(pkt(1), ms(10), &mut out);
+    r.push(pkt(2), ms(20), &mut out);
+    assert!(out.is_empty() && r.waiting());
+    // The retransmission fills the gap: everything in order.
+    r.push(pkt(0), ms(60), &mut out);
+    assert_eq!(seqs(&mut out), [0, 1, 2]);
+    assert!(!r.waiting());
+    // A late copy is dropped.
+    r.push(pkt(1), ms(70), &mut out);
+    assert!(out.is_empty());
+    // 3 never comes: 4 waits the loss wait out, then goes on (the assembler sees the gap).
+    r.push(pkt(4), ms(100), &mut out);
+    r.push(pkt(5), ms(110), &mut out);
+    r.expire(ms(100) + LOSS_WAIT - Duration::from_millis(1), &mut out);
+    assert!(out.is_empty());
+    r.expire(ms(100) + LOSS_WAIT, &mut out);
+    assert_eq!(seqs(&mut out), [4, 5]);
+    // Two gaps: each is given up in its own time.
+    r.push(pkt(7), ms(400), &mut out);
+    r.push(pkt(9), ms(500), &mut out);
+    r.expire(ms(400) + LOSS_WAIT, &mut out);
+    assert_eq!(seqs(&mut out), [7]);
+    r.push(pkt(8), ms(610), &mut out);
+    assert_eq!(seqs(&mut out), [8, 9]);
+}
+
+#[test]
+fn a_hole_too_long_to_wait_for_is_given_up_at_once() {
+    let t = std::time::Instant::now();
+    let mut r = Reorder::default();
+    let mut out = std::collections::VecDeque::new();
+    r.push(pkt(10), t, &mut out);
+    for s in 12..12 + 513 {
+        r.push(pkt(s), t, &mut out);
+    }
+    let got = seqs(&mut out);
+    assert_eq!(got.len(), 514, "memory stays bounded whatever arrives");
+    assert!(got.windows(2).all(|w| w[1] == w[0].wrapping_add(1) || w == [10, 12]));
+}
+
+#[test]
+fn the_bitrate_changes_in_place_without_a_keyframe() {
+    let p = TestPattern::new(640, 480).noisy(6);
+    let mut enc = H264Encoder::new(2_000_000, 30.0).expect("encoder");
+    let bytes = |enc: &mut H264Encoder, from: u64| -> (usize, usize) {
+        let mut total = 0;
+        let mut keyframes = 0;
+        for n in from..from + 30 {
+            let d = enc.encode(&p.frame(n, n * 33)).expect("encode");
+            total += d.len();
+            keyframes += usize::from(crate::media::codec::has_keyframe(&d));
+        }
+        (total, keyframes)
+    };
+    let (high, _) = bytes(&mut enc, 0);
+    enc.set_bitrate(300_000).expect("lower");
+    let _ = bytes(&mut enc, 30);
+    let (low, keyframes) = bytes(&mut enc, 60);
+    assert_eq!(keyframes, 0, "no keyframe for a bitrate change");
+    assert!(low * 3 < high, "one second at 300 kbit/s ({low} B) is far less than at 2 Mbit/s ({high} B)");
+    assert!(low * 8 < 450_000, "{} bit/s for 300 kbit/s", low * 8);
+    enc.set_bitrate(2_000_000).expect("raise");
+    let _ = bytes(&mut enc, 90);
+    let (again, _) = bytes(&mut enc, 120);
+    assert!(again > low * 3, "back up: {again} B after {low} B");
 }

@@ -11,23 +11,24 @@
 //! - Every connection negotiates one H.264 video transceiver in each direction (sendrecv)
 //!   from the start, whether or not video was offered: starting or stopping video later is
 //!   then only a matter of writing frames, with no renegotiation. Keyframe requests (PLI/FIR)
-//!   from the receiver reach the sender's application through [`KeyframeForwarder`].
+//!   from the receiver reach the sender's application through `link::KeyframeForwarder`.
+//! - Send-side congestion control (GCC with transport-wide feedback, a pacer) is on, and
+//!   the video sender follows its estimate through [`LinkState`] (see `link`).
+
+mod link;
+
+pub use link::LinkState;
 
 use crate::protocol::{IceServer, Role, SignalData};
 use bytes::{Bytes, BytesMut};
-use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::RTCIceTransportPolicy;
-use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MediaEngine};
-use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
     RtpCodecKind,
 };
-use rtc::sansio::Protocol;
-use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -273,64 +274,6 @@ fn h264_codec() -> RTCRtpCodec {
     }
 }
 
-/// Passes inbound keyframe requests (PLI, FIR) on to the application, which alone can answer
-/// them (by making the encoder emit a keyframe); every other inbound RTCP packet stays with
-/// the interceptors that act on it. Last in the chain. After the webrtc crate's
-/// `rtcp-processing` example (MIT/Apache-2.0).
-#[derive(Default)]
-struct KeyframeForwarder {
-    read: VecDeque<TaggedPacket>,
-    write: VecDeque<TaggedPacket>,
-}
-
-impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeForwarder {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = rtc::shared::error::Error;
-    type Time = std::time::Instant;
-
-    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
-        if let Packet::Rtcp(packets) = &msg.message.packet {
-            let requests: Vec<Box<dyn rtc::rtcp::Packet>> = packets
-                .iter()
-                .filter(|p| {
-                    let any = p.as_any();
-                    any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
-                })
-                .cloned()
-                .collect();
-            if requests.is_empty() {
-                return Ok(());
-            }
-            msg.message.packet = Packet::Rtcp(requests);
-            msg.message.add(Attribute::DeliverToApplication);
-        }
-        self.read.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_read(&mut self) -> Option<Self::Rout> {
-        self.read.pop_front()
-    }
-
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        self.write.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_write(&mut self) -> Option<Self::Wout> {
-        self.write.pop_front()
-    }
-}
-
-impl Interceptor for KeyframeForwarder {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
-}
-
 /// Our outgoing video track, negotiated from the start.
 #[derive(Clone)]
 struct LocalTrack {
@@ -364,9 +307,15 @@ async fn add_video_track(pc: &Arc<dyn PeerConnection>) -> Result<LocalTrack, Rtc
 pub struct LocalVideo {
     inner: LocalTrack,
     payload_type: u8,
+    link: Arc<LinkState>,
 }
 
 impl LocalVideo {
+    /// What congestion control knows of the link (for the encoder's bitrate and size).
+    pub fn link(&self) -> Arc<LinkState> {
+        self.link.clone()
+    }
+
     /// Sends one encoded picture (Annex-B H.264) lasting `duration`.
     pub async fn write(
         &self,
@@ -530,6 +479,8 @@ pub struct Peer {
     early: tokio::sync::Mutex<Option<Vec<RTCIceCandidateInit>>>,
     /// Our video track (the answerer adds it on the offer's video section).
     video: tokio::sync::Mutex<Option<LocalTrack>>,
+    /// What congestion control knows of the link, for the video sender.
+    link: Arc<LinkState>,
 }
 
 impl Peer {
@@ -588,8 +539,8 @@ impl Peer {
             RTCRtpCodecParameters { rtp_codec: h264_codec(), payload_type: H264_PAYLOAD_TYPE },
             RtpCodecKind::Video,
         )?;
-        let registry = register_default_interceptors(Registry::new(), &mut media)?
-            .with(Slot::from(14_000), KeyframeForwarder::default());
+        let link = Arc::new(LinkState::default());
+        let registry = link::chain(&mut media, &link)?;
         let pc = PeerConnectionBuilder::new()
             .with_configuration({
                 let c = RTCConfigurationBuilder::new().with_ice_servers(servers);
@@ -636,6 +587,7 @@ impl Peer {
                 racing,
                 early: tokio::sync::Mutex::new(Some(Vec::new())),
                 video: tokio::sync::Mutex::new(video),
+                link,
             },
             rx,
         ))
@@ -703,7 +655,7 @@ impl Peer {
             .first()
             .map(|c| c.payload_type)
             .ok_or_else(|| RtcError::Failed("the peer accepted no H.264 video".into()))?;
-        Ok(LocalVideo { inner, payload_type })
+        Ok(LocalVideo { inner, payload_type, link: self.link.clone() })
     }
 
     pub async fn close(&self) {
