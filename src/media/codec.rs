@@ -51,12 +51,11 @@ impl H264Encoder {
             return Ok(());
         }
         use openh264_sys2::{
-            ENCODER_OPTION, ENCODER_OPTION_BITRATE, ENCODER_OPTION_MAX_BITRATE, SBitrateInfo,
-            SPATIAL_LAYER_ALL,
+            ENCODER_OPTION, ENCODER_OPTION_BITRATE, ENCODER_OPTION_MAX_BITRATE, LAYER_NUM, SBitrateInfo,
+            SPATIAL_LAYER_0, SPATIAL_LAYER_ALL,
         };
-        let set = |enc: &mut Encoder, option: ENCODER_OPTION, bps: u32| -> Result<(), CodecError> {
-            let mut info =
-                SBitrateInfo { iLayer: SPATIAL_LAYER_ALL, iBitrate: bps.min(i32::MAX as u32) as i32 };
+        let set = |enc: &mut Encoder, option: ENCODER_OPTION, layer: LAYER_NUM| -> Result<(), CodecError> {
+            let mut info = SBitrateInfo { iLayer: layer, iBitrate: bps.min(i32::MAX as u32) as i32 };
             // SAFETY: the encoder is initialised (a picture went through it) and `info` is the
             // struct these two options take; OpenH264 copies it before returning.
             let rc = unsafe { enc.raw_api().set_option(option, (&raw mut info).cast()) };
@@ -66,13 +65,18 @@ impl H264Encoder {
                 Err(CodecError::OpenH264(openh264::Error::msg("the encoder refused the new bitrate")))
             }
         };
-        // The layer's bitrate may not exceed its maximum: raise the maximum first, lower it last.
+        // The layer's bitrate may not exceed its maximum: raise the maximum first, lower it
+        // last. The maximum of "all layers" is the total's alone; the layer's own is separate.
+        let max = |enc: &mut Encoder| {
+            set(enc, ENCODER_OPTION_MAX_BITRATE, SPATIAL_LAYER_0)?;
+            set(enc, ENCODER_OPTION_MAX_BITRATE, SPATIAL_LAYER_ALL)
+        };
         if bps > self.bitrate {
-            set(&mut self.enc, ENCODER_OPTION_MAX_BITRATE, bps)?;
-            set(&mut self.enc, ENCODER_OPTION_BITRATE, bps)?;
+            max(&mut self.enc)?;
+            set(&mut self.enc, ENCODER_OPTION_BITRATE, SPATIAL_LAYER_ALL)?;
         } else {
-            set(&mut self.enc, ENCODER_OPTION_BITRATE, bps)?;
-            set(&mut self.enc, ENCODER_OPTION_MAX_BITRATE, bps)?;
+            set(&mut self.enc, ENCODER_OPTION_BITRATE, SPATIAL_LAYER_ALL)?;
+            max(&mut self.enc)?;
         }
         self.bitrate = bps;
         Ok(())

@@ -2,7 +2,8 @@
 //! link.
 //!
 //! Send-side congestion control (webrtc 0.21.1's GCC over transport-wide congestion control
-//! feedback, which is off by default) estimates what the path carries. The estimate leaves
+//! feedback, which is off by default, with a queueing-delay guard of ours: see `estimate`)
+//! estimates what the path carries. The estimate leaves
 //! the chain only as an attribute on the feedback packet that produced it, on its way from
 //! the congestion controller (wire-most) through the pacer towards the application. Two taps
 //! of ours sit around the pacer:
@@ -10,18 +11,24 @@
 //! - below it, [`Tap::BelowPacer`] records the estimate for the video sender, and hands the
 //!   pacer the estimate times [`PACING_FACTOR`]: the crate's pacer sends at exactly the rate
 //!   it is given, so a keyframe bigger than the average frame would queue behind it for
-//!   seconds (libwebrtc paces at 2.5× the estimate for the same reason). It also counts the
-//!   bytes the pacer releases;
-//! - above it, [`Tap::AbovePacer`] counts the bytes that enter the pacer.
+//!   seconds (libwebrtc paces at 2.5× the estimate for the same reason). It also notes which
+//!   packets the pacer releases;
+//! - above it, [`Tap::AbovePacer`] notes when each packet enters the pacer.
 //!
-//! The difference is the pacer's queue: the sender skips pictures while it holds more than a
-//! fraction of a second (a picture queued longer would be shown late).
+//! The age of the oldest packet still in the pacer is its queue delay: the sender skips
+//! pictures while it is more than a fraction of a second (a picture queued longer would be
+//! shown late). Time rather than a byte count, so a packet the pacer drops (its queue is
+//! bounded) cannot leave a count that never returns to zero: a released packet clears every
+//! older one, and nothing is older than [`FORGET_AFTER`].
 //!
-//! Receive side: NACKs are sent every 20 ms (the crate's default is 100 ms), so a lost packet
-//! comes back while the receiver still waits for it (see `media::video::receive`).
+//! Receive side: NACKs are sent every 40 ms (the crate's default is 100 ms), at most
+//! [`NACKS_PER_PACKET`] times for one packet (the default is without end, which on a slow
+//! link turns a burst of loss into a storm of retransmissions), so a lost packet comes back
+//! while the receiver still waits for it (see `media::video::receive`).
 
+use parking_lot::Mutex;
 use rtc::interceptor::{
-    Attribute, CongestionControlBuilder, Gcc, Interceptor, NackGeneratorBuilder, NackResponderBuilder,
+    Attribute, CongestionControlBuilder, Interceptor, NackGeneratorBuilder, NackResponderBuilder,
     PacerBuilder, Packet, ReceiverReportBuilder, Registry, SenderReportBuilder, Slot, StreamInfo,
     TaggedPacket, TwccReceiverBuilder, TwccSenderBuilder,
 };
@@ -31,11 +38,10 @@ use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, RTCRtpHeaderExtensionCapability, RtpCodecKind};
 use rtc::sansio::Protocol;
-use rtc::shared::marshal::MarshalSize;
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 /// The estimate a connection starts from, before the first feedback: 720p at 30 fps is
 /// watchable at this rate, and a link slower than this is found within a second.
@@ -49,20 +55,26 @@ pub const PACING_FACTOR: f64 = 2.5;
 /// Packets the pacer holds at most (the video sender stops long before: see the module).
 const PACER_QUEUE_PACKETS: usize = 2048;
 /// How often the receiver repeats its NACKs for packets still missing.
-const NACK_INTERVAL: Duration = Duration::from_millis(20);
+const NACK_INTERVAL: Duration = Duration::from_millis(40);
+/// How many times one missing packet is asked for.
+const NACKS_PER_PACKET: u16 = 4;
+/// A packet noted as entering the pacer this long ago is taken as dropped by it.
+const FORGET_AFTER: Duration = Duration::from_secs(1);
+/// Packets noted at most (a bound whatever the pacer does).
+const PENDING_LIMIT: usize = 4096;
 
 /// What the chain knows about the link, for the video sender.
 #[derive(Debug)]
 pub struct LinkState {
     /// Bits per second the path carries, as congestion control estimates it.
     estimate_bps: AtomicU64,
-    /// Bytes that entered the pacer minus bytes it released.
-    queued: AtomicI64,
+    /// Packets in the pacer, oldest first: (SSRC, sequence number, when it entered).
+    pending: Mutex<VecDeque<(u32, u16, Instant)>>,
 }
 
 impl Default for LinkState {
     fn default() -> Self {
-        LinkState { estimate_bps: AtomicU64::new(START_BPS), queued: AtomicI64::new(0) }
+        LinkState { estimate_bps: AtomicU64::new(START_BPS), pending: Mutex::default() }
     }
 }
 
@@ -72,15 +84,30 @@ impl LinkState {
         self.estimate_bps.load(Ordering::Relaxed)
     }
 
-    /// RTP bytes waiting in the pacer.
-    pub fn queued_bytes(&self) -> u64 {
-        self.queued.load(Ordering::Relaxed).max(0) as u64
+    /// How long the oldest packet in the pacer has waited.
+    pub fn queue_delay(&self) -> Duration {
+        let now = Instant::now();
+        let mut pending = self.pending.lock();
+        while pending.front().is_some_and(|(_, _, at)| now.duration_since(*at) > FORGET_AFTER) {
+            pending.pop_front();
+        }
+        pending.front().map_or(Duration::ZERO, |(_, _, at)| now.duration_since(*at))
     }
 
-    /// How long the pacer needs to send what it holds.
-    pub fn queue_delay(&self) -> Duration {
-        let rate = self.estimate_bps() as f64 * PACING_FACTOR;
-        Duration::from_secs_f64(self.queued_bytes() as f64 * 8.0 / rate.max(1.0))
+    fn entered(&self, ssrc: u32, seq: u16, at: Instant) {
+        let mut pending = self.pending.lock();
+        if pending.len() >= PENDING_LIMIT {
+            pending.pop_front();
+        }
+        pending.push_back((ssrc, seq, at));
+    }
+
+    fn released(&self, ssrc: u32, seq: u16) {
+        let mut pending = self.pending.lock();
+        // The pacer keeps order: everything before this one left (or was dropped) already.
+        if let Some(i) = pending.iter().position(|&(s, q, _)| s == ssrc && q == seq) {
+            pending.drain(..=i);
+        }
     }
 }
 
@@ -119,7 +146,7 @@ pub(super) fn chain(
         None,
     )?;
     configure_simulcast_extension_headers(media)?;
-    let gcc = Gcc::new(START_BPS as f64, MIN_BPS as f64, MAX_BPS as f64);
+    let gcc = super::estimate::GuardedGcc::new(START_BPS as f64, MIN_BPS as f64, MAX_BPS as f64);
     Ok(Registry::new()
         .with(Slot::CongestionControl, CongestionControlBuilder::new(gcc).build())
         .with(Slot::TwccSender, TwccSenderBuilder::new().build())
@@ -133,7 +160,13 @@ pub(super) fn chain(
         )
         .with(Slot::from(3_500), Tap::new(Side::AbovePacer, link.clone()))
         .with(Slot::NackResponder, NackResponderBuilder::new().build())
-        .with(Slot::NackGenerator, NackGeneratorBuilder::new().with_interval(NACK_INTERVAL).build())
+        .with(
+            Slot::NackGenerator,
+            NackGeneratorBuilder::new()
+                .with_interval(NACK_INTERVAL)
+                .with_max_nacks_per_packet(NACKS_PER_PACKET)
+                .build(),
+        )
         .with(Slot::TwccReceiver, TwccReceiverBuilder::new().build())
         .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build())
         .with(Slot::SenderReport, SenderReportBuilder::new().build())
@@ -188,11 +221,11 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Tap {
 
     fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
         if let Packet::Rtp(p) = &msg.message.packet {
-            let bytes = p.marshal_size() as i64;
+            let (ssrc, seq) = (p.header.ssrc, p.header.sequence_number);
             match self.side {
-                Side::AbovePacer => self.link.queued.fetch_add(bytes, Ordering::Relaxed),
-                Side::BelowPacer => self.link.queued.fetch_sub(bytes, Ordering::Relaxed),
-            };
+                Side::AbovePacer => self.link.entered(ssrc, seq, Instant::now()),
+                Side::BelowPacer => self.link.released(ssrc, seq),
+            }
         }
         self.write.push_back(msg);
         Ok(())

@@ -15,6 +15,7 @@
 //! - Send-side congestion control (GCC with transport-wide feedback, a pacer) is on, and
 //!   the video sender follows its estimate through [`LinkState`] (see `link`).
 
+mod estimate;
 mod link;
 
 pub use link::LinkState;

@@ -17,6 +17,7 @@ mod protocol_doc;
 mod relay;
 mod restart;
 mod rtc;
+mod slow_link;
 mod store;
 mod tls;
 mod transfer;

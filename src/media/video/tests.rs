@@ -320,7 +320,7 @@ fn a_hole_too_long_to_wait_for_is_given_up_at_once() {
 #[test]
 fn the_bitrate_changes_in_place_without_a_keyframe() {
     let p = TestPattern::new(640, 480).noisy(6);
-    let mut enc = H264Encoder::new(2_000_000, 30.0).expect("encoder");
+    let mut enc = H264Encoder::new(500_000, 30.0).expect("encoder");
     let bytes = |enc: &mut H264Encoder, from: u64| -> (usize, usize) {
         let mut total = 0;
         let mut keyframes = 0;
@@ -331,15 +331,17 @@ fn the_bitrate_changes_in_place_without_a_keyframe() {
         }
         (total, keyframes)
     };
-    let (high, _) = bytes(&mut enc, 0);
-    enc.set_bitrate(300_000).expect("lower");
+    let (start, _) = bytes(&mut enc, 0);
+    // Above what it was made with.
+    enc.set_bitrate(2_000_000).expect("raise");
     let _ = bytes(&mut enc, 30);
-    let (low, keyframes) = bytes(&mut enc, 60);
+    let (high, keyframes) = bytes(&mut enc, 60);
     assert_eq!(keyframes, 0, "no keyframe for a bitrate change");
+    assert!(high > start * 2, "one second at 2 Mbit/s ({high} B) is far more than at 500 kbit/s ({start} B)");
+    enc.set_bitrate(300_000).expect("lower");
+    let _ = bytes(&mut enc, 90);
+    let (low, keyframes) = bytes(&mut enc, 120);
+    assert_eq!(keyframes, 0);
     assert!(low * 3 < high, "one second at 300 kbit/s ({low} B) is far less than at 2 Mbit/s ({high} B)");
     assert!(low * 8 < 450_000, "{} bit/s for 300 kbit/s", low * 8);
-    enc.set_bitrate(2_000_000).expect("raise");
-    let _ = bytes(&mut enc, 90);
-    let (again, _) = bytes(&mut enc, 120);
-    assert!(again > low * 3, "back up: {again} B after {low} B");
 }
