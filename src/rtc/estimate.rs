@@ -15,9 +15,9 @@
 //!   congestion);
 //! - over [`OVERUSE`]: the cap falls to [`DECREASE`] × the rate the receiver got;
 //! - under [`UNDERUSE`]: the cap rises, by [`ADDITIVE_BPS`] a second near the rate where the
-//!   last overuse was found, 8 % a second (GCC's own) away from it; never above 1.5× what
+//!   last overuse was found, 8 % a second (GCC's own) away from it; not beyond 1.5× what
 //!   the receiver got (plus a little), so a sender that sends less than it may (its own
-//!   setting) does not claim a link it never tried.
+//!   setting, a still picture) does not claim a link it never tried.
 
 use rtc::interceptor::{BandwidthEstimator, EstimatorStats, Gcc, PacketReport};
 use std::collections::VecDeque;
@@ -125,14 +125,15 @@ impl BandwidthEstimator for GuardedGcc {
             }
         } else if self.queue_ms < UNDERUSE && !held {
             let near = self.ceiling.is_some_and(|c| self.cap < c * 1.1);
-            self.cap = if near {
+            let grown = if near {
                 self.cap + ADDITIVE_BPS * elapsed
             } else {
                 self.cap * MULTIPLICATIVE.powf(elapsed)
             };
-            if let Some(received) = received {
-                self.cap = self.cap.min(received * 1.5 + 100_000.0);
-            }
+            // Grows only as far as what is sent shows the link can take: a sender below its
+            // estimate (its own setting, a still picture) learns nothing about the link above.
+            let bound = received.map_or(f64::INFINITY, |r| r * 1.5 + 100_000.0);
+            self.cap = self.cap.max(grown.min(bound));
         }
         self.cap = self.cap.clamp(self.min, self.max);
     }

@@ -62,7 +62,7 @@ fn a_browser_callee_exchanges_h264_video_with_sidecall() {
             "+49 151 23456789",
             "--json",
             "--video",
-            "test-pattern",
+            "test-pattern:noisy",
             "--video-size",
             "640x480",
             "--video-stats",
@@ -91,6 +91,17 @@ fn a_browser_callee_exchanges_h264_video_with_sidecall() {
     let decoded = last["receiving"]["frames_decoded"].as_u64().unwrap_or(0);
     assert!(decoded >= 30, "Sidecall decoded {decoded} of the browser's pictures: {last}\n{browser_said:#?}");
     assert_eq!(last["receiving"]["width"], 640, "{last}");
+    // Chromium's transport-wide feedback drove our congestion control: the estimate left the
+    // rate it starts from (it cannot move without feedback).
+    assert!(
+        browser_said
+            .iter()
+            .any(|l| l.starts_with("answer congestion control transport-cc with the sequence-number extension")),
+        "Chromium negotiates transport-wide congestion control: {browser_said:#?}"
+    );
+    let estimate = last["sending"]["link_estimate_bps"].as_u64().unwrap_or(0);
+    eprintln!("our estimate after 6 s with Chromium's feedback: {estimate} bit/s (starts at 800000)");
+    assert!(estimate > 0 && estimate != 800_000, "the browser's feedback moved the estimate: {last}");
 
     // The browser decoded ours, as H.264 Constrained Baseline (42e01f).
     let inbound: Vec<&String> = browser_said.iter().filter(|l| l.starts_with("inbound")).collect();

@@ -1,7 +1,8 @@
 //! Video on a slow or lossy link: two network namespaces made by the test (a home with
 //! Alice, who sends 720p camera-like video, and the other side with the server and Bob), a
 //! veth pair between them, and on Alice's upload either a 1.5 Mbit/s token bucket (`tc tbf`:
-//! this kernel has no netem) or 2 % random loss (`iptables -m statistic`). The real
+//! this kernel has no netem) or 2 % random loss of what reaches the far side (`iptables -m
+//! statistic`). The real
 //! `sidecall-server` and `sidecall` binaries run in them; Bob's figures say what he sees.
 //! Needs root (ip netns, tc, iptables); elsewhere it is skipped with a notice.
 
@@ -72,8 +73,8 @@ impl Link {
         c
     }
 
-    fn in_home(&self, args: &[&str]) -> Result<(), String> {
-        let ns = self.ns("home");
+    fn in_ns(&self, side: &str, args: &[&str]) -> Result<(), String> {
+        let ns = self.ns(side);
         let mut all = vec!["ip", "netns", "exec", ns.as_str()];
         all.extend(args);
         sh(&all)
@@ -220,21 +221,24 @@ fn video_follows_a_slow_link_down_and_back_up() {
     let dir = tempfile::tempdir().expect("tempdir");
     let Some(link) = topology("r", dir.path()) else { return };
     let rate = format!("{}kbit", LINK_BPS as u64 / 1000);
-    link.in_home(&[
-        "tc",
-        "qdisc",
-        "add",
-        "dev",
-        &link.home_dev(),
-        "root",
-        "tbf",
-        "rate",
-        &rate,
-        "burst",
-        "16kb",
-        "latency",
-        "150ms",
-    ])
+    link.in_ns(
+        "home",
+        &[
+            "tc",
+            "qdisc",
+            "add",
+            "dev",
+            &link.home_dev(),
+            "root",
+            "tbf",
+            "rate",
+            &rate,
+            "burst",
+            "16kb",
+            "latency",
+            "150ms",
+        ],
+    )
     .expect("tbf");
     let (_server, bob) = link.start();
     let alice = link.dial(32);
@@ -243,7 +247,7 @@ fn video_follows_a_slow_link_down_and_back_up() {
     let (mut sent, mut seen) = (Vec::new(), Vec::new());
     collect(t0, 16.0, [&alice, &bob], [&mut sent, &mut seen]);
     // The limit is lifted.
-    link.in_home(&["tc", "qdisc", "del", "dev", &link.home_dev(), "root"]).expect("lift");
+    link.in_ns("home", &["tc", "qdisc", "del", "dev", &link.home_dev(), "root"]).expect("lift");
     collect(t0, 30.0, [&alice, &bob], [&mut sent, &mut seen]);
 
     for f in &sent {
@@ -312,21 +316,26 @@ fn video_follows_a_slow_link_down_and_back_up() {
 fn video_goes_on_through_random_loss() {
     let dir = tempfile::tempdir().expect("tempdir");
     let Some(link) = topology("l", dir.path()) else { return };
-    link.in_home(&[
-        "iptables",
-        "-A",
-        "OUTPUT",
-        "-p",
-        "udp",
-        "-m",
-        "statistic",
-        "--mode",
-        "random",
-        "--probability",
-        "0.02",
-        "-j",
-        "DROP",
-    ])
+    // Dropped on arrival, as a lossy path does (dropped on the way out, the sender would be
+    // told so: EPERM).
+    link.in_ns(
+        "far",
+        &[
+            "iptables",
+            "-A",
+            "INPUT",
+            "-p",
+            "udp",
+            "-m",
+            "statistic",
+            "--mode",
+            "random",
+            "--probability",
+            "0.02",
+            "-j",
+            "DROP",
+        ],
+    )
     .expect("loss");
     let (_server, bob) = link.start();
     let alice = link.dial(20);

@@ -68,6 +68,8 @@ pub struct SendStats {
     pub target_bps: AtomicU64,
     /// The link (not the user's setting) limits the bitrate.
     pub link_limited: AtomicBool,
+    /// What congestion control estimates the link carries (0: no estimate).
+    pub estimate_bps: AtomicU64,
     /// The picture is sent smaller than captured (1: as captured).
     pub divisor: AtomicU32,
     pub bytes_sent: AtomicU64,
@@ -274,7 +276,9 @@ fn capture_loop(
             setting = want;
             adapter.set_max(setting);
         }
-        let plan = adapter.plan(captured, link.as_ref().map(|l| l.estimate_bps()));
+        let estimate = link.as_ref().map(|l| l.estimate_bps());
+        stats.estimate_bps.store(estimate.unwrap_or(0), Ordering::Relaxed);
+        let plan = adapter.plan(captured, estimate);
         if plan.divisor != divisor {
             // Another size: a fresh encoder (its first picture is a keyframe).
             match H264Encoder::new(plan.bitrate, fps as f32) {

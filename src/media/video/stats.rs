@@ -95,6 +95,8 @@ pub struct SendSnapshot {
     pub target_bitrate_bps: u64,
     /// The link, not the setting, limits the bitrate.
     pub link_limited: bool,
+    /// What congestion control estimates the link carries (0: none).
+    pub link_estimate_bps: u64,
     /// The picture is sent 1/`divisor` of its captured width and height.
     pub divisor: u32,
 }
@@ -123,6 +125,7 @@ impl SendStats {
             encode_ms: if frames == 0 { 0.0 } else { l(&self.encode_us) as f64 / frames as f64 / 1000.0 },
             target_bitrate_bps: l(&self.target_bps),
             link_limited: self.link_limited.load(Ordering::Relaxed),
+            link_estimate_bps: l(&self.estimate_bps),
             divisor: self.divisor.load(Ordering::Relaxed).max(1),
         }
     }
