@@ -7,10 +7,17 @@
 //! the same run: the same pictures encoded and decoded in one process with no network
 //! (the codec's own share of latency and CPU).
 //!
+//! Then a limited link (root only: two network namespaces, `tc tbf` at 1.5 Mbit/s on the
+//! sender's upload): 720p30 camera-like video for 30 s with the limit lifted after 20 s,
+//! printing the sent and target bitrate and the size sent each second, latency p95, the oldest
+//! picture shown, the longest stall and pictures dropped — beside the same run on the same
+//! link without a limit.
+//!
 //! `cargo bench --bench video` runs 20 s per size; under `cargo test` a 3 s smoke run at 480p.
 
 mod common;
 
+use common::netns::Netns;
 use common::{Proc, app, server_with_two_accounts};
 use sidecall::media::codec::{H264Decoder, H264Encoder};
 use sidecall::media::pattern::TestPattern;
@@ -43,6 +50,17 @@ fn codec_baseline(w: usize, h: usize, noise: u8, frames: u64, bitrate: u32) -> (
     // CPU % of one core at 30 pictures per second.
     let cpu = busy / frames as f64 * 30.0 * 100.0;
     (pct(&lat, 0.5), pct(&lat, 0.95), cpu)
+}
+
+/// The test pattern's own cost: CPU % of one core to draw 30 pictures a second.
+fn pattern_cost(w: usize, h: usize, noise: u8) -> f64 {
+    let p = TestPattern::new(w, h).noisy(noise);
+    let t0 = Instant::now();
+    let n = 120;
+    for i in 0..n {
+        std::hint::black_box(p.frame(i, i * 33));
+    }
+    t0.elapsed().as_secs_f64() / n as f64 * 30.0 * 100.0
 }
 
 struct Run {
@@ -159,10 +177,152 @@ fn main() {
             r.fps, r.decoded, r.dropped
         );
         println!(
-            "    CPU, one core = 100 %       caller {:.0} %, callee {:.0} % (goal <= 35 %); codec alone {bcpu:.0} %",
-            r.cpu_send, r.cpu_recv
+            "    CPU, one core = 100 %       caller {:.0} %, callee {:.0} % (goal <= 35 %); codec alone {bcpu:.0} %, drawing the test pattern {:.1} %",
+            r.cpu_send,
+            r.cpu_recv,
+            pattern_cost(w, h, noise)
         );
         println!("    encoded bitrate             {:.2} Mbit/s (target {:.2})", r.mbps, bitrate as f64 / 1e6);
     }
     drop(server);
+    if full {
+        limited_link(root.path());
+    }
+}
+
+/// What one run over the namespaces' link showed.
+#[derive(Default)]
+struct LinkRun {
+    /// Per second: (seconds, sent bit/s, target bit/s, width sent, fps received, oldest picture ms).
+    seconds: Vec<(f64, f64, f64, u64, f64, f64)>,
+    p95: f64,
+    longest_stall: f64,
+    dropped: u64,
+    skipped: u64,
+    decoded: u64,
+}
+
+fn link_run(net: &Netns, limit: Option<u64>, lift_after: Option<u64>, secs: u64) -> LinkRun {
+    let num =
+        |v: &serde_json::Value, k: &[&str]| k.iter().fold(v, |v, k| &v[*k]).as_f64().unwrap_or(f64::NAN);
+    net.limit(limit).expect("tc");
+    let bob = Proc::spawn(&mut net.app(
+        "far",
+        "b",
+        &["listen", "--accept", "all", "--once", "--json", "--video-stats"],
+    ));
+    bob.wait_line("\"event\":\"online\"", Duration::from_secs(10));
+    let hang = (secs + 1).to_string();
+    let alice = Proc::spawn(&mut net.app(
+        "home",
+        "a",
+        &[
+            "dial",
+            "+4915123456789",
+            "--json",
+            "--no-files",
+            "--video",
+            "test-pattern:noisy",
+            "--video-size",
+            "1280x720",
+            "--video-bitrate",
+            "2500",
+            "--video-stats",
+            "--hangup-after",
+            &hang,
+        ],
+    ));
+    let (t0, _) = alice.wait_line("sending_started", Duration::from_secs(20));
+    let mut run = LinkRun::default();
+    let mut sent: Vec<(f64, f64, f64, u64)> = Vec::new();
+    let mut lifted = false;
+    let mut last_in = serde_json::Value::Null;
+    let mut last_out = serde_json::Value::Null;
+    while t0.elapsed() < Duration::from_secs(secs) {
+        if let Some(after) = lift_after
+            && !lifted
+            && t0.elapsed() >= Duration::from_secs(after)
+        {
+            net.limit(None).expect("lift");
+            lifted = true;
+        }
+        while let Ok((t, l)) = alice.lines.try_recv() {
+            let v: serde_json::Value = serde_json::from_str(&l).unwrap_or_default();
+            if v["event"] == "video_stats" && v["final"] == false {
+                let s = &v["sending"];
+                sent.push((
+                    (t - t0).as_secs_f64(),
+                    num(&v, &["bitrate_out_bps"]),
+                    num(s, &["target_bitrate_bps"]),
+                    s["width"].as_u64().unwrap_or(0),
+                ));
+                last_out = v;
+            }
+        }
+        while let Ok((t, l)) = bob.lines.try_recv() {
+            let v: serde_json::Value = serde_json::from_str(&l).unwrap_or_default();
+            if v["event"] == "video_stats" && v["final"] == false {
+                let at = (t - t0).as_secs_f64();
+                let r = &v["receiving"];
+                if let Some(&(_, out, target, width)) = sent.iter().rev().find(|s| (s.0 - at).abs() < 0.8) {
+                    run.seconds.push((at, out, target, width, num(r, &["fps"]), num(r, &["latency_max_ms"])));
+                }
+                if !lifted {
+                    // Over the recent 600 pictures: while limited, the limited ones.
+                    run.p95 = num(r, &["latency_p95_ms"]);
+                }
+                last_in = v;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let r = &last_in["receiving"];
+    run.longest_stall = num(r, &["longest_stall_ms"]);
+    run.dropped = r["frames_dropped"].as_u64().unwrap_or(0);
+    run.decoded = r["frames_decoded"].as_u64().unwrap_or(0);
+    run.skipped = last_out["sending"]["frames_skipped"].as_u64().unwrap_or(0);
+    drop(alice);
+    drop(bob);
+    run
+}
+
+fn limited_link(root: &Path) {
+    let dir = root.join("netns");
+    let net = match Netns::build(&dir) {
+        Ok(n) => n,
+        Err(e) => {
+            println!("  limited link: skipped (cannot make network namespaces here: {e}; run as root)");
+            return;
+        }
+    };
+    let _server = net.server_with_two_accounts();
+    let free = link_run(&net, None, None, 15);
+    let slow = link_run(&net, Some(1500), Some(20), 30);
+    println!(
+        "  test-pattern:noisy 1280x720 at 30 fps, setting 2.5 Mbit/s, over a 1.5 Mbit/s link (tc tbf, 150 ms queue); limit lifted at 20 s"
+    );
+    println!("    second  sent Mbit/s  target  size sent  fps in  oldest shown ms");
+    for (at, out, target, width, fps, oldest) in &slow.seconds {
+        println!(
+            "    {at:6.1}  {:11.2}  {:6.2}  {:>9}  {fps:6.0}  {oldest:15.0}",
+            out / 1e6,
+            target / 1e6,
+            format!("{width}w")
+        );
+    }
+    let limited: Vec<f64> = slow.seconds.iter().filter(|s| (5.0..20.0).contains(&s.0)).map(|s| s.1).collect();
+    let mean = limited.iter().sum::<f64>() / limited.len().max(1) as f64;
+    println!(
+        "    limited 5-20 s: sent mean {:.2} Mbit/s (link 1.50); after the lift: target {:.2} Mbit/s at the end",
+        mean / 1e6,
+        slow.seconds.last().map_or(0.0, |s| s.2) / 1e6
+    );
+    println!(
+        "    latency p95 while limited {:.0} ms (goal <= 200 ms; same link without a limit {:.0} ms), longest stall {:.0} ms (no limit: {:.0} ms; goal: no freeze)",
+        slow.p95, free.p95, slow.longest_stall, free.longest_stall
+    );
+    println!(
+        "    pictures decoded {} in 30 s (no limit: {} in 15 s), dropped at the receiver {} (no limit {}), skipped by the sender {} (no limit {})",
+        slow.decoded, free.decoded, slow.dropped, free.dropped, slow.skipped, free.skipped
+    );
 }

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each benchmark uses its own part
 
+pub mod netns;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -105,16 +105,7 @@ impl TestPattern {
             }
         }
         if self.noise > 0 {
-            let span = u32::from(self.noise) * 2 + 1;
-            let mut x = (n as u32).wrapping_mul(0x9E37_79B9) | 1;
-            for px in &mut f.y[band * 2 * w..] {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                // x scaled into 0..span (a multiply, not a division per pixel).
-                let d = ((u64::from(x) * u64::from(span)) >> 32) as i16 - i16::from(self.noise);
-                *px = (i16::from(*px) + d).clamp(16, 235) as u8;
-            }
+            add_noise(&mut f.y[band * 2 * w..], n, self.noise);
         }
         self.marks(&mut f, n as u32, capture_ms as u32);
         let clock = format!(
@@ -183,6 +174,35 @@ impl TestPattern {
     }
 }
 
+/// Adds fresh sensor-like noise of ± `levels` to `plane` (clamped to video range). Sixteen
+/// independent xorshift generators side by side, so the compiler makes vector code of it:
+/// one generator for the whole plane (a serial chain through every pixel) cost more than
+/// the rest of the picture.
+fn add_noise(plane: &mut [u8], n: u64, levels: u8) {
+    const LANES: usize = 16;
+    let span = u32::from(levels) * 2 + 1;
+    let mut x = [0u32; LANES];
+    for (i, s) in x.iter_mut().enumerate() {
+        *s = ((n as u32) ^ (i as u32).wrapping_mul(0x85EB_CA6B)).wrapping_mul(0x9E37_79B9) | 1;
+    }
+    let noise = i16::from(levels);
+    let mut chunks = plane.chunks_exact_mut(LANES);
+    for chunk in &mut chunks {
+        for (px, s) in chunk.iter_mut().zip(x.iter_mut()) {
+            *s ^= *s << 13;
+            *s ^= *s >> 17;
+            *s ^= *s << 5;
+            // The top 16 bits scaled into 0..span (a multiply, not a division per pixel).
+            let d = (((*s >> 16) * span) >> 16) as i16 - noise;
+            *px = (i16::from(*px) + d).clamp(16, 235) as u8;
+        }
+    }
+    for (px, s) in chunks.into_remainder().iter_mut().zip(x.iter()) {
+        let d = (((*s >> 16) * span) >> 16) as i16 - noise;
+        *px = (i16::from(*px) + d).clamp(16, 235) as u8;
+    }
+}
+
 /// Reads the frame counter and capture time (ms, low 32 bits) back from a picture's Y plane.
 /// `None` if the marks are not there or not readable.
 pub fn read_marks(y: &[u8], stride: usize, width: usize, height: usize) -> Option<(u32, u32)> {
@@ -227,5 +247,30 @@ mod tests {
         assert_ne!(a.y, b.y, "the picture moves");
         let blank = I420::new(640, 480);
         assert_eq!(read_marks(&blank.y, 640, 640, 480), None);
+    }
+
+    #[test]
+    fn noise_stays_within_its_levels_and_changes_every_frame() {
+        let clean = TestPattern::new(640, 480);
+        let noisy = TestPattern::new(640, 480).noisy(6);
+        let (c, a, b) = (clean.frame(3, 99), noisy.frame(3, 99), noisy.frame(4, 99));
+        assert_eq!(read_marks(&a.y, 640, 640, 480), Some((3, 99)), "the marks carry no noise");
+        let start = 2 * band(640) * 640;
+        let mut seen = [0u32; 13];
+        let mut sum = 0i64;
+        for (p, q) in c.y[start..].iter().zip(&a.y[start..]) {
+            let d = i16::from(*q) - i16::from(*p);
+            if (32..=220).contains(p) {
+                assert!((-6..=6).contains(&d), "noise {d} beyond ±6");
+                seen[(d + 6) as usize] += 1;
+                sum += i64::from(d);
+            }
+        }
+        assert!(seen.iter().all(|&n| n > 1000), "every level occurs: {seen:?}");
+        let total: u32 = seen.iter().sum();
+        assert!((sum as f64 / f64::from(total)).abs() < 0.1, "centred on zero");
+        let (fa, fb) = (&a.y[start..], &b.y[start..]);
+        let same = fa.iter().zip(fb).filter(|(x, y)| x == y).count();
+        assert!(same < fa.len() / 4, "fresh noise each frame ({same} of {} equal)", fa.len());
     }
 }

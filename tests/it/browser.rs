@@ -96,7 +96,8 @@ fn a_browser_callee_exchanges_h264_video_with_sidecall() {
     assert!(
         browser_said
             .iter()
-            .any(|l| l.starts_with("answer congestion control transport-cc with the sequence-number extension")),
+            .any(|l| l
+                .starts_with("answer congestion control transport-cc with the sequence-number extension")),
         "Chromium negotiates transport-wide congestion control: {browser_said:#?}"
     );
     let estimate = last["sending"]["link_estimate_bps"].as_u64().unwrap_or(0);
