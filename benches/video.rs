@@ -19,7 +19,7 @@ mod common;
 
 use common::netns::Netns;
 use common::{Proc, app, server_with_two_accounts};
-use sidecall::media::codec::{H264Decoder, H264Encoder};
+use sidecall::media::codec::{COMPLEXITY, Complexity, H264Decoder, H264Encoder};
 use sidecall::media::pattern::TestPattern;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -61,6 +61,44 @@ fn pattern_cost(w: usize, h: usize, noise: u8) -> f64 {
         std::hint::black_box(p.frame(i, i * 33));
     }
     t0.elapsed().as_secs_f64() / n as f64 * 30.0 * 100.0
+}
+
+/// The encoder's complexity settings side by side on the same pictures: CPU % of one core
+/// for encoding 30 pictures a second, and the quality (PSNR of the luma, decoded vs source).
+fn codec_tradeoff(w: usize, h: usize, noise: u8, bitrate: u32) {
+    let p = TestPattern::new(w, h).noisy(noise);
+    let pics: Vec<_> = (0..60).map(|n| p.frame(n, n * 33)).collect();
+    println!(
+        "  encoder complexity, test-pattern:noisy {w}x{h} at {:.2} Mbit/s (in use: {COMPLEXITY:?})",
+        f64::from(bitrate) / 1e6
+    );
+    for c in [Complexity::Low, Complexity::Medium, Complexity::High] {
+        let mut enc = H264Encoder::with_complexity(bitrate, 30.0, c).expect("encoder");
+        let mut dec = H264Decoder::new().expect("decoder");
+        let (mut busy, mut bytes, mut err, mut px) = (Duration::ZERO, 0usize, 0f64, 0f64);
+        for (n, pic) in pics.iter().cycle().take(240).enumerate() {
+            let t = Instant::now();
+            let data = enc.encode(pic).expect("encode");
+            busy += t.elapsed();
+            bytes += data.len();
+            if n >= 60
+                && let Some(out) = dec.decode(&data).expect("decode")
+            {
+                for (a, b) in pic.y.iter().zip(&out.y) {
+                    let d = f64::from(*a) - f64::from(*b);
+                    err += d * d;
+                }
+                px += pic.y.len() as f64;
+            }
+        }
+        let psnr = 10.0 * (255.0f64 * 255.0 / (err / px.max(1.0))).log10();
+        println!(
+            "    {:<7} encode {:4.1} % of a core, PSNR {psnr:.2} dB, {:.2} Mbit/s",
+            format!("{c:?}"),
+            busy.as_secs_f64() / 240.0 * 30.0 * 100.0,
+            bytes as f64 * 8.0 / 8.0 / 1e6
+        );
+    }
 }
 
 struct Run {
@@ -186,6 +224,7 @@ fn main() {
     }
     drop(server);
     if full {
+        codec_tradeoff(1280, 720, 6, 1_935_360);
         limited_link(root.path());
     }
 }

@@ -4,6 +4,7 @@
 use super::pattern::I420;
 use openh264::OpenH264API;
 use openh264::decoder::Decoder;
+pub use openh264::encoder::Complexity;
 use openh264::encoder::{BitRate, Encoder, EncoderConfig, FrameRate, UsageType};
 use openh264::formats::{YUVSlices, YUVSource};
 
@@ -13,11 +14,15 @@ pub enum CodecError {
     OpenH264(#[from] openh264::Error),
 }
 
+/// The encoder's speed/quality trade-off (see the video benchmark for what each costs).
+pub const COMPLEXITY: Complexity = Complexity::Medium;
+
 pub struct H264Encoder {
     enc: Encoder,
     keyframe: bool,
     bitrate: u32,
     fps: f32,
+    complexity: Complexity,
     /// A picture went through (OpenH264 is set up on the first one).
     started: bool,
 }
@@ -25,15 +30,22 @@ pub struct H264Encoder {
 impl H264Encoder {
     /// A real-time camera encoder at `bitrate` bits per second.
     pub fn new(bitrate: u32, fps: f32) -> Result<Self, CodecError> {
+        Self::with_complexity(bitrate, fps, COMPLEXITY)
+    }
+
+    /// [`Self::new`] with another speed/quality trade-off (the benchmark compares them).
+    pub fn with_complexity(bitrate: u32, fps: f32, complexity: Complexity) -> Result<Self, CodecError> {
         let cfg = EncoderConfig::new()
             .bitrate(BitRate::from_bps(bitrate))
             .max_frame_rate(FrameRate::from_hz(fps))
-            .usage_type(UsageType::CameraVideoRealTime);
+            .usage_type(UsageType::CameraVideoRealTime)
+            .complexity(complexity);
         Ok(H264Encoder {
             enc: Encoder::with_api_config(OpenH264API::from_source(), cfg)?,
             keyframe: false,
             bitrate,
             fps,
+            complexity,
             started: false,
         })
     }
@@ -47,7 +59,10 @@ impl H264Encoder {
     pub fn set_bitrate(&mut self, bps: u32) -> Result<(), CodecError> {
         if !self.started {
             // OpenH264 is set up with the configured bitrate on the first picture.
-            *self = H264Encoder { keyframe: self.keyframe, ..H264Encoder::new(bps, self.fps)? };
+            *self = H264Encoder {
+                keyframe: self.keyframe,
+                ..H264Encoder::with_complexity(bps, self.fps, self.complexity)?
+            };
             return Ok(());
         }
         use openh264_sys2::{
