@@ -679,6 +679,8 @@ fn two_apps_see_each_other_and_video_stops_and_starts_mid_session() {
         b.wait_for("Video from Alice");
         assert!(matches!(a.state().video.sending, VideoSending::On { .. }));
         assert!(matches!(b.state().video.sending, VideoSending::On { .. }));
+        // What is sent: the size and the bitrate congestion control allows.
+        a.wait_for("Sent at 640x480 ·");
 
         a.click("Stop my video");
         b.wait_until("Alice's picture goes away", |b| {
