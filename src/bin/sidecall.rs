@@ -44,8 +44,11 @@ fn main() -> std::process::ExitCode {
         };
     }
     let filter = match cli.verbose {
-        // The WebRTC stack warns about routine ICE and DTLS details; keep its errors only.
-        0 => "warn,rtc_ice=error,rtc_dtls=error,rtc_sctp=error,webrtc=error",
+        // The WebRTC stack warns about routine ICE and DTLS details, and about every second
+        // copy of a retransmitted video packet (SRTP "duplicated"); keep its errors only.
+        0 => {
+            "warn,rtc_ice=error,rtc_dtls=error,rtc_sctp=error,webrtc=error,rtc::peer_connection::handler=error"
+        }
         1 => "info,sidecall=info",
         _ => "debug,sidecall=debug",
     };

@@ -223,8 +223,8 @@ fn init_file_logging(paths: &AppPaths) -> Option<tracing_appender::non_blocking:
         .join("logs");
     let appender = tracing_appender::rolling::daily(&dir, format!("{}.log", paths.profile));
     let (file, guard) = tracing_appender::non_blocking(appender);
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,wgpu=warn,naga=warn"));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,wgpu=warn,naga=warn,rtc::peer_connection::handler=error"));
     let ok = tracing_subscriber::registry()
         .with(filter)
         .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
