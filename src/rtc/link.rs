@@ -170,18 +170,25 @@ pub(super) fn chain(
         .with(Slot::TwccReceiver, TwccReceiverBuilder::new().build())
         .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build())
         .with(Slot::SenderReport, SenderReportBuilder::new().build())
-        .with(Slot::from(14_000), KeyframeForwarder::default()))
+        .with(Slot::from(14_000), Tap::new(Side::KeyframeRequests, link.clone())))
 }
 
-/// Which side of the pacer a [`Tap`] sits on.
+/// Where a [`Tap`] sits, and so what it does.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Side {
+    /// Wire-ward of the pacer: reads (and scales for the pacer) the estimate on the read leg,
+    /// notes what the pacer released on the write leg.
     BelowPacer,
+    /// Application-ward of the pacer: notes what enters it.
     AbovePacer,
+    /// Last in the chain: passes inbound keyframe requests (PLI, FIR) on to the application,
+    /// which alone can answer them (by making the encoder emit a keyframe); every other
+    /// inbound RTCP packet stays with the interceptors that act on it. After the webrtc
+    /// crate's `rtcp-processing` example (MIT/Apache-2.0).
+    KeyframeRequests,
 }
 
-/// Passes everything on; counts RTP bytes on the write leg and, below the pacer, reads (and
-/// scales for the pacer) the congestion controller's estimate on the read leg.
+/// Passes everything on, doing what its [`Side`] says on the way.
 struct Tap {
     side: Side,
     link: Arc<LinkState>,
@@ -203,11 +210,31 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Tap {
     type Time = std::time::Instant;
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
-        if self.side == Side::BelowPacer {
-            for attribute in &mut msg.message.attributes {
-                if let Attribute::TargetBitrateChanged { bits_per_second } = attribute {
-                    self.link.estimate_bps.store(*bits_per_second as u64, Ordering::Relaxed);
-                    *bits_per_second *= PACING_FACTOR;
+        match self.side {
+            Side::BelowPacer => {
+                for attribute in &mut msg.message.attributes {
+                    if let Attribute::TargetBitrateChanged { bits_per_second } = attribute {
+                        self.link.estimate_bps.store(*bits_per_second as u64, Ordering::Relaxed);
+                        *bits_per_second *= PACING_FACTOR;
+                    }
+                }
+            }
+            Side::AbovePacer => {}
+            Side::KeyframeRequests => {
+                if let Packet::Rtcp(packets) = &msg.message.packet {
+                    let requests: Vec<Box<dyn rtc::rtcp::Packet>> = packets
+                        .iter()
+                        .filter(|p| {
+                            let any = p.as_any();
+                            any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+                        })
+                        .cloned()
+                        .collect();
+                    if requests.is_empty() {
+                        return Ok(());
+                    }
+                    msg.message.packet = Packet::Rtcp(requests);
+                    msg.message.add(Attribute::DeliverToApplication);
                 }
             }
         }
@@ -225,6 +252,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Tap {
             match self.side {
                 Side::AbovePacer => self.link.entered(ssrc, seq, Instant::now()),
                 Side::BelowPacer => self.link.released(ssrc, seq),
+                Side::KeyframeRequests => {}
             }
         }
         self.write.push_back(msg);
@@ -237,64 +265,6 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Tap {
 }
 
 impl Interceptor for Tap {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
-}
-
-/// Passes inbound keyframe requests (PLI, FIR) on to the application, which alone can answer
-/// them (by making the encoder emit a keyframe); every other inbound RTCP packet stays with
-/// the interceptors that act on it. Last in the chain. After the webrtc crate's
-/// `rtcp-processing` example (MIT/Apache-2.0).
-#[derive(Default)]
-pub(super) struct KeyframeForwarder {
-    read: VecDeque<TaggedPacket>,
-    write: VecDeque<TaggedPacket>,
-}
-
-impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeForwarder {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = rtc::shared::error::Error;
-    type Time = std::time::Instant;
-
-    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
-        if let Packet::Rtcp(packets) = &msg.message.packet {
-            let requests: Vec<Box<dyn rtc::rtcp::Packet>> = packets
-                .iter()
-                .filter(|p| {
-                    let any = p.as_any();
-                    any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
-                })
-                .cloned()
-                .collect();
-            if requests.is_empty() {
-                return Ok(());
-            }
-            msg.message.packet = Packet::Rtcp(requests);
-            msg.message.add(Attribute::DeliverToApplication);
-        }
-        self.read.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_read(&mut self) -> Option<Self::Rout> {
-        self.read.pop_front()
-    }
-
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        self.write.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_write(&mut self) -> Option<Self::Wout> {
-        self.write.pop_front()
-    }
-}
-
-impl Interceptor for KeyframeForwarder {
     fn bind_local_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}

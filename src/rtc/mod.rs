@@ -11,7 +11,7 @@
 //! - Every connection negotiates one H.264 video transceiver in each direction (sendrecv)
 //!   from the start, whether or not video was offered: starting or stopping video later is
 //!   then only a matter of writing frames, with no renegotiation. Keyframe requests (PLI/FIR)
-//!   from the receiver reach the sender's application through `link::KeyframeForwarder`.
+//!   from the receiver reach the sender's application through the last of `link`'s taps.
 //! - Send-side congestion control (GCC with transport-wide feedback, a pacer) is on, and
 //!   the video sender follows its estimate through [`LinkState`] (see `link`).
 
@@ -332,7 +332,7 @@ impl LocalVideo {
     /// Waits for the receiver's next keyframe request; `None` once the connection is gone.
     pub async fn keyframe_requested(&self) -> Option<()> {
         loop {
-            // Only keyframe requests reach the application (see `KeyframeForwarder`).
+            // Only keyframe requests reach the application (see `link::Side::KeyframeRequests`).
             if let TrackLocalEvent::OnRtcpPacket(_) = self.inner.track.poll().await? {
                 return Some(());
             }

@@ -4,6 +4,7 @@
 
 use super::login::ERROR;
 use crate::app::{AppCommand, AppHandle, AppState, VideoSending};
+use crate::client::session::VideoStats;
 use crate::media::video::FrameSlot;
 use egui::{Color32, Rect, TextureHandle, TextureOptions, pos2, vec2};
 
@@ -188,7 +189,9 @@ impl VideoPanel {
                 self.set_fullscreen(ui.ctx(), !self.fullscreen);
             }
         });
-        if let Some(s) = stats_line(core) {
+        // One copy of the figures per frame, for both lines.
+        let stats = core.video.stats();
+        if let Some(s) = stats_line(stats.as_ref()) {
             ui.weak(format!("Receiving {s}"));
         }
         match sending {
@@ -197,7 +200,7 @@ impl VideoPanel {
             }
             VideoSending::On { what } => {
                 ui.weak(format!("Sending {what}"));
-                if let Some(s) = send_line(core) {
+                if let Some(s) = send_line(stats.as_ref()) {
                     ui.weak(s);
                 }
             }
@@ -235,9 +238,8 @@ impl VideoPanel {
 }
 
 /// "1280x720 · 30 fps · 12 ms" for the received video.
-fn stats_line(core: &AppHandle) -> Option<String> {
-    let stats = core.video.stats()?;
-    let r = &stats.receiving;
+fn stats_line(stats: Option<&VideoStats>) -> Option<String> {
+    let r = &stats?.receiving;
     if r.frames_decoded == 0 {
         return None;
     }
@@ -249,8 +251,8 @@ fn stats_line(core: &AppHandle) -> Option<String> {
 }
 
 /// "Sent at 640x360 · 0.45 Mbit/s (link limited)" for our own video.
-fn send_line(core: &AppHandle) -> Option<String> {
-    let s = core.video.stats()?.sending?;
+fn send_line(stats: Option<&VideoStats>) -> Option<String> {
+    let s = stats?.sending.as_ref()?;
     if s.frames_sent == 0 {
         return None;
     }

@@ -19,7 +19,8 @@ const SERVER_IP: &str = "203.0.113.1";
 const VIDEO: [&str; 7] =
     ["--video", "test-pattern", "--video-size", "320x240", "--video-fps", "15", "--video-stats"];
 
-fn sh(args: &[&str]) -> Result<(), String> {
+/// Runs a command (ip, tc, iptables); its error output on failure.
+pub(crate) fn sh(args: &[&str]) -> Result<(), String> {
     let out = Command::new(args[0]).args(&args[1..]).output().map_err(|e| format!("{}: {e}", args[0]))?;
     if out.status.success() {
         Ok(())

@@ -7,6 +7,7 @@
 //! Needs root (ip netns, tc, iptables); elsewhere it is skipped with a notice.
 
 use super::cli::Proc;
+use super::nat::sh;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -18,15 +19,6 @@ const FAR_IP: &str = "10.98.0.1";
 const HOME_IP: &str = "10.98.0.2";
 /// Alice's upload in the limited run, bits per second.
 const LINK_BPS: f64 = 1_500_000.0;
-
-fn sh(args: &[&str]) -> Result<(), String> {
-    let out = Command::new(args[0]).args(&args[1..]).output().map_err(|e| format!("{}: {e}", args[0]))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!("{}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
-    }
-}
 
 /// Two namespaces joined by a veth pair; removed when dropped.
 struct Link {
@@ -67,7 +59,7 @@ impl Link {
             .args(args)
             .env("SIDECALL_CONFIG_DIR", self.root.join("config"))
             .env("SIDECALL_PASSWORD", "correct horse battery")
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "error")
             .env_remove("SIDECALL_RTC_LOOPBACK")
             .stdin(Stdio::null());
         c
