@@ -76,6 +76,11 @@ impl Adapter {
         }
     }
 
+    /// The picture size it was made for.
+    pub fn size(&self) -> (usize, usize) {
+        (self.width, self.height)
+    }
+
     /// The user changed the setting.
     pub fn set_max(&mut self, max_bps: u32) {
         self.max_bps = max_bps;

@@ -270,6 +270,11 @@ fn capture_loop(
             stats.frames_skipped.fetch_add(1, Ordering::Relaxed);
             continue;
         }
+        if adapter.as_ref().is_some_and(|a| a.size() != (pic.width, pic.height)) {
+            // The source changed its size: start over from it.
+            adapter = None;
+            divisor = 0;
+        }
         let adapter = adapter.get_or_insert_with(|| Adapter::new(setting, pic.width, pic.height, fps));
         let want = control.bitrate.load(Ordering::Acquire);
         if want != setting {
