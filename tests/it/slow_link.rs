@@ -196,6 +196,10 @@ fn num(v: &Value, path: &[&str]) -> f64 {
     path.iter().fold(v, |v, k| &v[*k]).as_f64().unwrap_or(f64::NAN)
 }
 
+/// The two tests here each encode 720p video in a debug build: one at a time, so that the
+/// figures are the link's and not two cores shared four ways.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn topology(tag: &str, root: &Path) -> Option<Link> {
     match Link::build(tag, root) {
         Ok(l) => Some(l),
@@ -210,6 +214,7 @@ fn topology(tag: &str, root: &Path) -> Option<Link> {
 
 #[test]
 fn video_follows_a_slow_link_down_and_back_up() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().expect("tempdir");
     let Some(link) = topology("r", dir.path()) else { return };
     let rate = format!("{}kbit", LINK_BPS as u64 / 1000);
@@ -284,12 +289,32 @@ fn video_follows_a_slow_link_down_and_back_up() {
     );
     assert!(settled.iter().all(|&b| b <= LINK_BPS * 1.05), "no second far over the link: {settled:?}");
     // Bob keeps watching: at least 20 pictures a second, none shown older than half a second.
-    let watched: Vec<(f64, f64)> = within(&seen, 3.0, 16.0)
-        .map(|v| (num(v, &["receiving", "fps"]), num(v, &["receiving", "latency_max_ms"])))
+    // A second in which Alice's own machine made fewer pictures (this test shares two cores
+    // with the others; Alice's figures say how many she captured — pictures skipped for the
+    // link count against the link) is held to what she captured.
+    let sent_fps = |at: f64| -> f64 {
+        let near: Vec<&Figures> = sent.iter().filter(|f| (f.at - at).abs() <= 1.5).collect();
+        let frames = |f: &Figures| num(&f.v, &["sending", "frames_captured"]);
+        match (near.first(), near.last()) {
+            (Some(a), Some(b)) if b.at > a.at => (frames(b) - frames(a)) / (b.at - a.at),
+            _ => f64::NAN,
+        }
+    };
+    let watched: Vec<(f64, f64, f64)> = seen
+        .iter()
+        .filter(|f| (3.0..16.0).contains(&f.at))
+        .map(|f| {
+            (num(&f.v, &["receiving", "fps"]), sent_fps(f.at), num(&f.v, &["receiving", "latency_max_ms"]))
+        })
         .collect();
     assert!(watched.len() >= 10, "{watched:?}");
-    assert!(watched.iter().all(|&(fps, _)| fps >= 20.0), "decoded ≥ 20 fps on the slow link: {watched:?}");
-    assert!(watched.iter().all(|&(_, max)| max <= 500.0), "no picture older than 500 ms: {watched:?}");
+    assert!(
+        watched.iter().all(|&(fps, made, _)| fps >= 20.0 || fps >= made - 4.0),
+        "decoded ≥ 20 fps on the slow link (decoded, sent around then, oldest shown): {watched:?}"
+    );
+    let mean = watched.iter().map(|w| w.0).sum::<f64>() / watched.len() as f64;
+    assert!(mean >= 25.0, "decoded {mean:.1} fps on average: {watched:?}");
+    assert!(watched.iter().all(|&(_, _, max)| max <= 500.0), "no picture older than 500 ms: {watched:?}");
     // Once the link is free the bitrate rises again.
     let limited =
         within(&sent, 10.0, 16.0).map(|v| num(v, &["sending", "target_bitrate_bps"])).fold(0.0, f64::max);
@@ -306,6 +331,7 @@ fn video_follows_a_slow_link_down_and_back_up() {
 
 #[test]
 fn video_goes_on_through_random_loss() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().expect("tempdir");
     let Some(link) = topology("l", dir.path()) else { return };
     // Dropped on arrival, as a lossy path does (dropped on the way out, the sender would be
