@@ -15,8 +15,8 @@ pub enum CodecError {
 }
 
 /// The encoder's speed/quality trade-off. Low: measured on 720p30 camera-like video at
-/// 1.94 Mbit/s (`cargo bench --bench video`), encoding took 11 % of a core instead of
-/// Medium's 25 %, for 37.64 instead of 37.69 dB PSNR (same bitrate).
+/// 1.94 Mbit/s (`cargo bench --bench video`, one run), encoding took 14 % of a core instead
+/// of Medium's 26 %, for 37.64 instead of 37.69 dB PSNR (same bitrate).
 pub const COMPLEXITY: Complexity = Complexity::Low;
 
 pub struct H264Encoder {

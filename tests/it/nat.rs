@@ -98,6 +98,20 @@ impl Drop for Topology {
     }
 }
 
+/// `bin ARGS…` inside network namespace `ns`, with the test's config folder under `root`,
+/// its password, the log filter `log`, and WebRTC on the real interfaces.
+pub(crate) fn in_netns(ns: &str, bin: &str, args: &[&str], root: &Path, log: &str) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns, bin])
+        .args(args)
+        .env("SIDECALL_CONFIG_DIR", root.join("config"))
+        .env("SIDECALL_PASSWORD", "correct horse battery")
+        .env("RUST_LOG", log)
+        .env_remove("SIDECALL_RTC_LOOPBACK")
+        .stdin(Stdio::null());
+    c
+}
+
 struct Run<'a> {
     t: &'a Topology,
     root: PathBuf,
@@ -105,16 +119,14 @@ struct Run<'a> {
 
 impl Run<'_> {
     fn cmd(&self, ns: &str, bin: &str, args: &[&str]) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.t.ns(ns), bin])
-            .args(args)
-            .env("SIDECALL_CONFIG_DIR", self.root.join("config"))
-            .env("SIDECALL_PASSWORD", "correct horse battery")
-            // webrtc logs every refused permission towards the test range of the other NAT.
-            .env("RUST_LOG", "error,webrtc::peer_connection::transport::turn_relayer=off")
-            .env_remove("SIDECALL_RTC_LOOPBACK")
-            .stdin(Stdio::null());
-        c
+        // webrtc logs every refused permission towards the test range of the other NAT.
+        in_netns(
+            &self.t.ns(ns),
+            bin,
+            args,
+            &self.root,
+            "error,webrtc::peer_connection::transport::turn_relayer=off",
+        )
     }
 
     fn server(&self, extra: &[&str]) -> Proc {

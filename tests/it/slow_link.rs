@@ -7,7 +7,7 @@
 //! Needs root (ip netns, tc, iptables); elsewhere it is skipped with a notice.
 
 use super::cli::Proc;
-use super::nat::sh;
+use super::nat::{in_netns, sh};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -54,15 +54,7 @@ impl Link {
     }
 
     fn cmd(&self, side: &str, bin: &str, args: &[&str]) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.ns(side), bin])
-            .args(args)
-            .env("SIDECALL_CONFIG_DIR", self.root.join("config"))
-            .env("SIDECALL_PASSWORD", "correct horse battery")
-            .env("RUST_LOG", "error")
-            .env_remove("SIDECALL_RTC_LOOPBACK")
-            .stdin(Stdio::null());
-        c
+        in_netns(&self.ns(side), bin, args, &self.root, "error")
     }
 
     fn in_ns(&self, side: &str, args: &[&str]) -> Result<(), String> {

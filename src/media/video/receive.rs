@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long a missing packet is waited for before the pictures it belongs to are given up:
-/// the connection asks for it again every 20 ms, so on any path worth a video call it is back
-/// well within this.
+/// the connection asks for it again every 40 ms, up to four times (`rtc::link`), so on any
+/// path worth a video call it is back well within this.
 pub const LOSS_WAIT: Duration = Duration::from_millis(200);
 /// Packets held at most while one is missing (a longer hole is given up at once).
 const REORDER_LIMIT: usize = 512;

@@ -131,6 +131,13 @@ impl SendStats {
     }
 }
 
+/// Drops the entries from before `cut` off the front of a window kept in time order.
+fn trim_before<T>(window: &mut VecDeque<T>, cut: Instant, at: impl Fn(&T) -> Instant) {
+    while window.front().is_some_and(|e| at(e) < cut) {
+        window.pop_front();
+    }
+}
+
 fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     if sorted.is_empty() {
         return None;
@@ -145,19 +152,9 @@ impl RecvStats {
         let (fps, mut lat, max, stall) = {
             let mut r = self.recent.lock();
             let cutoff = Instant::now().checked_sub(Duration::from_secs(1));
-            while let (Some(front), Some(cut)) = (r.decoded_at.front(), cutoff) {
-                if *front < cut {
-                    r.decoded_at.pop_front();
-                } else {
-                    break;
-                }
-            }
-            while let (Some((front, _)), Some(cut)) = (r.last_second.front(), cutoff) {
-                if *front < cut {
-                    r.last_second.pop_front();
-                } else {
-                    break;
-                }
+            if let Some(cut) = cutoff {
+                trim_before(&mut r.decoded_at, cut, |t| *t);
+                trim_before(&mut r.last_second, cut, |(t, _)| *t);
             }
             let max = r.last_second.iter().map(|(_, l)| *l).max_by(f64::total_cmp);
             (r.decoded_at.len() as f64, r.latency_ms.iter().copied().collect::<Vec<_>>(), max, r.longest_gap)
