@@ -189,7 +189,10 @@ fn main() {
         let (cpu, wall) = (server.cpu() - cpu0, t0.elapsed());
         assert_eq!(relayed.path, "relayed", "hide my address relays the session");
         let gb = 2.0 * (mib << 20) as f64 / 1e9; // in and out of the relay
-        println!("  relayed (Bob hides his address; same run, same file)");
+        println!(
+            "  relayed (Bob hides his address; same run, same file; the relay's per-user cap, \
+             64 MB/s by default, lifted with --relay-user-rate)"
+        );
         println!(
             "    throughput            {:.0} MB/s ({:.2} s), {:.2}x direct (goal 0.5x)",
             relayed.mbps,

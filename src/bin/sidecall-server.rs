@@ -84,6 +84,10 @@ struct Args {
     /// Relay towards private, loopback and link-local addresses too (a relay for one LAN).
     #[arg(long)]
     relay_allow_private: bool,
+    /// Megabytes per second one user's relayed data may take (each way); beyond it the
+    /// relay drops packets, and the user's peers slow down.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    relay_user_rate: u64,
     /// auto: direct first, the relay when that fails or a user hides their address;
     /// always: every session relayed, no address told to anyone.
     #[arg(long, value_enum, default_value_t = RelayPolicy::Auto)]
@@ -210,6 +214,7 @@ fn main() -> std::process::ExitCode {
             ports: args.relay_ports.0..=args.relay_ports.1,
             public_ip: args.relay_public_ip,
             allow_private: args.relay_allow_private,
+            user_bandwidth: args.relay_user_rate * 1_000_000,
             ..Default::default()
         })
     };

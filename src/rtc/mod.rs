@@ -17,6 +17,7 @@
 
 mod estimate;
 mod link;
+mod runtime;
 
 pub use link::LinkState;
 
@@ -30,12 +31,7 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
     RtpCodecKind,
 };
-use std::future::Future;
-use std::io;
-use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use webrtc::data_channel::{DataChannel, DataChannelEvent, RTCDataChannelInit};
@@ -48,12 +44,7 @@ use webrtc::peer_connection::{
     RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
 };
 use webrtc::rtp_transceiver::RtpSender;
-use webrtc::runtime::{
-    AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, JoinHandle, RecvMeta, Runtime, Transmit,
-};
 
-/// UDP socket buffer size asked of the kernel (it may grant less: see net.core.rmem_max).
-const UDP_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 /// Most bytes one data channel may hold unsent; `send` waits beyond this.
 const SEND_BUFFER_LIMIT: usize = 4 * 1024 * 1024;
 /// Label of the channel files travel on.
@@ -67,193 +58,6 @@ pub enum RtcError {
     Failed(String),
     #[error("unexpected signaling: {0}")]
     Signaling(String),
-}
-
-/// How long after a peer starts its driver wakes at least every [`SETUP_TICK`].
-const SETUP_PHASE: Duration = Duration::from_secs(3);
-/// The driver's longest sleep during set-up.
-const SETUP_TICK: Duration = Duration::from_millis(1);
-
-/// The tokio runtime with bigger UDP buffers and, while a connection is being set up, a
-/// short timer.
-///
-/// Why the timer: webrtc 0.21.1's driver sends some packets it queued while handling an
-/// event (the first DTLS flight, the SCTP INIT, the DCEP open) only when its next timer
-/// fires — the ICE check or keepalive timer, up to 200 ms away — so a loopback channel took
-/// ~600 ms to open. Waking the driver every millisecond for the first seconds of a
-/// connection flushes them at once; afterwards timers run at their own pace again (no idle
-/// cost).
-///
-/// And for relayed connections all along: webrtc 0.21.1's driver hands packets to its TURN
-/// client after it has collected the TURN client's output for that round, so every relayed
-/// packet waits for the driver's next wake-up (throughput fell to ~1 MB/s). Waking it every
-/// millisecond while the connection is relayed sends them within a millisecond.
-#[derive(Debug)]
-struct SidecallRuntime {
-    inner: Arc<dyn Runtime>,
-    created: std::time::Instant,
-    /// The connection goes through a relay: keep the short timer.
-    relayed: Arc<std::sync::atomic::AtomicBool>,
-    /// A relayed connection is being set up: no timer at all until its channel opens (each
-    /// handshake flight through the relay costs two extra driver rounds; at 1 ms each the
-    /// channel took ~70 ms to open).
-    racing: Arc<std::sync::atomic::AtomicBool>,
-    /// When the driver's sockets last carried a packet (µs since `created`).
-    last_packet: Arc<std::sync::atomic::AtomicU64>,
-}
-
-/// A relayed connection that carried a packet this recently is "busy": its driver runs
-/// without a timer (every packet through the relay needs two extra driver rounds); idle,
-/// it wakes every millisecond.
-const RELAYED_BUSY_WINDOW: Duration = Duration::from_millis(2);
-
-/// The driver's UDP socket, noting when it last sent or received.
-#[derive(Debug)]
-struct Watched {
-    inner: Arc<dyn AsyncUdpSocket>,
-    last_packet: Arc<std::sync::atomic::AtomicU64>,
-    epoch: std::time::Instant,
-    /// Only a relayed connection needs the time (a direct one pays one load per packet).
-    relayed: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl Watched {
-    fn touch<T>(&self, r: Poll<T>) -> Poll<T> {
-        if r.is_ready() && self.relayed.load(std::sync::atomic::Ordering::Relaxed) {
-            let us = self.epoch.elapsed().as_micros() as u64;
-            self.last_packet.store(us, std::sync::atomic::Ordering::Relaxed);
-        }
-        r
-    }
-}
-
-impl AsyncUdpSocket for Watched {
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.local_addr()
-    }
-
-    fn poll_send(&self, cx: &mut std::task::Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<usize>> {
-        self.touch(self.inner.poll_send(cx, transmit))
-    }
-
-    fn poll_recv(
-        &self,
-        cx: &mut std::task::Context<'_>,
-        bufs: &mut [io::IoSliceMut<'_>],
-        meta: &mut [RecvMeta],
-    ) -> Poll<io::Result<usize>> {
-        self.touch(self.inner.poll_recv(cx, bufs, meta))
-    }
-
-    fn max_gso_segments(&self) -> usize {
-        self.inner.max_gso_segments()
-    }
-
-    fn max_gro_segments(&self) -> usize {
-        self.inner.max_gro_segments()
-    }
-}
-
-impl Runtime for SidecallRuntime {
-    fn spawn(&self, future: Pin<Box<dyn Future<Output = ()> + Send>>) -> Box<dyn JoinHandle> {
-        self.inner.spawn(future)
-    }
-
-    fn spawn_reactor(
-        &self,
-        reactor_pool_size: usize,
-        future: Pin<Box<dyn Future<Output = ()> + Send>>,
-    ) -> Box<dyn JoinHandle> {
-        self.inner.spawn_reactor(reactor_pool_size, future)
-    }
-
-    fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
-        let sock = socket2::SockRef::from(&socket);
-        for (what, r) in [
-            ("receive", sock.set_recv_buffer_size(UDP_BUFFER_BYTES)),
-            ("send", sock.set_send_buffer_size(UDP_BUFFER_BYTES)),
-        ] {
-            if let Err(e) = r {
-                tracing::debug!("cannot enlarge the UDP {what} buffer: {e}");
-            }
-        }
-        let inner = self.inner.wrap_udp_socket(socket)?;
-        Ok(Arc::new(Watched {
-            inner,
-            last_packet: self.last_packet.clone(),
-            epoch: self.created,
-            relayed: self.relayed.clone(),
-        }))
-    }
-
-    fn wrap_tcp_listener(&self, listener: std::net::TcpListener) -> io::Result<Arc<dyn AsyncTcpListener>> {
-        self.inner.wrap_tcp_listener(listener)
-    }
-
-    fn connect_tcp<'a>(
-        &'a self,
-        remote_addr: SocketAddr,
-    ) -> Pin<Box<dyn Future<Output = io::Result<Arc<dyn AsyncTcpStream>>> + Send + 'a>> {
-        self.inner.connect_tcp(remote_addr)
-    }
-
-    fn resolve_host<'a>(
-        &'a self,
-        host: &'a str,
-    ) -> Pin<Box<dyn Future<Output = io::Result<Vec<SocketAddr>>> + Send + 'a>> {
-        self.inner.resolve_host(host)
-    }
-
-    fn now(&self) -> std::time::Instant {
-        self.inner.now()
-    }
-
-    fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
-        if self.racing.load(std::sync::atomic::Ordering::Relaxed) && self.created.elapsed() < SETUP_PHASE {
-            return self.inner.sleep(Duration::ZERO);
-        }
-        let relayed = self.relayed.load(std::sync::atomic::Ordering::Relaxed);
-        if relayed {
-            let last = Duration::from_micros(self.last_packet.load(std::sync::atomic::Ordering::Relaxed));
-            if self.created.elapsed().saturating_sub(last) < RELAYED_BUSY_WINDOW {
-                return self.inner.sleep(Duration::ZERO);
-            }
-        }
-        let short = self.created.elapsed() < SETUP_PHASE || relayed;
-        let duration = if short { duration.min(SETUP_TICK) } else { duration };
-        self.inner.sleep(duration)
-    }
-
-    fn interval(&self, period: Duration) -> Box<dyn webrtc::runtime::AsyncInterval> {
-        self.inner.interval(period)
-    }
-
-    fn block_on(&self, future: Pin<Box<dyn Future<Output = ()> + '_>>) {
-        self.inner.block_on(future)
-    }
-
-    fn yield_now(&self) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
-        self.inner.yield_now()
-    }
-
-    fn name(&self) -> &'static str {
-        "sidecall-tokio"
-    }
-}
-
-fn runtime(
-    relayed: Arc<std::sync::atomic::AtomicBool>,
-    racing: Arc<std::sync::atomic::AtomicBool>,
-) -> Result<Arc<dyn Runtime>, RtcError> {
-    let inner =
-        webrtc::runtime::default_runtime().ok_or_else(|| RtcError::Failed("no async runtime".into()))?;
-    Ok(Arc::new(SidecallRuntime {
-        inner,
-        created: std::time::Instant::now(),
-        relayed,
-        racing,
-        last_packet: Arc::default(),
-    }))
 }
 
 /// RTP payload type of H.264 in our offers (an answerer may pick another: the sender uses
@@ -552,7 +356,7 @@ impl Peer {
             .with_interceptor_registry(registry)
             .with_setting_engine(settings)
             .with_handler(Arc::new(Handler { events: tx.clone() }))
-            .with_runtime(runtime(relayed.clone(), racing.clone())?)
+            .with_runtime(runtime::runtime(relayed.clone(), racing.clone())?)
             .with_udp_addrs(vec![if allow_loopback { "127.0.0.1:0" } else { "0.0.0.0:0" }.to_string()])
             .with_data_channel_send_buffer_limit(SEND_BUFFER_LIMIT)
             // The driver on a thread of its own instead of hopping between tokio workers.
