@@ -430,28 +430,41 @@ async fn publish_loop(nats: async_nats::Client, mut rx: mpsc::Receiver<Outgoing>
     while rx.recv_many(&mut waiting, BATCH).await > 0 {
         let mut rest = waiting.drain(..).peekable();
         while let Some(first) = rest.next() {
-            let mut same = Vec::new();
+            let mut same = vec![first.payload];
             while let Some(next) = rest.next_if(|m| m.subject == first.subject) {
                 same.push(next.payload);
             }
-            let payload = if same.is_empty() {
-                first.payload
-            } else {
-                let mut joined = Vec::with_capacity(first.payload.len() * (same.len() + 1) + 2);
-                joined.push(b'[');
-                joined.extend_from_slice(&first.payload);
-                for p in same {
-                    joined.push(b',');
-                    joined.extend_from_slice(&p);
-                }
-                joined.push(b']');
-                Bytes::from(joined)
-            };
+            let payload = join_payloads(same);
             if let Err(e) = nats.publish(first.subject, payload).await {
                 tracing::debug!("cluster publish failed: {e}");
             }
         }
     }
+}
+
+/// Several payloads for one subject as one: a JSON array of their messages. A payload that
+/// is a batch already gives its messages, not itself (a batch in a batch is unreadable).
+fn join_payloads(mut payloads: Vec<Bytes>) -> Bytes {
+    if payloads.len() == 1 {
+        return payloads.pop().unwrap_or_default();
+    }
+    let mut joined = Vec::with_capacity(payloads.iter().map(|p| p.len() + 1).sum::<usize>() + 2);
+    joined.push(b'[');
+    for p in &payloads {
+        let messages = match p.strip_prefix(b"[").and_then(|p| p.strip_suffix(b"]")) {
+            Some(inner) => inner,
+            None => p,
+        };
+        if messages.is_empty() {
+            continue;
+        }
+        if joined.len() > 1 {
+            joined.push(b',');
+        }
+        joined.extend_from_slice(messages);
+    }
+    joined.push(b']');
+    Bytes::from(joined)
 }
 
 /// One message, or several sent as one (see [`publish_loop`]).
@@ -725,5 +738,29 @@ async fn presence_writer(pool: PgPool, node: Arc<str>, mut rx: mpsc::UnboundedRe
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(device: i64) -> NodeMsg {
+        NodeMsg::Detach { device, session: crate::protocol::SessionId(format!("n.{device}")) }
+    }
+
+    #[test]
+    fn payloads_joined_for_one_subject_read_back_as_every_message_in_order() {
+        let one = |m: &NodeMsg| Bytes::from(serde_json::to_vec(m).expect("encode"));
+        let batch = |ms: &[NodeMsg]| Bytes::from(serde_json::to_vec(ms).expect("encode"));
+        // A single message, a batch from `send_all`, and another single one: under load
+        // the publisher joins them into one NATS message.
+        let joined = join_payloads(vec![one(&msg(1)), batch(&[msg(2), msg(3)]), one(&msg(4))]);
+        let read: Vec<NodeMsg> = decode_batch(&joined).expect("a joined payload is readable");
+        assert_eq!(read, vec![msg(1), msg(2), msg(3), msg(4)]);
+        // Alone, a payload goes out as it is.
+        assert_eq!(decode_batch::<NodeMsg>(&join_payloads(vec![one(&msg(5))])).expect("one"), vec![msg(5)]);
+        let two = join_payloads(vec![batch(&[msg(6), msg(7)]), batch(&[msg(8)])]);
+        assert_eq!(decode_batch::<NodeMsg>(&two).expect("two"), vec![msg(6), msg(7), msg(8)]);
     }
 }
