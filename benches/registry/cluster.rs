@@ -72,7 +72,7 @@ async fn seed_postgres(url: &str, n: usize) {
 fn start_node(dir: &std::path::Path, db: &str, cluster: &str) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sidecall-server"))
         .args(["--listen", "127.0.0.1:0", "--no-relay", "--verify", "none", "--log", "warn"])
-        .args(["--heartbeat", "30", "--connections-per-address", "100000"])
+        .args(["--heartbeat", "30", "--connections-per-address", "100000", "--threads", "1"])
         .args(["--database-url", db, "--nats", "nats://127.0.0.1:4222", "--cluster-name", cluster])
         .arg("--data-dir")
         .arg(dir)
@@ -216,6 +216,7 @@ pub async fn run_cluster(o: ClusterOpts) {
     let driver_pids: Vec<u32> = drivers.iter().map(|(c, _)| c.id()).collect();
     let cpu = |pids: &[u32]| pids.iter().map(|p| cpu_secs(*p)).sum::<f64>();
     let before = (cpu(&node_pids), cpu(&driver_pids), cpu_of("postgres"), cpu_of("nats-server"));
+    let machine_before = machine_ticks();
     for (child, _) in drivers.iter_mut() {
         let stdin = child.stdin.as_mut().expect("stdin");
         let _ = writeln!(stdin, "go");
@@ -223,8 +224,10 @@ pub async fn run_cluster(o: ClusterOpts) {
     }
     let mut all = Measured::default();
     let mut after = None;
+    let mut machine_after = None;
     for ((child, out), mut lines) in drivers.into_iter().zip(outs) {
         let _ = lines.next();
+        machine_after.get_or_insert_with(machine_ticks);
         after.get_or_insert_with(|| {
             (cpu(&node_pids), cpu(&driver_pids), cpu_of("postgres"), cpu_of("nats-server"))
         });
@@ -273,6 +276,14 @@ pub async fn run_cluster(o: ClusterOpts) {
             per_k(a.2, before.2),
             per_k(a.3, before.3),
             per_k(a.1, before.1),
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+        );
+    }
+    if let (Some((b0, t0)), Some(Some((b1, t1)))) = (machine_before, machine_after) {
+        println!(
+            "  machine busy            {:.0} % of its {} cores over the requests and 3 s after (every process: the p99 \
+             grows with this)",
+            (b1 - b0) as f64 * 100.0 / (t1 - t0).max(1) as f64,
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
         );
     }
@@ -466,6 +477,17 @@ async fn drive(
     let _ = std::fs::write(&out, serde_json::to_vec(&m).unwrap_or_default());
     println!("done");
     drop(senders);
+}
+
+/// Busy and total clock ticks of the whole machine, from the first line of /proc/stat.
+fn machine_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<u64> =
+        stat.lines().next()?.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal …: idle and iowait are not busy.
+    let total: u64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
 }
 
 fn mem_available_mb() -> u64 {
