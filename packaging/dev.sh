@@ -103,7 +103,9 @@ case "$cmd" in
         prepare_postgres
         say "building and running the tests"
         status=0
-        cargo test --locked --all-targets --no-fail-fast -- "$@" || status=$?
+        cargo test --locked --all-targets --no-fail-fast -- --skip slow_link:: "$@" || status=$?
+        say "the slow-link video tests, on their own (they count decoded pictures per second)"
+        cargo test --locked --test it --no-fail-fast -- slow_link:: "$@" || status=$?
         say "the server alone builds without the desktop's packages"
         cargo check --locked --no-default-features --bin sidecall-server || status=$?
         say "desktop app smoke test under Xvfb"

@@ -189,7 +189,10 @@ fn num(v: &Value, path: &[&str]) -> f64 {
 }
 
 /// The two tests here each encode 720p video in a debug build: one at a time, so that the
-/// figures are the link's and not two cores shared four ways.
+/// figures are the link's and not two cores shared four ways. The project's test command
+/// (`packaging/dev.sh test`) runs them in a pass of their own after the other tests, for the
+/// same reason: on a slower machine, beside the other tests, the decoder fell to 21-25
+/// pictures a second.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn topology(tag: &str, root: &Path) -> Option<Link> {
