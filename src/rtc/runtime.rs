@@ -87,8 +87,6 @@ struct Watched {
     epoch: std::time::Instant,
     /// Only a relayed connection needs the time (a direct one pays one load per packet).
     relayed: Arc<std::sync::atomic::AtomicBool>,
-    /// Most datagrams one send may carry (1: the socket has no GSO, nothing is batched).
-    max_segments: usize,
     batch: parking_lot::Mutex<Batch>,
 }
 
@@ -100,6 +98,8 @@ struct Batch {
     buf: Vec<u8>,
     size: usize,
     count: usize,
+    /// Datagrams already sent one by one (the socket lost GSO after they were batched).
+    sent: usize,
     /// The last datagram was shorter than `size`: nothing more may join.
     closed: bool,
 }
@@ -136,28 +136,52 @@ impl Watched {
         r
     }
 
-    /// Sends the waiting batch. A send error drops it, as it would have dropped the
-    /// datagrams one by one (UDP: the peers' transports recover).
+    /// Sends the waiting batch: as one GSO send, or datagram by datagram if the socket has
+    /// given up GSO since (quinn-udp turns it off when the kernel refuses it). A send error
+    /// drops what it sent, as it would have dropped the datagrams one by one (UDP: the
+    /// peers' transports recover).
     fn flush(&self, cx: &mut Context<'_>, b: &mut Batch) -> Poll<()> {
         let Some(to) = b.to.filter(|_| b.count > 0) else {
             return Poll::Ready(());
         };
-        let t = Transmit {
-            destination: to,
-            ecn: None,
-            contents: &b.buf,
-            segment_size: (b.count > 1).then_some(b.size),
-            src_ip: None,
-        };
-        match self.inner.poll_send(cx, &t) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(Err(e)) => tracing::debug!(%to, datagrams = b.count, "relayed send failed: {e}"),
-            Poll::Ready(Ok(_)) => {}
+        if b.sent == 0 && (b.count == 1 || self.inner.max_gso_segments() >= b.count) {
+            let segment = (b.count > 1).then_some(b.size);
+            if self.send(cx, to, &b.buf, segment, b.count).is_pending() {
+                return Poll::Pending;
+            }
+        } else {
+            while b.sent < b.count {
+                let (start, end) = (b.sent * b.size, ((b.sent + 1) * b.size).min(b.buf.len()));
+                if self.send(cx, to, &b.buf[start..end], None, 1).is_pending() {
+                    return Poll::Pending;
+                }
+                b.sent += 1;
+            }
         }
         b.buf.clear();
         b.count = 0;
+        b.sent = 0;
         b.to = None;
         Poll::Ready(())
+    }
+
+    fn send(
+        &self,
+        cx: &mut Context<'_>,
+        to: SocketAddr,
+        contents: &[u8],
+        segment_size: Option<usize>,
+        datagrams: usize,
+    ) -> Poll<()> {
+        let t = Transmit { destination: to, ecn: None, contents, segment_size, src_ip: None };
+        match self.inner.poll_send(cx, &t) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => {
+                tracing::debug!(%to, datagrams, "relayed send failed: {e}");
+                Poll::Ready(())
+            }
+            Poll::Ready(Ok(_)) => Poll::Ready(()),
+        }
     }
 
     /// Sends the waiting batch, if the socket takes it now.
@@ -176,12 +200,11 @@ impl AsyncUdpSocket for Watched {
         let mut b = self.batch.lock();
         let single = transmit.segment_size.is_none() && transmit.ecn.is_none() && transmit.src_ip.is_none();
         let len = transmit.contents.len();
-        let batching = self.max_segments > 1
-            && single
-            && len > 0
-            && self.relayed.load(std::sync::atomic::Ordering::Relaxed);
+        let max_segments = self.inner.max_gso_segments();
+        let batching =
+            max_segments > 1 && single && len > 0 && self.relayed.load(std::sync::atomic::Ordering::Relaxed);
         // In order: what waits goes first, unless this datagram joins it.
-        if !(batching && b.fits(transmit.destination, len, self.max_segments))
+        if !(batching && b.fits(transmit.destination, len, max_segments))
             && self.flush(cx, &mut b).is_pending()
         {
             return Poll::Pending;
@@ -271,7 +294,6 @@ impl Runtime for SidecallRuntime {
         }
         let inner = self.inner.wrap_udp_socket(socket)?;
         let watched = Arc::new(Watched {
-            max_segments: inner.max_gso_segments().max(1),
             inner,
             last_packet: self.last_packet.clone(),
             epoch: self.created,
@@ -404,5 +426,55 @@ mod tests {
         relayed.store(false, Ordering::Relaxed);
         send(&sock, to, b"direct");
         assert_eq!(received(&rx).await, vec![b"direct".to_vec()]);
+    }
+
+    /// A socket that records what it is asked to send, with GSO that can be taken away.
+    #[derive(Debug, Default)]
+    struct Recorder {
+        gso: std::sync::atomic::AtomicUsize,
+        sent: parking_lot::Mutex<Vec<(Vec<u8>, Option<usize>)>>,
+    }
+
+    impl AsyncUdpSocket for Recorder {
+        fn local_addr(&self) -> io::Result<SocketAddr> {
+            Ok(SocketAddr::from(([127, 0, 0, 1], 1)))
+        }
+        fn poll_send(&self, _: &mut Context<'_>, t: &Transmit<'_>) -> Poll<io::Result<usize>> {
+            self.sent.lock().push((t.contents.to_vec(), t.segment_size));
+            Poll::Ready(Ok(t.contents.len()))
+        }
+        fn poll_recv(
+            &self,
+            _: &mut Context<'_>,
+            _: &mut [io::IoSliceMut<'_>],
+            _: &mut [RecvMeta],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Pending
+        }
+        fn max_gso_segments(&self) -> usize {
+            self.gso.load(Ordering::Relaxed)
+        }
+    }
+
+    #[test]
+    fn a_batch_goes_out_datagram_by_datagram_when_the_socket_lost_gso_meanwhile() {
+        let rec = Arc::new(Recorder::default());
+        rec.gso.store(64, Ordering::Relaxed);
+        let sock: Arc<dyn AsyncUdpSocket> = Arc::new(Watched {
+            inner: rec.clone(),
+            last_packet: Arc::default(),
+            epoch: std::time::Instant::now(),
+            relayed: Arc::new(AtomicBool::new(true)),
+            batch: parking_lot::Mutex::new(Batch::default()),
+        });
+        let to = SocketAddr::from(([127, 0, 0, 1], 2));
+        for d in [[1u8; 100].as_slice(), &[2; 100], &[3; 40]] {
+            send(&sock, to, d);
+        }
+        assert!(rec.sent.lock().is_empty(), "held for the round");
+        rec.gso.store(1, Ordering::Relaxed);
+        drop(sock); // flushes what waits
+        let sent = rec.sent.lock().clone();
+        assert_eq!(sent, vec![(vec![1; 100], None), (vec![2; 100], None), (vec![3; 40], None)]);
     }
 }
