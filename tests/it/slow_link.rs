@@ -310,8 +310,15 @@ fn video_follows_a_slow_link_down_and_back_up() {
         watched.iter().all(|&(fps, made, _)| fps >= 20.0 || fps >= made - 4.0),
         "decoded ≥ 20 fps on the slow link (decoded, sent around then, oldest shown): {watched:?}"
     );
+    // On average 25 a second, or nearly all Alice made when her machine made fewer (seen in
+    // CI on a slower machine: 23.3 made, 23.2 decoded).
     let mean = watched.iter().map(|w| w.0).sum::<f64>() / watched.len() as f64;
-    assert!(mean >= 25.0, "decoded {mean:.1} fps on average: {watched:?}");
+    let made: Vec<f64> = watched.iter().map(|w| w.1).filter(|m| m.is_finite()).collect();
+    let mean_made = made.iter().sum::<f64>() / made.len().max(1) as f64;
+    assert!(
+        mean >= 25.0_f64.min(mean_made - 2.0),
+        "decoded {mean:.1} fps on average ({mean_made:.1} made): {watched:?}"
+    );
     assert!(watched.iter().all(|&(_, _, max)| max <= 500.0), "no picture older than 500 ms: {watched:?}");
     // Once the link is free the bitrate rises again.
     let limited =
