@@ -200,9 +200,10 @@ impl AsyncUdpSocket for Watched {
         let mut b = self.batch.lock();
         let single = transmit.segment_size.is_none() && transmit.ecn.is_none() && transmit.src_ip.is_none();
         let len = transmit.contents.len();
-        let max_segments = self.inner.max_gso_segments();
-        let batching =
-            max_segments > 1 && single && len > 0 && self.relayed.load(std::sync::atomic::Ordering::Relaxed);
+        // A direct connection's packets (most of them) stop at the first test.
+        let relayed = self.relayed.load(std::sync::atomic::Ordering::Relaxed) && single && len > 0;
+        let max_segments = if relayed { self.inner.max_gso_segments() } else { 1 };
+        let batching = relayed && max_segments > 1;
         // In order: what waits goes first, unless this datagram joins it.
         if !(batching && b.fits(transmit.destination, len, max_segments))
             && self.flush(cx, &mut b).is_pending()
