@@ -284,6 +284,9 @@ fn main() {
             return;
         }
         eprintln!("open-file limit {limit}: {per_node} clients per node fit (room for {most})");
+        if let Some(code) = cluster::run_in_own_netns() {
+            std::process::exit(code);
+        }
         let rt = tokio::runtime::Runtime::new().expect("runtime");
         let cluster_opts = cluster::ClusterOpts {
             nodes: opts.nodes,

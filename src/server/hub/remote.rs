@@ -280,7 +280,8 @@ impl Hub {
 
     fn ring_from(self: &Arc<Self>, req: RingRequest) {
         tracing::debug!(session = %req.session, "ringing for another node");
-        let Ok(target) = number::normalize(&req.target, None) else {
+        // Normalized by the node that sent it.
+        let Some(target) = E164::from_cluster(&req.target) else {
             return;
         };
         self.lock().upsert_remote(&req.caller);
