@@ -10,7 +10,10 @@
 //!
 //! With `--nodes N` (PostgreSQL and NATS on loopback, as on the development machines) it
 //! measures a cluster first (see `registry/cluster.rs`), then one node alone with as many
-//! clients as one cluster node holds, as the same run's baseline.
+//! clients as one cluster node holds, as the same run's baseline. Run as root, it runs in a
+//! network namespace of its own with a NATS server of its own (`--no-netns`: on the machine's
+//! loopback and NATS). The first second of requests warms up and is not counted;
+//! `SIDECALL_BENCH_TRACE=1` writes every initiation's send time and latency to a file.
 //!
 //! Under `cargo test` (no `--bench` argument) it runs as a small smoke test.
 

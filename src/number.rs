@@ -8,9 +8,10 @@ use std::fmt;
 pub struct E164(String);
 
 impl E164 {
-    /// A number another node of the cluster normalized already: only its form is checked
-    /// (`+` and 2 to 15 digits), not the numbering plan again, which costs tens of µs.
-    pub fn from_cluster(number: &str) -> Option<E164> {
+    /// A number normalized before (by another node of the cluster, or a registered user's):
+    /// only its form is checked (`+` and 2 to 15 digits), not the numbering plan again, which
+    /// costs tens of µs.
+    pub fn from_normalized(number: &str) -> Option<E164> {
         let digits = number.strip_prefix('+')?;
         let form = (2..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit());
         form.then(|| E164(number.to_string()))
@@ -209,12 +210,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_number_from_another_node_is_taken_only_in_e164_form() {
-        assert_eq!(E164::from_cluster("+4930123456").map(|n| n.0), Some("+4930123456".to_string()));
+    fn a_number_normalized_before_is_taken_only_in_e164_form() {
+        assert_eq!(E164::from_normalized("+4930123456").map(|n| n.0), Some("+4930123456".to_string()));
         for bad in
             ["4930123456", "+", "+1", "+49 30 123456", "+49301234567890123", "+49abc", "tel:+4930123456"]
         {
-            assert!(E164::from_cluster(bad).is_none(), "{bad}");
+            assert!(E164::from_normalized(bad).is_none(), "{bad}");
         }
     }
 

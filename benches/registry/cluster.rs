@@ -573,15 +573,16 @@ impl Drop for Nodes {
 const IN_NETNS: &str = "SIDECALL_BENCH_IN_NETNS";
 
 /// Runs this benchmark again in a network namespace of its own, with a NATS server of its
-/// own there and PostgreSQL reached through its Unix socket; returns its exit code. `None`:
-/// it cannot (not root, no `nats-server`, PostgreSQL elsewhere, or `--no-netns`), and the
-/// benchmark runs here.
+/// own there (the same Debian binary, core NATS only) and PostgreSQL reached through its Unix
+/// socket; returns its exit code. `None`: it cannot (not root, no `nats-server`, PostgreSQL
+/// elsewhere) or was told not to (`--no-netns`), and the benchmark runs beside everything else.
 ///
-/// Why: 45,000 clients are 90,000 loopback TCP sockets. On the development machines the
-/// machine's own agent (PID 1, at nice −10) reads the TCP table about once a second, which
-/// with that many sockets in its namespace takes it tens of milliseconds of a core each time;
-/// everything else waits meanwhile, and the latency tail measured that instead of Sidecall.
-/// A server in production has no such neighbour, and its clients are elsewhere.
+/// Why: the nodes, their clients and their NATS then share loopback and the message bus with
+/// nothing else on the machine, as a cluster in production would. In runs one after the
+/// other on a development machine (same code), the machine's own NATS (JetStream on, logging
+/// to a file) cost 123–129 µs of CPU per request against 84–88 µs for one of the benchmark's
+/// own, and the cross-node p99 was 17–23 ms against 6–12 ms; why that NATS costs more was
+/// not found out.
 pub fn run_in_own_netns() -> Option<i32> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if std::env::var_os(IN_NETNS).is_some() || args.iter().any(|a| a == "--no-netns") {

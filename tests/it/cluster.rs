@@ -391,6 +391,8 @@ fn node_process(dir: &std::path::Path, db: &str, name: &str, listen: &str) -> (c
         std::process::Command::new(env!("CARGO_BIN_EXE_sidecall-server"))
             .args(["--listen", listen, "--no-relay", "--verify", "none", "--log", "warn"])
             .args(["--database-url", db, "--nats", NATS, "--cluster-name", name, "--reconnect-grace", "3"])
+            // As the benchmark runs its nodes: one thread each (a current-thread runtime).
+            .args(["--threads", "1"])
             .arg("--data-dir")
             .arg(dir),
     );

@@ -261,6 +261,12 @@ impl Cluster {
         let _ = self.writes.send(PresenceOp::Down { device, conn_id });
     }
 
+    /// Whether a device of `number` is online somewhere, as far as this node's copy of the
+    /// presence table knows.
+    pub fn knows(&self, number: &str) -> bool {
+        self.presence.lock().by_number.contains_key(number)
+    }
+
     /// The online devices of a number on live nodes: from the copy in memory once it is
     /// loaded, from PostgreSQL before.
     pub async fn lookup(&self, number: &str) -> Result<Vec<PresenceRow>, sqlx::Error> {

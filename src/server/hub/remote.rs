@@ -281,7 +281,7 @@ impl Hub {
     fn ring_from(self: &Arc<Self>, req: RingRequest) {
         tracing::debug!(session = %req.session, "ringing for another node");
         // Normalized by the node that sent it.
-        let Some(target) = E164::from_cluster(&req.target) else {
+        let Some(target) = E164::from_normalized(&req.target) else {
             return;
         };
         self.lock().upsert_remote(&req.caller);
