@@ -10,9 +10,9 @@
 //!
 //! With `--nodes N` (PostgreSQL and NATS on loopback, as on the development machines) it
 //! measures a cluster first (see `registry/cluster.rs`), then one node alone with as many
-//! clients as one cluster node holds, as the same run's baseline. Run as root, it runs in a
-//! network namespace of its own with a NATS server of its own (`--no-netns`: on the machine's
-//! loopback and NATS). The first second of requests warms up and is not counted;
+//! clients as one cluster node holds, as the same run's baseline. `--netns` (root) runs it in
+//! a network namespace of its own with a NATS server of its own instead of on the machine's
+//! loopback and NATS. The first second of requests warms up and is not counted;
 //! `SIDECALL_BENCH_TRACE=1` writes every initiation's send time and latency to a file.
 //!
 //! Under `cargo test` (no `--bench` argument) it runs as a small smoke test.

@@ -572,20 +572,21 @@ impl Drop for Nodes {
 /// Set in the benchmark's own process once it runs in its network namespace.
 const IN_NETNS: &str = "SIDECALL_BENCH_IN_NETNS";
 
-/// Runs this benchmark again in a network namespace of its own, with a NATS server of its
-/// own there (the same Debian binary, core NATS only) and PostgreSQL reached through its Unix
-/// socket; returns its exit code. `None`: it cannot (not root, no `nats-server`, PostgreSQL
-/// elsewhere) or was told not to (`--no-netns`), and the benchmark runs beside everything else.
+/// With `--netns`: runs this benchmark again in a network namespace of its own, with a NATS
+/// server of its own there (the same Debian binary, core NATS only) and PostgreSQL reached
+/// through its Unix socket; returns its exit code. `None`: not asked, or it cannot (not root,
+/// no `nats-server`, PostgreSQL elsewhere), and the benchmark runs on the machine's loopback
+/// and NATS.
 ///
-/// Why: the nodes, their clients and their NATS then share loopback and the message bus with
-/// nothing else on the machine, as a cluster in production would. In runs one after the
-/// other on a development machine (same code), the machine's own NATS (JetStream on, logging
-/// to a file) cost 123–129 µs of CPU per request against 84–88 µs for one of the benchmark's
-/// own, and the cross-node p99 was 17–23 ms against 6–12 ms; why that NATS costs more was
-/// not found out.
+/// The nodes, their clients and their NATS then share loopback and the message bus with
+/// nothing else on the machine. Measured one run after the other on a development machine:
+/// the machine's NATS (JetStream on, logging to a file) 89–94 µs of CPU per request, cross-node
+/// p99 2.5–3.5 ms; a NATS of the benchmark's own 74–81 µs, 2.4–3.8 ms. With nodes that spent
+/// ~250 µs a request (before the E.164 shortcut and the current-thread runtime) the machine's
+/// NATS gave 17–23 ms and the benchmark's own 6–12 ms.
 pub fn run_in_own_netns() -> Option<i32> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if std::env::var_os(IN_NETNS).is_some() || args.iter().any(|a| a == "--no-netns") {
+    if std::env::var_os(IN_NETNS).is_some() || !args.iter().any(|a| a == "--netns") {
         return None;
     }
     // SAFETY: geteuid has no preconditions.
@@ -625,7 +626,7 @@ pub fn run_in_own_netns() -> Option<i32> {
         .ok()?;
     eprintln!(
         "running in a network namespace of its own ({}), with a NATS server of its own (pid {}) and \
-         PostgreSQL through its socket; --no-netns runs it beside everything else",
+         PostgreSQL through its socket",
         ns.0,
         server.id()
     );
