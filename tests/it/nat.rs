@@ -172,10 +172,19 @@ impl Run<'_> {
         p
     }
 
-    /// `dial` from `ns` as `profile` to `number`, sending `file` with video; its JSON lines.
-    fn dial(&self, ns: &str, profile: &str, number: &str, file: &Path) -> (bool, Vec<String>) {
+    /// `dial` from `ns` as `profile` to `number`, sending `file` with video (and `extra`
+    /// arguments); its JSON lines.
+    fn dial(
+        &self,
+        ns: &str,
+        profile: &str,
+        number: &str,
+        file: &Path,
+        extra: &[&str],
+    ) -> (bool, Vec<String>) {
         let mut args = vec!["dial", number, "--json", "--send", file.to_str().expect("utf-8")];
         args.extend(VIDEO);
+        args.extend(extra);
         let out = self.app(ns, profile, &args).stderr(Stdio::null()).output().expect("dial");
         let lines = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
         (out.status.success(), lines)
@@ -225,7 +234,7 @@ fn two_homes_behind_nats_connect_only_through_the_relay() {
         file_with(&small, 100_000, 3);
         let listener = run.listen("home2", "b", &dir.path().join("inbox0"));
         let t0 = Instant::now();
-        let (ok, lines) = run.dial("home1", "a", "+4915123456789", &small);
+        let (ok, lines) = run.dial("home1", "a", "+4915123456789", &small, &[]);
         assert!(!ok, "without a relay the NATs cannot be crossed: {lines:#?}");
         assert!(
             lines.iter().any(|l| l.contains(r#""event":"data_failed""#)),
@@ -242,7 +251,9 @@ fn two_homes_behind_nats_connect_only_through_the_relay() {
     let inbox = dir.path().join("inbox");
     let listener = run.listen("home2", "b", &inbox);
     let t0 = Instant::now();
-    let (ok, lines) = run.dial("home1", "a", "+4915123456789", &big);
+    // The session lasts 6 s whatever the transfer takes, so that video has time to flow both
+    // ways: a relayed 32 MiB can take little more than a second, too short for ten pictures.
+    let (ok, lines) = run.dial("home1", "a", "+4915123456789", &big, &["--hangup-after", "6"]);
     let took = t0.elapsed();
     let theirs = listener.rest(30);
     assert!(ok, "the relayed session works: {lines:#?}");
@@ -261,7 +272,7 @@ fn two_homes_behind_nats_connect_only_through_the_relay() {
     let inbox2 = dir.path().join("inbox2");
     let small = dir.path().join("small.bin");
     let listener = run.listen("r2", "d", &inbox2);
-    let (ok, lines) = run.dial("r1", "c", "+491601234567", &small);
+    let (ok, lines) = run.dial("r1", "c", "+491601234567", &small, &[]);
     let _ = listener.rest(30);
     assert!(ok, "{lines:#?}");
     assert_eq!(path_of(&lines).as_deref(), Some("direct"));
@@ -271,7 +282,7 @@ fn two_homes_behind_nats_connect_only_through_the_relay() {
     assert!(set.contains("hide my address on"), "{set}");
     let inbox3 = dir.path().join("inbox3");
     let listener = run.listen("home2", "b", &inbox3);
-    let (ok, lines) = run.dial("home1", "a", "+4915123456789", &small);
+    let (ok, lines) = run.dial("home1", "a", "+4915123456789", &small, &[]);
     let theirs = listener.rest(30);
     assert!(ok, "{lines:#?}");
     assert_eq!(path_of(&lines).as_deref(), Some("relayed"));
