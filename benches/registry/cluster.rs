@@ -212,6 +212,7 @@ pub async fn run_cluster(o: ClusterOpts) {
     let connect_secs = t_connect.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let online: Vec<u64> = nodes.iter().map(|(c, _)| rss_kib(c.id())).collect();
+    let drivers_kib: u64 = drivers.iter().map(|(c, _)| rss_kib(c.id())).sum();
 
     eprintln!("driving {} requests/s for 1 s (warm-up, not counted), then {} s…", o.rate, o.seconds);
     let node_pids: Vec<u32> = nodes.iter().map(|(c, _)| c.id()).collect();
@@ -294,15 +295,31 @@ pub async fn run_cluster(o: ClusterOpts) {
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
         );
     }
-    println!("  memory available        {} MB after the run", mem_available_mb());
+    let free_mb = mem_available_mb();
+    println!("  memory available        {free_mb} MB after the run");
+    let mut node_bytes = 0.0;
     for (k, (i, on)) in idle.iter().zip(&online).enumerate() {
         let per = on.saturating_sub(*i) as f64 * 1024.0 / per_node.max(1) as f64;
+        node_bytes += per / o.nodes as f64;
         println!(
             "  node {k} RSS              idle {i} KiB, online {on} KiB: {:.1} KB per client (goal 20 KB: {:.2}x)",
             per / 1000.0,
             per / 20_000.0
         );
     }
+    // What would stop more clients on this machine: memory, or files per process.
+    let client_bytes = drivers_kib as f64 * 1024.0 / total.max(1) as f64;
+    let more = free_mb as f64 * 1e6 / (node_bytes + client_bytes).max(1.0);
+    let files = rlimit::getrlimit(rlimit::Resource::NOFILE).map(|(soft, _)| soft).unwrap_or(0);
+    println!(
+        "  room for more           memory: ~{:.0}k more online ({:.1} KB per client on its node + {:.1} KB in the \
+         benchmark's client processes); open files: at most {} clients per node process (limit {files}), \
+         so more online needs more nodes; CPU: see machine busy",
+        more / 1000.0,
+        node_bytes / 1000.0,
+        client_bytes / 1000.0,
+        files.saturating_sub(super::FD_MARGIN)
+    );
 }
 
 /// One driver process: `per_node` clients on one node; then, on `go`, requests at `rate`.
