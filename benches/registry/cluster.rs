@@ -597,8 +597,8 @@ const IN_NETNS: &str = "SIDECALL_BENCH_IN_NETNS";
 ///
 /// The nodes, their clients and their NATS then share loopback and the message bus with
 /// nothing else on the machine. Measured one run after the other on a development machine:
-/// the machine's NATS (JetStream on, logging to a file) 89–94 µs of CPU per request, cross-node
-/// p99 2.5–3.5 ms; a NATS of the benchmark's own 74–81 µs, 2.4–3.8 ms. With nodes that spent
+/// the machine's NATS (JetStream on, logging to a file) 88–94 µs of CPU per request, cross-node
+/// p99 2.0–3.5 ms; a NATS of the benchmark's own 72–81 µs, 2.0–3.8 ms. With nodes that spent
 /// ~250 µs a request (before the E.164 shortcut and the current-thread runtime) the machine's
 /// NATS gave 17–23 ms and the benchmark's own 6–12 ms.
 pub fn run_in_own_netns() -> Option<i32> {
@@ -625,9 +625,7 @@ pub fn run_in_own_netns() -> Option<i32> {
         None
     };
     if let Some(why) = why_not {
-        eprintln!(
-            "running in the machine's network namespace ({why}): the latency tail may include other processes"
-        );
+        eprintln!("--netns: cannot ({why}); running on the machine's loopback and NATS");
         return None;
     }
     let nats = nats?;

@@ -262,7 +262,8 @@ impl Cluster {
     }
 
     /// Whether a device of `number` is online somewhere, as far as this node's copy of the
-    /// presence table knows.
+    /// presence table knows. Called under the hub's lock: nothing that holds the presence
+    /// lock waits for the hub's, so the two cannot deadlock.
     pub fn knows(&self, number: &str) -> bool {
         self.presence.lock().by_number.contains_key(number)
     }
